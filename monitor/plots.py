@@ -1,0 +1,74 @@
+"""Pictures of what people would rather see than read: before/after bars, score history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monitor.errors import MissingExtra
+from monitor.report import Row
+from monitor.store import KindSummary, Run
+
+_SHORT = {"multiple_choice": "MC", "generate_until": "gen", "loglikelihood_rolling": "fluency"}
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingExtra("matplotlib", "plot") from exc
+    return plt
+
+
+def _wrap(name: str) -> str:
+    return name.replace("-", "-\n")
+
+
+def before_after_plot(rows: Sequence[Row], out: Path, before: str = "v1", after: str = "v2") -> Path:
+    """Grouped bars per capability × kind (accuracy kinds only; fluency is on another scale)."""
+    plt = _pyplot()
+    shown = [r for r in rows if r.kind != "loglikelihood_rolling"]
+    labels = [_wrap(r.capability) + "\n" + _SHORT[r.kind] for r in shown]
+    xs = range(len(shown))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(shown)), 4.5))
+    ax.bar([x - 0.2 for x in xs], [r.before or 0 for r in shown], width=0.4, label=before)
+    ax.bar([x + 0.2 for x in xs], [r.after or 0 for r in shown], width=0.4, label=after)
+    ax.set_xticks(list(xs), labels, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy on the probe split")
+    ax.set_title("What the fine-tune kept and what it forgot")
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def history_plot(runs: Sequence[Run], summaries: dict[int, list[KindSummary]], out: Path) -> Path:
+    """One line per model/version/suite/kind, score against run start time."""
+    plt = _pyplot()
+    series: dict[str, list[tuple[Any, float]]] = {}
+    for run in runs:
+        for s in summaries.get(run.id or -1, []):
+            if s.mean_score is not None and s.kind != "loglikelihood_rolling":
+                key = f"{run.model}/{run.version} {run.suite} {_SHORT[s.kind]}"
+                series.setdefault(key, []).append((run.started_at, s.mean_score))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for key, points in sorted(series.items()):
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=key)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Probe scores over time")
+    if series:
+        ax.legend(fontsize=7, loc="lower left")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

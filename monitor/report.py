@@ -1,0 +1,76 @@
+"""Rich tables for people: what a run measured, what changed between two versions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.table import Table
+
+from monitor.store import KindSummary, Run
+
+KIND_LABELS = {
+    "multiple_choice": "knows (multiple-choice log-likelihood)",
+    "generate_until": "uses it (generated answer)",
+    "loglikelihood_rolling": "fluency (mean log-prob per token)",
+}
+
+
+def fmt(value: float | None, kind: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3f}" if kind == "loglikelihood_rolling" else f"{value:.1%}"
+
+
+def fmt_delta(before: float | None, after: float | None, kind: str) -> str:
+    if before is None or after is None:
+        return "—"
+    delta = after - before
+    text = f"{delta:+.3f}" if kind == "loglikelihood_rolling" else f"{delta * 100:+.1f} pts"
+    colour = "red" if delta < -0.05 else "green" if delta > 0.05 else "white"
+    return f"[{colour}]{text}[/{colour}]"
+
+
+def runs_table(runs: Sequence[Run], summaries: dict[int, list[KindSummary]], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("run", "when (UTC)", "model/version", "suite", "kind", "score", "items", "errors",
+                   "status"):
+        table.add_column(column, justify="right" if column in ("score", "items", "errors") else "left")
+    for run in runs:
+        assert run.id is not None
+        kinds = summaries.get(run.id) or [KindSummary("—", None, 0, run.error_count)]
+        for s in kinds:
+            table.add_row(str(run.id), run.started_at.strftime("%Y-%m-%d %H:%M"),
+                          f"{run.model}/{run.version}", run.suite, s.kind, fmt(s.mean_score, s.kind),
+                          str(s.scored), str(s.errors), _status(run))
+    return table
+
+
+def _status(run: Run) -> str:
+    colour = {"complete": "green", "error": "red", "interrupted": "yellow"}.get(run.status, "white")
+    return f"[{colour}]{run.status}[/{colour}]"
+
+
+@dataclass(frozen=True)
+class Row:
+    capability: str
+    kind: str
+    before: float | None
+    after: float | None
+    items: int
+
+
+def comparison_table(rows: Sequence[Row], before: str, after: str, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("capability")
+    table.add_column("measured as")
+    for column in (before, after, "delta", "items"):
+        table.add_column(column, justify="right")
+    previous = None
+    for row in rows:
+        name = row.capability if row.capability != previous else ""
+        previous = row.capability
+        table.add_row(name, KIND_LABELS.get(row.kind, row.kind), fmt(row.before, row.kind),
+                      fmt(row.after, row.kind), fmt_delta(row.before, row.after, row.kind),
+                      str(row.items))
+    return table

@@ -1,0 +1,252 @@
+"""Every score forgetmenot measures, kept: SQLite by default, PostgreSQL in production.
+
+Rows are appended, never rewritten, except a run's own status line as it finishes. A run that
+never finished stays `running` until `mark_interrupted` closes it as `interrupted`, so a crash
+can never pass for a complete measurement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import UniqueConstraint, event, func
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+
+from monitor.errors import StoreError
+
+RUN_STATUSES = ("running", "complete", "error", "interrupted")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ModelVersion(SQLModel, table=True):
+    __tablename__ = "model_version"
+    __table_args__ = (UniqueConstraint("model", "version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(index=True)
+    version: str
+    source: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SuiteRecord(SQLModel, table=True):
+    __tablename__ = "suite"
+    __table_args__ = (UniqueConstraint("name", "content_hash"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    version: int
+    capability: str
+    content_hash: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Run(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(index=True)
+    version: str = Field(index=True)
+    suite_id: int = Field(foreign_key="suite.id", index=True)
+    suite: str
+    capability: str
+    split: str = "probe"
+    backend: str
+    device: str
+    dtype: str
+    status: str = "running"
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    item_count: int = 0
+    error_count: int = 0
+    error: str | None = None
+
+
+class ItemResult(SQLModel, table=True):
+    __tablename__ = "item_result"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    item_id: str
+    kind: str
+    score: float | None = None
+    correct: bool | None = None
+    margin: float | None = None
+    output: str | None = None
+    latency_ms: float | None = None
+    error_kind: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class KindSummary:
+    kind: str
+    mean_score: float | None
+    scored: int
+    errors: int
+
+
+class Store:
+    """The one way in and out of the database; pass it around, never a global."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = _make_engine(url)
+            SQLModel.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open database {_redact(url)}: {exc.__class__.__name__}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+        except OperationalError as exc:
+            raise StoreError(f"database {_redact(self.url)} failed: {str(exc).splitlines()[0]}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register_version(self, model: str, version: str, source: str = "") -> ModelVersion:
+        with self.session() as s:
+            found = s.exec(select(ModelVersion).where(ModelVersion.model == model,
+                                                      ModelVersion.version == version)).first()
+            if found:
+                return found
+            row = ModelVersion(model=model, version=version, source=source)
+            s.add(row)
+            s.commit()
+            return row
+
+    def ensure_suite(self, name: str, version: int, capability: str, content_hash: str) -> SuiteRecord:
+        with self.session() as s:
+            found = s.exec(select(SuiteRecord).where(SuiteRecord.name == name,
+                                                     SuiteRecord.content_hash == content_hash)).first()
+            if found:
+                return found
+            row = SuiteRecord(name=name, version=version, capability=capability,
+                              content_hash=content_hash)
+            s.add(row)
+            s.commit()
+            return row
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def start_run(self, **fields: Any) -> Run:
+        with self.session() as s:
+            run = Run(**fields)
+            s.add(run)
+            s.commit()
+            return run
+
+    def add_results(self, run_id: int, results: Iterable[ItemResult]) -> None:
+        with self.session() as s:
+            for result in results:
+                result.run_id = run_id
+                s.add(result)
+            s.commit()
+
+    def finish_run(self, run_id: int, status: str, error: str | None = None) -> Run:
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
+        with self.session() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise StoreError(f"run {run_id} does not exist")
+            counts = s.exec(select(func.count(), func.count(col(ItemResult.error_kind)))
+                            .where(ItemResult.run_id == run_id)).one()
+            run.item_count, run.error_count = int(counts[0]), int(counts[1])
+            run.status, run.error, run.finished_at = status, error, utcnow()
+            s.add(run)
+            s.commit()
+            return run
+
+    def mark_interrupted(self) -> int:
+        """Close every run left `running` by a process that died; returns how many."""
+        with self.session() as s:
+            stale = s.exec(select(Run).where(Run.status == "running")).all()
+            for run in stale:
+                run.status, run.finished_at = "interrupted", utcnow()
+                s.add(run)
+            s.commit()
+            return len(stale)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get_run(self, run_id: int) -> Run | None:
+        with self.session() as s:
+            return s.get(Run, run_id)
+
+    def runs(self, model: str | None = None, version: str | None = None, suite: str | None = None,
+             status: str | None = None) -> list[Run]:
+        query = select(Run).order_by(col(Run.started_at), col(Run.id))
+        for column, value in ((Run.model, model), (Run.version, version), (Run.suite, suite),
+                              (Run.status, status)):
+            if value is not None:
+                query = query.where(column == value)
+        with self.session() as s:
+            return list(s.exec(query).all())
+
+    def latest_complete_run(self, model: str, version: str, suite_hash: str, backend: str,
+                            dtype: str) -> Run | None:
+        """The newest complete run of exactly this suite content on this backend and dtype."""
+        query = (select(Run).join(SuiteRecord, col(Run.suite_id) == col(SuiteRecord.id))
+                 .where(Run.model == model, Run.version == version, Run.status == "complete",
+                        SuiteRecord.content_hash == suite_hash, Run.backend == backend,
+                        Run.dtype == dtype)
+                 .order_by(col(Run.id).desc()))
+        with self.session() as s:
+            return s.exec(query).first()
+
+    def results(self, run_id: int, kind: str | None = None) -> list[ItemResult]:
+        query = select(ItemResult).where(ItemResult.run_id == run_id).order_by(col(ItemResult.id))
+        if kind is not None:
+            query = query.where(ItemResult.kind == kind)
+        with self.session() as s:
+            return list(s.exec(query).all())
+
+    def summaries(self, run_ids: Sequence[int]) -> dict[int, list[KindSummary]]:
+        """Mean score per kind for each run, computed in the database."""
+        query = (select(ItemResult.run_id, ItemResult.kind, func.avg(ItemResult.score),
+                        func.count(col(ItemResult.score)), func.count(col(ItemResult.error_kind)))
+                 .where(col(ItemResult.run_id).in_(list(run_ids)))
+                 .group_by(col(ItemResult.run_id), col(ItemResult.kind)))
+        out: dict[int, list[KindSummary]] = {run_id: [] for run_id in run_ids}
+        with self.session() as s:
+            for run_id, kind, mean, scored, errors in s.exec(query).all():
+                value = float(mean) if mean is not None else None
+                out[run_id].append(KindSummary(kind, value, int(scored), int(errors)))
+        return out
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    """WAL lets the exporter read while a run writes; foreign keys are off by default in SQLite."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"

@@ -1,0 +1,70 @@
+"""YAML loading that remembers where every key was written.
+
+pydantic reports *which* key is wrong; people fix files by line. PyYAML's node tree carries
+line marks, so we keep a map from key path to line beside the parsed data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from monitor.errors import Problem
+
+Path_ = tuple[str | int, ...]
+
+
+class Located:
+    """Parsed YAML plus the line of every key path in it."""
+
+    def __init__(self, file: str, data: Any, lines: dict[Path_, int]) -> None:
+        self.file = file
+        self.data = data
+        self.lines = lines
+
+    def line(self, loc: Path_) -> int | None:
+        """Line of the deepest written ancestor of `loc` (a missing key points at its parent)."""
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return None
+
+    def problem(self, loc: Path_, message: str) -> Problem:
+        return Problem(self.file, self.line(loc), dotted(loc), message)
+
+
+def dotted(loc: Path_) -> str:
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+
+
+def load(path: Path) -> Located:
+    """Parse `path`; a YAML syntax error becomes a Problem with the line it happened on."""
+    from monitor.errors import ConfigError
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem(str(path), line, "", f"invalid YAML: {reason}")]) from exc
+    lines: dict[Path_, int] = {}
+    if node is not None:
+        _index(node, (), lines)
+    return Located(str(path), data, lines)
+
+
+def _index(node: yaml.Node, here: Path_, lines: dict[Path_, int]) -> None:
+    lines.setdefault(here, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*here, str(key.value))
+            lines[path] = key.start_mark.line + 1
+            _index(value, path, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index(item, (*here, i), lines)
