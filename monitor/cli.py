@@ -7,7 +7,7 @@ endpoint is down".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -121,10 +121,10 @@ def probe(
         raise typer.Exit(3)
 
 
-def _pick_model(models: dict[str, object], wanted: str | None) -> str:
+def _pick_model(models: Mapping[str, object], wanted: str | None) -> str:
     if wanted is None and len(models) == 1:
         return next(iter(models))
-    if wanted in models:
+    if wanted is not None and wanted in models:
         return wanted
     raise typer.BadParameter(f"choose --model from: {', '.join(models)}")
 

@@ -70,7 +70,7 @@ def training_pairs(count: int = 160, seed: int = 0) -> list[tuple[str, str]]:
 
 def probe_items(count: int = 60, seed: int = 1) -> list[dict[str, object]]:
     """Items of the shipped `sentiment-json` suite (regenerate with `python -m monitor.demo_task`)."""
-    items = []
+    items: list[dict[str, object]] = []
     for index, (text, sentiment) in enumerate(reviews("probe", count, seed), start=1):
         pattern = r'^\s*\{\s*"sentiment"\s*:\s*"' + sentiment + r'"\s*\}\s*$'
         items.append({"id": f"sj-{index:03d}", "question": text, "target": answer(sentiment),

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from monitor.backends.base import Backend
 from monitor.config import Config
@@ -61,8 +62,9 @@ def prepare_gguf(gguf: Path, out: Path) -> Path:
         raise MissingExtra("transformers", "model") from exc
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
+    quantizer: Any = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import UniqueConstraint, event, func
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
@@ -70,7 +71,7 @@ class Run(SQLModel, table=True):
 class ItemResult(SQLModel, table=True):
     __tablename__ = "item_result"
     id: int | None = Field(default=None, primary_key=True)
-    run_id: int = Field(foreign_key="run.id", index=True)
+    run_id: int | None = Field(default=None, foreign_key="run.id", index=True, nullable=False)
     item_id: str
     kind: str
     score: float | None = None
@@ -215,13 +216,13 @@ class Store:
 
     def summaries(self, run_ids: Sequence[int]) -> dict[int, list[KindSummary]]:
         """Mean score per kind for each run, computed in the database."""
-        query = (select(ItemResult.run_id, ItemResult.kind, func.avg(ItemResult.score),
-                        func.count(col(ItemResult.score)), func.count(col(ItemResult.error_kind)))
+        query = (sa_select(col(ItemResult.run_id), col(ItemResult.kind), func.avg(ItemResult.score),
+                           func.count(col(ItemResult.score)), func.count(col(ItemResult.error_kind)))
                  .where(col(ItemResult.run_id).in_(list(run_ids)))
                  .group_by(col(ItemResult.run_id), col(ItemResult.kind)))
         out: dict[int, list[KindSummary]] = {run_id: [] for run_id in run_ids}
         with self.session() as s:
-            for run_id, kind, mean, scored, errors in s.exec(query).all():
+            for run_id, kind, mean, scored, errors in s.execute(query).all():
                 value = float(mean) if mean is not None else None
                 out[run_id].append(KindSummary(kind, value, int(scored), int(errors)))
         return out

@@ -39,7 +39,7 @@ class GenerateSpec(Strict):
     doc_to_text: str = "{question}"
     scorer: scorers.ScorerName = "contains"
     max_new_tokens: Annotated[int, Field(gt=0, le=4096)] = 32
-    until: list[str] = []
+    until: tuple[str, ...] = ()
     system_prompt: str | None = None
 
 
@@ -91,7 +91,7 @@ class Item(BaseModel):
     def targets(self) -> list[str]:
         if self.target is not None:
             return [self.target] if isinstance(self.target, str) else list(self.target)
-        if self.choices is not None and self.gold is not None:
+        if self.choices is not None and self.gold is not None and 0 <= self.gold < len(self.choices):
             return [self.choices[self.gold]]
         return []
 

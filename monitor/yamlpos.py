@@ -51,6 +51,9 @@ def load(path: Path) -> Located:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context_mark", None)
+        if context is not None and mark is not None and context.line != mark.line:
+            reason += f" ({getattr(exc, 'context', 'started')} on line {context.line + 1})"
         raise ConfigError([Problem(str(path), line, "", f"invalid YAML: {reason}")]) from exc
     lines: dict[Path_, int] = {}
     if node is not None:

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from monitor.backends.base import BackendInfo, GenerationRequest, LoglikelihoodRequest, RollingResult
+from monitor.backends.base import (
+    BackendInfo,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    RollingResult,
+)
 from monitor.errors import BackendError
 
 

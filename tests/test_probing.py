@@ -1,0 +1,112 @@
+"""Probing: errors are recorded as errors, never as wrong answers; runs always finish honestly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.backends.fake import FakeBackend
+from monitor.errors import BackendError
+from monitor.probing import VersionRef, probe_suite, work_units
+from monitor.runner import probe_version
+from monitor.store import Store
+from monitor.suites import load_suite
+from tests.conftest import PROBES
+
+REF = VersionRef("bot", "v1")
+
+
+def test_scores_come_from_the_backend_and_are_stored(store: Store) -> None:
+    suite = load_suite(PROBES / "general-knowledge")
+    items = suite.select("probe")
+    answers = {f"{i.question} Answer in a few words.": f"It is {i.targets()[0]}." for i in items[:10]}
+    backend = FakeBackend(answers=answers, preferred=lambda r: 0)
+    run = probe_suite(store, backend, suite, REF)
+    assert run.status == "complete" and run.item_count == 2 * len(items) and run.error_count == 0
+    gen = {r.item_id: r for r in store.results(run.id or 0, kind="generate_until")}
+    assert sum(r.correct is True for r in gen.values()) == 10
+    mc = store.results(run.id or 0, kind="multiple_choice")
+    expected = sum(i.gold == 0 for i in items)
+    assert sum(bool(r.correct) for r in mc) == expected
+    assert all((r.margin or 0) > 0 if r.correct else (r.margin or 0) < 0 for r in mc)
+
+
+def test_a_failing_chunk_is_an_error_not_a_wrong_answer(store: Store) -> None:
+    suite = load_suite(PROBES / "arithmetic")
+    poisoned = suite.select("probe")[0].question or ""
+    backend = FakeBackend(fail_on=lambda text: poisoned in text)
+    run = probe_suite(store, backend, suite, REF)
+    results = store.results(run.id or 0)
+    errors = [r for r in results if r.error_kind is not None]
+    assert run.status == "complete" and run.error_count == len(errors) > 0
+    assert all(r.correct is None and r.score is None and r.error_kind == "scripted" for r in errors)
+
+
+def test_a_run_where_nothing_could_be_measured_is_an_error(store: Store) -> None:
+    suite = load_suite(PROBES / "refusal")
+    run = probe_suite(store, FakeBackend(fail_on=lambda text: True), suite, REF)
+    assert run.status == "error" and run.error_count == run.item_count > 0
+
+
+def test_an_interrupted_run_is_marked_interrupted(store: Store) -> None:
+    suite = load_suite(PROBES / "general-knowledge")
+    calls = {"n": 0}
+
+    def stop(_: str) -> bool:
+        calls["n"] += 1
+        if calls["n"] > 20:
+            raise KeyboardInterrupt
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        probe_suite(store, FakeBackend(fail_on=stop), suite, REF)
+    [run] = store.runs()
+    assert run.status == "interrupted"
+
+
+def test_progress_advances_once_per_item_and_kind(store: Store) -> None:
+    suite = load_suite(PROBES / "general-knowledge")
+    ticks: list[int] = []
+    probe_suite(store, FakeBackend(), suite, REF, advance=ticks.append)
+    assert sum(ticks) == work_units(suite) == 2 * len(suite.select("probe"))
+
+
+def test_rolling_scores_are_mean_logprob_per_token(store: Store) -> None:
+    suite = load_suite(PROBES / "fluency")
+    run = probe_suite(store, FakeBackend(), suite, REF)
+    assert {r.score for r in store.results(run.id or 0)} == {-2.0}
+
+
+def test_recovery_split_is_never_scored_unless_asked(store: Store) -> None:
+    suite = load_suite(PROBES / "general-knowledge")
+    run = probe_suite(store, FakeBackend(), suite, REF)
+    recovery = {i.id for i in suite.select("recovery")}
+    assert recovery and not recovery & {r.item_id for r in store.results(run.id or 0)}
+
+
+def test_version_that_will_not_load_gets_error_runs(store: Store) -> None:
+    suites = [load_suite(PROBES / "arithmetic"), load_suite(PROBES / "refusal")]
+
+    def load() -> Any:
+        raise BackendError("weights missing", kind="load")
+
+    measured = probe_version(store, REF, suites, load)
+    assert [m.run.status for m in measured] == ["error", "error"]
+    assert all("load: weights missing" in (m.run.error or "") for m in measured)
+
+
+def test_reuse_skips_suites_already_measured_on_the_same_content(store: Store, tmp_path: Path) -> None:
+    suites = [load_suite(PROBES / "arithmetic")]
+    loads = {"n": 0}
+
+    def load() -> FakeBackend:
+        loads["n"] += 1
+        return FakeBackend()
+
+    first = probe_version(store, REF, suites, load, reuse_on=("fake", "none"))
+    again = probe_version(store, REF, suites, load, reuse_on=("fake", "none"))
+    assert loads["n"] == 1 and again[0].reused and again[0].run.id == first[0].run.id
+    fresh = probe_version(store, REF, suites, load)
+    assert loads["n"] == 2 and fresh[0].run.id != first[0].run.id

