@@ -93,6 +93,7 @@ def probe(
     model: Annotated[str | None, typer.Option(help="Model name (default: the only one).")] = None,
     version: Annotated[str | None, typer.Option(help="Version (default: the live one).")] = None,
     suite: Annotated[list[str] | None, typer.Option(help="Only these suites (repeatable).")] = None,
+    kind: Annotated[list[str] | None, typer.Option(help="Only these kinds (repeatable).")] = None,
     split: Annotated[str, typer.Option(help="probe, recovery or all.")] = "probe",
     reuse: Annotated[bool, typer.Option(help="Keep complete runs of the same content.")] = False,
 ) -> None:
@@ -107,6 +108,8 @@ def probe(
         name = _pick_model(loaded.models, model)
         chosen = version or loaded.models[name].live
         picked = [s for s in load_suites(loaded) if not suite or s.name in suite]
+        if kind:
+            picked = [s.only([k for k in s.kinds if k in kind]) for s in picked if set(s.kinds) & set(kind)]
         spec = loaded.models[name].backend
         store = Store(loaded.database_url())
         with _progress() as progress:

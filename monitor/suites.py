@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from string import Formatter
 from typing import Annotated, Any, Literal
@@ -122,6 +123,16 @@ class Suite:
         digest = hashlib.sha256(f"{self.spec.split.seed}:{item.id}".encode()).digest()
         share = int.from_bytes(digest[:8], "big") / 2**64
         return "recovery" if share < self.spec.split.recovery_fraction else "probe"
+
+    def only(self, kinds: Sequence[Kind]) -> Suite:
+        """The same suite measured only as `kinds`: same items and prompts, so the same hash."""
+        unknown = [k for k in kinds if k not in self.kinds]
+        if unknown:
+            raise SuiteError([Problem(str(self.directory / "suite.yaml"), None, "kinds",
+                                      f"suite '{self.name}' does not declare {', '.join(unknown)}")])
+        kept = {k: getattr(self.spec.kinds, k) if k in kinds else None for k in KINDS}
+        spec = self.spec.model_copy(update={"kinds": KindsSpec(**kept)})
+        return replace(self, spec=spec)
 
     def select(self, split: Split = "probe") -> list[Item]:
         return [i for i in self.items if split == "all" or self.split_of(i) == split]

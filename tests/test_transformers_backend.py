@@ -45,12 +45,27 @@ def test_context_runs_once_per_question_not_once_per_choice(tiny_backend: Any) -
 
     tiny_backend.model.forward = counting
     try:
-        tiny_backend.loglikelihood(REQUESTS[:1])
+        tiny_backend.loglikelihood(REQUESTS[:2])
     finally:
         del tiny_backend.model.forward
-    contexts, choices = seen
-    assert contexts[0] == 1, "one context row for the one question"
-    assert choices[0] == 4 and choices[1] < contexts[1], "choices run without their context"
+    sequences = [ctx + cont[:-1] for ctx, conts in (tiny_backend._encode_request(r) for r in REQUESTS[:2])
+                 for cont in conts]
+    distinct_prefixes = {tuple(seq[:i]) for seq in sequences for i in range(1, len(seq) + 1)}
+    one_per_choice = sum(len(seq) for seq in sequences)
+    assert seen == [(1, len(distinct_prefixes))], "one pass; every shared prefix fed once"
+    assert len(distinct_prefixes) < one_per_choice
+
+
+def test_eager_attention_gets_an_additive_mask_and_the_same_scores(tiny_parts: Any) -> None:
+    import copy
+
+    model, tokenizer = tiny_parts
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    sdpa = TransformersBackend(model, tokenizer, name="t").loglikelihood(REQUESTS)
+    other = TransformersBackend(eager, tokenizer, name="t").loglikelihood(REQUESTS)
+    for a, b in zip(sdpa, other, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
 
 
 def test_trailing_space_moves_to_the_continuation_like_lm_eval(tiny_backend: Any) -> None:

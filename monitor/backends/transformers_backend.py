@@ -86,6 +86,10 @@ class TransformersBackend:
         return cls(model, tokenizer, name=str(path), batch_size=batch_size)
 
     @property
+    def _attention(self) -> str | None:
+        return getattr(self.model.config, "_attn_implementation", None)
+
+    @property
     def info(self) -> BackendInfo:
         return self._info
 
@@ -113,28 +117,16 @@ class TransformersBackend:
         return int(tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[list[float]]:
-        results: list[list[float]] = []
-        for start in range(0, len(requests), self.batch_size):
-            chunk = requests[start : start + self.batch_size]
-            results += self._guarded(self._loglikelihood_batch, chunk)
+        """Questions are packed in token order, so those that start alike share a pack."""
+        encoded = self._guarded(lambda rs: [self._encode_request(r) for r in rs], requests)
+        order = sorted(range(len(encoded)), key=lambda i: encoded[i][0])
+        results: list[list[float]] = [[] for _ in encoded]
+        for start in range(0, len(order), self.batch_size):
+            picked = order[start : start + self.batch_size]
+            scored = self._guarded(self._loglikelihood_pack, [encoded[i] for i in picked])
+            for index, scores in zip(picked, scored, strict=True):
+                results[index] = scores
         return results
-
-    def _loglikelihood_batch(self, requests: Sequence[LoglikelihoodRequest]) -> list[list[float]]:
-        torch = _torch()
-        encoded = [self._encode_request(r) for r in requests]
-        contexts = [ctx for ctx, _ in encoded]
-        rows = [(q, cont) for q, (_, conts) in enumerate(encoded) for cont in conts]
-        with torch.inference_mode():
-            first, cache, ctx_mask, ctx_lens = self._run_contexts(contexts)
-            scores = [float(first[q, cont[0]]) for q, cont in rows]
-            if any(len(cont) > 1 for _, cont in rows):
-                rest = self._run_continuations(rows, cache, ctx_mask, ctx_lens)
-                scores = [a + b for a, b in zip(scores, rest, strict=True)]
-        out, i = [], 0
-        for _, conts in encoded:
-            out.append(scores[i : i + len(conts)])
-            i += len(conts)
-        return out
 
     def _encode_request(self, request: LoglikelihoodRequest) -> tuple[list[int], list[list[int]]]:
         pairs = [self.encode_pair(request.context, c) for c in request.continuations]
@@ -145,43 +137,40 @@ class TransformersBackend:
         longest = max(len(c) for c in conts)
         return context[-(self.max_length - longest) :], conts
 
-    def _run_contexts(self, contexts: list[list[int]]) -> tuple[Any, Any, Any, Any]:
-        """One forward pass over the contexts; returns next-token log-probs and the cache."""
+    def _loglikelihood_pack(self, encoded: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
+        """One forward pass for a whole batch of questions, without padding."""
         torch = _torch()
-        ids, mask = self._right_pad(contexts)
-        lengths = mask.sum(dim=1)
-        out = self.model(input_ids=ids, attention_mask=mask, use_cache=True)
-        last = out.logits[torch.arange(len(contexts)), lengths - 1].float()
-        return torch.log_softmax(last, dim=-1), out.past_key_values, mask, lengths
+        pack = _Pack.build(encoded)
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=pack.tensor(pack.ids, self.device)[None],
+                position_ids=pack.tensor(pack.positions, self.device)[None],
+                attention_mask=pack.mask(self.device, self._attention, self.model.dtype),
+                logits_to_keep=pack.tensor(pack.keep, self.device), use_cache=False,
+            )
+            logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)
+            rows = pack.tensor([row for row, _, _ in pack.scored], self.device)
+            tokens = pack.tensor([token for _, token, _ in pack.scored], self.device)
+            owners = pack.tensor([owner for _, _, owner in pack.scored], self.device)
+            totals = torch.zeros(sum(pack.shape), dtype=torch.float64, device=self.device)
+            totals.index_add_(0, owners, logprobs[rows, tokens].double())
+        flat = totals.tolist()
+        out_scores, i = [], 0
+        for width in pack.shape:
+            out_scores.append(flat[i : i + width])
+            i += width
+        return out_scores
 
-    def _run_continuations(self, rows: list[tuple[int, list[int]]], cache: Any, ctx_mask: Any,
-                           ctx_lens: Any) -> list[float]:
-        """Feed every choice's tokens after its own question's cached context."""
-        torch = _torch()
-        owner = torch.tensor([q for q, _ in rows], device=self.device)
-        cache.batch_select_indices(owner)
-        ids, mask = self._right_pad([cont for _, cont in rows])
-        positions = ctx_lens[owner].unsqueeze(1) + torch.arange(ids.shape[1], device=self.device)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=torch.cat([ctx_mask[owner], mask], dim=1),
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=False,
-        )
-        logprobs = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
-        picked = logprobs.gather(2, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        return (picked * mask[:, 1:]).sum(dim=1).tolist()
-
-    def _right_pad(self, sequences: list[list[int]]) -> tuple[Any, Any]:
+    def _pad(self, sequences: list[list[int]], left: bool = False) -> tuple[Any, Any]:
         torch = _torch()
         width = max(len(s) for s in sequences)
         pad = int(self.tokenizer.pad_token_id)
         ids = torch.full((len(sequences), width), pad, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
         for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
+            span = slice(width - len(seq), width) if left else slice(0, len(seq))
+            ids[row, span] = torch.tensor(seq)
+            mask[row, span] = 1
         return ids.to(self.device), mask.to(self.device)
 
     # -- rolling log-likelihood (perplexity) ----------------------------------------------
@@ -208,7 +197,7 @@ class TransformersBackend:
 
     def _sequence_logprobs(self, sequences: list[list[int]]) -> list[float]:
         torch = _torch()
-        ids, mask = self._right_pad(sequences)
+        ids, mask = self._pad(sequences)
         with torch.inference_mode():
             logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             picked = torch.log_softmax(logits, dim=-1).gather(2, ids[:, 1:].unsqueeze(-1))
@@ -259,3 +248,79 @@ class TransformersBackend:
         except (RuntimeError, ValueError, IndexError) as exc:
             kind = "oom" if "out of memory" in str(exc).lower() else "runtime"
             raise BackendError(f"{type(exc).__name__}: {exc}", kind=kind) from exc
+
+
+class _Pack:
+    """A batch of questions and all their choices as one token trie, run in one forward pass.
+
+    Every (context, choice) sequence is inserted into a prefix trie: a question's context is
+    stored once for all of its choices, and questions that start alike ("Question: What is the
+    capital city of") share those tokens too. Each trie node keeps the position it has in its
+    own sequences and attends to exactly its ancestors, so every score equals the one a separate
+    forward pass over that sequence would give. Only nodes whose next token is scored go through
+    the vocabulary projection.
+    """
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.positions: list[int] = []
+        self.ancestors: list[list[int]] = []
+        self._children: dict[tuple[int, int], int] = {}
+        self.keep: list[int] = []
+        self._rows: dict[int, int] = {}
+        self.scored: list[tuple[int, int, int]] = []  # (kept row, next token, (question, choice) slot)
+        self.shape: list[int] = []
+
+    @classmethod
+    def build(cls, encoded: Sequence[tuple[list[int], list[list[int]]]]) -> _Pack:
+        pack = cls()
+        for context, conts in encoded:
+            pack._add_question(context, conts)
+        return pack
+
+    def _node(self, parent: int, token: int) -> int:
+        found = self._children.get((parent, token))
+        if found is not None:
+            return found
+        node = len(self.ids)
+        self.ids.append(token)
+        self.positions.append(self.positions[parent] + 1 if parent >= 0 else 0)
+        self.ancestors.append([*(self.ancestors[parent] if parent >= 0 else []), node])
+        self._children[(parent, token)] = node
+        return node
+
+    def _row(self, node: int) -> int:
+        if node not in self._rows:
+            self._rows[node] = len(self.keep)
+            self.keep.append(node)
+        return self._rows[node]
+
+    def _add_question(self, context: list[int], conts: list[list[int]]) -> None:
+        end = -1
+        for token in context:
+            end = self._node(end, token)
+        slot = sum(self.shape)
+        for k, cont in enumerate(conts):
+            node = end
+            for m, token in enumerate(cont):
+                self.scored.append((self._row(node), token, slot + k))
+                if m + 1 < len(cont):
+                    node = self._node(node, token)
+        self.shape.append(len(conts))
+
+    @staticmethod
+    def tensor(values: list[int], device: Any) -> Any:
+        return _torch().tensor(values, dtype=_torch().long, device=device)
+
+    def mask(self, device: Any, implementation: str | None, dtype: Any) -> Any:
+        """(1, 1, N, N): each node sees itself and its ancestors, nothing else."""
+        torch = _torch()
+        rows = [node for node, chain in enumerate(self.ancestors) for _ in chain]
+        cols = [a for chain in self.ancestors for a in chain]
+        allowed = torch.zeros((len(self.ids), len(self.ids)), dtype=torch.bool)
+        allowed[rows, cols] = True
+        allowed = allowed.to(device)[None, None]
+        if implementation == "sdpa":
+            return allowed
+        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
+            ~allowed, torch.finfo(dtype).min)
