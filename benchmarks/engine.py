@@ -74,7 +74,7 @@ def run_lm_eval(model: Path, work: Path) -> tuple[float, dict[str, list[float]]]
     tasks = work / "tasks"
     tasks.mkdir(exist_ok=True)
     (tasks / f"{TASK}.yaml").write_text(TASK_YAML.format(task=TASK, data=data))
-    out = work / "lm-eval-out"
+    out = work / f"lm-eval-out-{time.monotonic_ns()}"
     command = [str(BIN / "lm_eval"), "--model", "hf", "--model_args",
                f"pretrained={model},dtype=float32", "--tasks", TASK, "--include_path", str(tasks),
                "--device", "cpu", "--batch_size", str(BATCH), "--log_samples", "--output_path", str(out)]

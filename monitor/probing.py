@@ -3,18 +3,23 @@
 Work goes to the backend in chunks so progress can be shown and so a failing chunk costs only
 its own items: they are stored with an error kind (`error_kind`), never as wrong answers. A run
 is `complete` when at least one item was scored, `error` when none could be, and `interrupted`
-when the process was stopped part way.
+when the process was stopped part way. If the database goes away mid-run, what was measured is
+written to a spool file and the error says where: nothing measured is lost.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 
 from monitor.backends.base import Backend, GenerationRequest, LoglikelihoodRequest
-from monitor.errors import BackendError
+from monitor.errors import BackendError, StoreError
+from monitor.models import home
 from monitor.store import ItemResult, Run, Store
 from monitor.suites import (
     GenerateSpec,
@@ -52,18 +57,33 @@ def probe_suite(store: Store, backend: Backend, suite: Suite, ref: VersionRef, *
                           capability=suite.capability, split=split, backend=info.kind,
                           device=info.device, dtype=info.dtype)
     assert run.id is not None
+    measured: list[ItemResult] = []
     try:
-        scored = 0
         for kind in suite.kinds:
             results = score_kind(backend, suite, kind, suite.select(split), advance)
-            scored += sum(r.error_kind is None for r in results)
+            measured += results
             store.add_results(run.id, results)
+        if not any(r.error_kind is None for r in measured):
+            return store.finish_run(run.id, "error", error="no item could be measured")
+        return store.finish_run(run.id, "complete")
+    except StoreError as exc:
+        saved = spool(run, measured)
+        raise StoreError(f"{exc}; the {len(measured)} results measured so far are saved in {saved}") from exc
     except BaseException:
-        store.finish_run(run.id, "interrupted")
+        with suppress(StoreError):
+            store.finish_run(run.id, "interrupted")
         raise
-    if scored == 0:
-        return store.finish_run(run.id, "error", error="no item could be measured")
-    return store.finish_run(run.id, "complete")
+
+
+def spool(run: Run, results: Sequence[ItemResult]) -> Path:
+    """Keep measurements the database could not take: a JSON file per run under ~/.cache/forgetmenot."""
+    folder = home() / "spool"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"run-{run.model}-{run.version}-{run.suite}-{run.started_at:%Y%m%dT%H%M%S}-{run.id}.json"
+    record = {"run": run.model_dump(mode="json"),
+              "results": [r.model_dump(mode="json", exclude={"id"}) for r in results]}
+    path.write_text(json.dumps(record, indent=1))
+    return path
 
 
 def score_kind(backend: Backend, suite: Suite, kind: Kind, items: Sequence[Item],

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import UniqueConstraint, event, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from monitor.errors import StoreError
@@ -108,7 +108,7 @@ class Store:
         try:
             with Session(self.engine, expire_on_commit=False) as session:
                 yield session
-        except OperationalError as exc:
+        except DBAPIError as exc:
             raise StoreError(f"database {_redact(self.url)} failed: {str(exc).splitlines()[0]}") from exc
 
     def close(self) -> None:

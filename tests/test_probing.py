@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,32 @@ def test_reuse_skips_suites_already_measured_on_the_same_content(store: Store, t
     assert loads["n"] == 1 and again[0].reused and again[0].run.id == first[0].run.id
     fresh = probe_version(store, REF, suites, load)
     assert loads["n"] == 2 and fresh[0].run.id != first[0].run.id
+
+
+@pytest.mark.postgres
+def test_database_gone_mid_run_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real PostgreSQL database is dropped while a run is measuring: the results are spooled."""
+    from sqlalchemy import create_engine, text
+
+    from monitor.errors import StoreError
+    from tests.conftest import PG_ADMIN, postgres_database
+
+    monkeypatch.setenv("FORGETMENOT_HOME", str(tmp_path))
+    suite = load_suite(PROBES / "general-knowledge")
+    with postgres_database() as url:
+        store = Store(url)
+        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+
+        def drop(_: int) -> None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+
+        with pytest.raises(StoreError, match="results measured so far are saved in") as caught:
+            probe_suite(store, FakeBackend(), suite, REF, advance=drop)
+        admin.dispose()
+    [spooled] = (tmp_path / "spool").glob("run-bot-v1-general-knowledge-*.json")
+    assert str(spooled) in str(caught.value)
+    record = json.loads(spooled.read_text())
+    assert record["run"]["suite"] == "general-knowledge"
+    assert len(record["results"]) == len(suite.select("probe"))
+    assert {r["kind"] for r in record["results"]} == {"multiple_choice"}

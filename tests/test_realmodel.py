@@ -91,3 +91,25 @@ def _round_trip(url: str, backend: Any, suite: Suite) -> list[tuple[Any, ...]]:
             for r in store.results(run.id or 0)]
     store.close()
     return rows
+
+
+def test_a_version_given_as_a_gguf_file_is_converted_once(tmp_path: Path) -> None:
+    from monitor.models import smollm2_gguf, weights_dir
+    from monitor.validate import load_config
+
+    shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")
+    policy = tmp_path / "forgetmenot.yaml"
+    policy.write_text(f"""\
+models:
+  bot:
+    versions: {{v1: {{path: {smollm2_gguf()}}}}}
+    baseline: v1
+    live: v1
+suites: [probes/arithmetic]
+""")
+    config = load_config(policy)
+    folder = weights_dir(config, "bot", "v1")
+    assert (folder / "config.json").is_file() and (folder / "forgetmenot-source.json").is_file()
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert weights_dir(config, "bot", "v1") == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp, "converted again"
