@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -198,3 +198,84 @@ def demo(
 
         before_after_plot(result.rows, plot)
         console.print(f"chart written to {plot}")
+
+
+@app.command()
+def judge(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    model: Annotated[str | None, typer.Option(help="Model name (default: the only one).")] = None,
+    candidate: Annotated[str | None, typer.Option(help="Version judged (default: live).")] = None,
+    baseline: Annotated[str | None, typer.Option(help="Reference version (default: baseline).")] = None,
+    suite: Annotated[list[str] | None, typer.Option(help="Only these suites (repeatable).")] = None,
+    reports: Annotated[bool, typer.Option("--report/--no-report",
+                                          help="Write an evidently HTML report per verdict.")] = True,
+) -> None:
+    """Judge the candidate against the baseline on their newest runs; store and print the verdicts.
+
+    Exits 0 on PASS, 1 on FAIL, 4 on MARGINAL or INCONCLUSIVE, 3 on ERROR.
+    """
+    from monitor.judge import judge_suite, overall
+    from monitor.store import Store
+    from monitor.validate import load_config, load_suites
+
+    with _reported():
+        loaded = load_config(config)
+        name = _pick_model(loaded.models, model)
+        cand = candidate or loaded.models[name].live
+        base = baseline or loaded.models[name].baseline
+        store = Store(loaded.database_url())
+        judged = []
+        for s in [s for s in load_suites(loaded) if not suite or s.name in suite]:
+            rules = loaded.policy.rules_for(s.capability)
+            judgement, verdict = judge_suite(store, s, rules, name, cand, base)
+            if reports:
+                _write_report(store, verdict.id or 0, loaded.resolve(".forgetmenot/reports"))
+            judged.append((judgement, verdict))
+        rows = [store.get_verdict(v.id or 0) for _, v in judged]
+    console.print(report.verdicts_table([r for r in rows if r], f"{name}: {cand} vs {base}"))
+    for _, verdict in judged:
+        console.print(f"[bold]{verdict.capability}[/bold] {report.phase(verdict.phase)}: "
+                      f"{verdict.reason}", highlight=False)
+    phase = overall([j for j, _ in judged])
+    console.print(f"\noverall: {report.phase(phase)}")
+    raise typer.Exit({"PASS": 0, "FAIL": 1, "ERROR": 3}.get(phase, 4))
+
+
+def _write_report(store: Any, verdict_id: int, folder: Path) -> None:
+    from monitor.errors import MissingExtra
+
+    try:
+        from monitor.evidence import write_report
+    except MissingExtra as exc:
+        err.print(f"[yellow]no report[/yellow]: {exc}")
+        return
+    path = write_report(store, verdict_id, folder)
+    store.set_report(verdict_id, str(path))
+
+
+@app.command()
+def explain(
+    verdict: Annotated[int, typer.Argument(help="Verdict id (see forgetmenot judge).")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many items per kind.")] = 20,
+) -> None:
+    """Show the items a verdict's candidate got wrong that the baseline got right, side by side."""
+    from monitor.explain import regressions_table
+    from monitor.store import Store
+    from monitor.validate import load_config
+
+    with _reported():
+        store = Store(load_config(config, check_paths=False).database_url())
+        found = store.get_verdict(verdict)
+        if found is None:
+            raise typer.BadParameter(f"verdict {verdict} does not exist")
+        head, kinds = found
+        console.print(f"verdict {head.id}: {head.model} {head.candidate} vs {head.baseline}, "
+                      f"{head.capability} {report.phase(head.phase)} ({head.diagnosis})", highlight=False)
+        console.print(head.reason, highlight=False)
+        if head.report:
+            console.print(f"report: {head.report}")
+        for k in kinds:
+            if kind is None or k.kind == kind:
+                console.print(regressions_table(store, head, k.kind, limit))

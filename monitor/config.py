@@ -85,6 +85,7 @@ class CapabilityPolicy(Strict):
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] | None = None
     critical: bool = False
     muted: bool = False
+    min_items: Annotated[int, Field(ge=1)] | None = None
     failure_limit: Annotated[int, Field(ge=0)] | None = None
     inconclusive_limit: Annotated[int, Field(ge=0)] | None = None
     consecutive_error_limit: Annotated[int, Field(ge=1)] | None = None
@@ -94,11 +95,28 @@ class CapabilityPolicy(Strict):
 
 class PolicyDefaults(Strict):
     max_drop: Fraction = 0.05
+    min_items: Annotated[int, Field(ge=1)] = 20
     min_score: Fraction | None = None
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
     failure_limit: Annotated[int, Field(ge=0)] = 1
     inconclusive_limit: Annotated[int, Field(ge=0)] = 3
     consecutive_error_limit: Annotated[int, Field(ge=1)] = 3
+
+
+class Rules(Strict):
+    """One capability's policy with every default filled in: what the judge applies."""
+
+    max_drop: float
+    min_score: float | None
+    confidence: float
+    min_items: int
+    critical: bool
+    muted: bool
+    failure_limit: int
+    inconclusive_limit: int
+    consecutive_error_limit: int
+    on_knowledge_loss: list[Action]
+    on_alignment_loss: list[Action]
 
 
 class Guards(Strict):
@@ -114,6 +132,14 @@ class Policy(Strict):
     on_knowledge_loss: list[Action] = ["alert", "rollback"]
     on_alignment_loss: list[Action] = ["alert", "retrain"]
     guards: Guards = Guards()
+
+    def rules_for(self, capability: str) -> Rules:
+        own = self.capabilities.get(capability, CapabilityPolicy())
+        merged = self.defaults.model_dump()
+        merged.update({k: v for k, v in own.model_dump().items() if v is not None})
+        merged.setdefault("on_knowledge_loss", self.on_knowledge_loss)
+        merged.setdefault("on_alignment_loss", self.on_alignment_loss)
+        return Rules(**merged)
 
 
 class Config(Strict):

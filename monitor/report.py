@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rich.table import Table
 
@@ -74,3 +75,45 @@ def comparison_table(rows: Sequence[Row], before: str, after: str, title: str) -
                       fmt(row.after, row.kind), fmt_delta(row.before, row.after, row.kind),
                       str(row.items))
     return table
+
+
+PHASE_COLOURS = {"PASS": "green", "FAIL": "red", "MARGINAL": "yellow", "INCONCLUSIVE": "cyan",
+                 "ERROR": "magenta"}
+
+
+def phase(text: str) -> str:
+    colour = PHASE_COLOURS.get(text, "white")
+    return f"[bold {colour}]{text}[/bold {colour}]"
+
+
+def verdicts_table(rows: Sequence[tuple[Any, Sequence[Any]]], title: str) -> Table:
+    """One line per capability and kind: the numbers, the phase, and why."""
+    table = Table(title=title, show_lines=True)
+    for column in ("verdict", "capability", "kind", "baseline", "candidate", "drop", "bounds", "p",
+                   "phase", "diagnosis"):
+        numeric = column in ("baseline", "candidate", "drop", "p")
+        table.add_column(column, justify="right" if numeric else "left")
+    for verdict, kinds in rows:
+        for i, k in enumerate(kinds):
+            first = i == 0
+            table.add_row(
+                str(verdict.id) if first else "", verdict.capability + (" (muted)" if verdict.muted else "")
+                if first else "", k.kind, fmt(k.baseline_score, k.kind), fmt(k.candidate_score, k.kind),
+                _drop(k.drop, k.kind), _bounds(k.low, k.high, k.kind),
+                f"{k.p_value:.2g}" if k.p_value is not None else "—", phase(k.phase),
+                verdict.diagnosis if first else "")
+    return table
+
+
+def _drop(value: float | None, kind: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.3f}" if kind == "loglikelihood_rolling" else f"{value * 100:+.1f} pts"
+
+
+def _bounds(low: float | None, high: float | None, kind: str) -> str:
+    if low is None or high is None:
+        return "—"
+    if kind == "loglikelihood_rolling":
+        return f"{low:+.3f} … {high:+.3f}"
+    return f"{low * 100:+.1f} … {high * 100:+.1f}"

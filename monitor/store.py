@@ -83,6 +83,73 @@ class ItemResult(SQLModel, table=True):
     error: str | None = None
 
 
+class Verdict(SQLModel, table=True):
+    """A candidate judged against the baseline on one suite (one capability)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    model: str = Field(index=True)
+    candidate: str = Field(index=True)
+    baseline: str
+    suite: str
+    capability: str = Field(index=True)
+    content_hash: str
+    phase: str
+    diagnosis: str
+    reason: str
+    muted: bool = False
+    critical: bool = False
+    candidate_runs: str = ""
+    baseline_runs: str = ""
+    drop: float | None = None
+    low: float | None = None
+    high: float | None = None
+    p_value: float | None = None
+    report: str | None = None
+
+
+class VerdictKind(SQLModel, table=True):
+    """The statistics behind a verdict, one row per kind it was measured as."""
+
+    __tablename__ = "verdict_kind"
+    id: int | None = Field(default=None, primary_key=True)
+    verdict_id: int | None = Field(default=None, foreign_key="verdict.id", index=True, nullable=False)
+    kind: str
+    phase: str
+    reason: str
+    method: str = ""
+    n: int = 0
+    excluded: int = 0
+    quarantined: int = 0
+    baseline_score: float | None = None
+    candidate_score: float | None = None
+    drop: float | None = None
+    low: float | None = None
+    high: float | None = None
+    p_value: float | None = None
+    lost: int = 0
+    gained: int = 0
+    margin_drop: float | None = None
+    margin_low: float | None = None
+    margin_high: float | None = None
+
+
+class FlakyItem(SQLModel, table=True):
+    """An item whose result changed across repeated runs of one unchanged version."""
+
+    __tablename__ = "flaky_item"
+    __table_args__ = (UniqueConstraint("model", "version", "content_hash", "item_id", "kind"),)
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(index=True)
+    version: str
+    content_hash: str = Field(index=True)
+    item_id: str
+    kind: str
+    runs: int
+    flips: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 @dataclass(frozen=True)
 class KindSummary:
     kind: str
@@ -207,6 +274,15 @@ class Store:
         with self.session() as s:
             return s.exec(query).first()
 
+    def finished_runs(self, model: str, version: str, content_hash: str) -> list[Run]:
+        """Runs of exactly this suite content that ended (complete, error or interrupted), oldest first."""
+        query = (select(Run).join(SuiteRecord, col(Run.suite_id) == col(SuiteRecord.id))
+                 .where(Run.model == model, Run.version == version, Run.status != "running",
+                        SuiteRecord.content_hash == content_hash)
+                 .order_by(col(Run.id)))
+        with self.session() as s:
+            return list(s.exec(query).all())
+
     def results(self, run_id: int, kind: str | None = None) -> list[ItemResult]:
         query = select(ItemResult).where(ItemResult.run_id == run_id).order_by(col(ItemResult.id))
         if kind is not None:
@@ -226,6 +302,71 @@ class Store:
                 value = float(mean) if mean is not None else None
                 out[run_id].append(KindSummary(kind, value, int(scored), int(errors)))
         return out
+
+
+    # -- verdicts and calibration ---------------------------------------------------------
+
+    def save_verdict(self, verdict: Verdict, kinds: Iterable[VerdictKind]) -> Verdict:
+        with self.session() as s:
+            s.add(verdict)
+            s.flush()
+            for row in kinds:
+                row.verdict_id = verdict.id
+                s.add(row)
+            s.commit()
+            return verdict
+
+    def set_report(self, verdict_id: int, path: str) -> None:
+        with self.session() as s:
+            verdict = s.get(Verdict, verdict_id)
+            if verdict is None:
+                raise StoreError(f"verdict {verdict_id} does not exist")
+            verdict.report = path
+            s.add(verdict)
+            s.commit()
+
+    def get_verdict(self, verdict_id: int) -> tuple[Verdict, list[VerdictKind]] | None:
+        with self.session() as s:
+            verdict = s.get(Verdict, verdict_id)
+            if verdict is None:
+                return None
+            kinds = s.exec(select(VerdictKind).where(VerdictKind.verdict_id == verdict_id)
+                           .order_by(col(VerdictKind.id))).all()
+            return verdict, list(kinds)
+
+    def verdicts(self, model: str | None = None, candidate: str | None = None,
+                 capability: str | None = None) -> list[Verdict]:
+        query = select(Verdict).order_by(col(Verdict.id))
+        for column, value in ((Verdict.model, model), (Verdict.candidate, candidate),
+                              (Verdict.capability, capability)):
+            if value is not None:
+                query = query.where(column == value)
+        with self.session() as s:
+            return list(s.exec(query).all())
+
+    def record_flaky(self, rows: Iterable[FlakyItem]) -> int:
+        """Replace the flakiness record of each (model, version, content, item, kind) given."""
+        count = 0
+        with self.session() as s:
+            for row in rows:
+                old = s.exec(select(FlakyItem).where(
+                    FlakyItem.model == row.model, FlakyItem.version == row.version,
+                    FlakyItem.content_hash == row.content_hash, FlakyItem.item_id == row.item_id,
+                    FlakyItem.kind == row.kind)).first()
+                if old is not None:
+                    s.delete(old)
+                    s.flush()
+                s.add(row)
+                count += 1
+            s.commit()
+        return count
+
+    def flaky(self, model: str, content_hash: str, versions: Sequence[str]) -> set[tuple[str, str]]:
+        """(item id, kind) pairs seen to flip on any of `versions`: quarantined from verdicts."""
+        query = select(FlakyItem).where(FlakyItem.model == model, FlakyItem.content_hash == content_hash,
+                                        col(FlakyItem.version).in_(list(versions)), FlakyItem.flips > 0)
+        with self.session() as s:
+            return {(row.item_id, row.kind) for row in s.exec(query).all()}
 
 
 def _make_engine(url: str) -> Engine:
