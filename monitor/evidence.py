@@ -34,13 +34,13 @@ def write_report(store: Store, verdict_id: int, folder: Path) -> Path:
     if found is None:
         raise ValueError(f"verdict {verdict_id} does not exist")
     verdict, _ = found
-    current = _dataset(_results(store, verdict.candidate_runs))
-    reference = _dataset(_results(store, verdict.baseline_runs))
     folder.mkdir(parents=True, exist_ok=True)
     name = f"verdict-{verdict_id}-{verdict.capability}-{verdict.candidate}-vs-{verdict.baseline}.html"
     path = folder / name
     with warnings.catch_warnings():  # evidently divides by zero on all-empty columns
         warnings.simplefilter("ignore", RuntimeWarning)
+        current = _dataset(_results(store, verdict.candidate_runs))
+        reference = _dataset(_results(store, verdict.baseline_runs))
         Report([TextEvals()]).run(current, reference).save_html(str(path))
     return path
 

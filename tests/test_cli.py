@@ -92,3 +92,52 @@ def test_probe_into_postgres(tmp_path: Path, tiny_model_dir: Path) -> None:
 def test_unknown_model_prepare_name_is_refused() -> None:
     result = runner.invoke(app, ["model", "prepare", "gpt5"])
     assert result.exit_code != 0 and "smollm2" in result.output
+
+
+def _judged_policy(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """Runs of v1 (right) and v2 (wrong in prose, same multiple-choice picks) stored for the CLI."""
+    from monitor.backends.fake import FakeBackend
+    from monitor.probing import VersionRef, probe_suite
+    from monitor.suites import load_suite
+
+    path = policy(tmp_path, tiny_model_dir)
+    path.write_text(path.read_text().replace("broken: {path:", "v2: {path:").replace(
+        str(tmp_path / "probes") + "}", str(tiny_model_dir) + "}").replace("live: v1", "live: v2"))
+    suite = load_suite(tmp_path / "probes" / "arithmetic")
+    spec = suite.spec.kinds.generate_until
+    assert spec is not None
+    gold = {f"Question: {i.question}\nAnswer:": i.gold or 0 for i in suite.items}
+    right = {spec.doc_to_text.format_map(i.fields()): i.targets()[0] for i in suite.items}
+    store = Store(f"sqlite:///{tmp_path / 'fmn.db'}")
+    for version, answers in (("v1", right), ("v2", {})):
+        backend = FakeBackend(answers=answers, preferred=lambda r: gold[r.context])
+        probe_suite(store, backend, suite, VersionRef("bot", version))
+    fluency = load_suite(tmp_path / "probes" / "fluency")
+    for version in ("v1", "v2"):
+        probe_suite(store, FakeBackend(), fluency, VersionRef("bot", version))
+    store.close()
+    return path
+
+
+def test_judge_prints_verdicts_writes_reports_and_exits_1_on_fail(tmp_path: Path,
+                                                                  tiny_model_dir: Path) -> None:
+    path = _judged_policy(tmp_path, tiny_model_dir)
+    result = runner.invoke(app, ["judge", "-c", str(path)], env={"COLUMNS": "220"})
+    assert result.exit_code == 1, result.output
+    assert "alignment_loss" in result.output and "overall: FAIL" in result.output
+    store = Store(f"sqlite:///{tmp_path / 'fmn.db'}")
+    arithmetic = store.verdicts(capability="arithmetic")[-1]
+    assert arithmetic.phase == "FAIL" and arithmetic.report is not None
+    html = Path(arithmetic.report).read_text()
+    assert "valid JSON" in html and "refusal" in html
+    explained = runner.invoke(app, ["explain", str(arithmetic.id), "-c", str(path), "--kind",
+                                    "generate_until", "--limit", "3"], env={"COLUMNS": "220"})
+    assert explained.exit_code == 0, explained.output
+    assert "item(s) regressed (showing 3)" in explained.output and "I don't know." in explained.output
+
+
+def test_judge_a_version_without_runs_says_what_to_run(tmp_path: Path, tiny_model_dir: Path) -> None:
+    path = policy(tmp_path, tiny_model_dir)
+    result = runner.invoke(app, ["judge", "-c", str(path), "--candidate", "broken", "--no-report"])
+    assert result.exit_code == 3
+    assert "forgetmenot probe --version" in result.output.replace("\n", "")

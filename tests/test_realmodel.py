@@ -113,3 +113,22 @@ suites: [probes/arithmetic]
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     assert weights_dir(config, "bot", "v1") == folder
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp, "converted again"
+
+
+def test_the_real_model_judged_against_itself_passes(smollm2: Any, tmp_path: Path) -> None:
+    """Two independent measurements of unchanged SmolLM2 (different batch sizes): PASS, no flakiness."""
+    from monitor.config import Policy
+    from monitor.judge import judge_suite
+
+    suite = small_suite(tmp_path, "general-knowledge", 24)
+    store = Store(f"sqlite:///{tmp_path / 'fmn.db'}")
+    probe_suite(store, smollm2, suite, VersionRef("smollm2", "v1"))
+    smollm2.batch_size = 5
+    try:
+        probe_suite(store, smollm2, suite, VersionRef("smollm2", "v1"))
+    finally:
+        smollm2.batch_size = 16
+    rules = Policy(defaults={"min_items": 10}).rules_for(suite.capability)
+    judgement, _ = judge_suite(store, suite, rules, "smollm2", "v1", "v1")
+    assert judgement.phase == "PASS" and judgement.diagnosis == "none"
+    assert all(k.result is not None and k.result.lost == k.result.gained == 0 for k in judgement.kinds)
