@@ -235,3 +235,35 @@ def overall(judgements: Sequence[Judgement]) -> str:
     if any(j.rules.critical and j.phase == "FAIL" for j in counted):
         return "FAIL"
     return max((j.phase for j in counted), key=_SEVERITY.__getitem__, default="INCONCLUSIVE")
+
+
+def settle(phases: Sequence[str], rules: Rules) -> str:
+    """What a capability's recent verdicts (oldest first) add up to, Argo-style, for acting on.
+
+    ERRORs neither count for nor against forgetting: `consecutive_error_limit` trailing ERRORs
+    settle as ERROR (probes broken, page the owner of the endpoint, never roll back). Otherwise the
+    trailing FAILs, ERRORs skipped, must reach `failure_limit` (at least 1) to settle as FAIL, and
+    more than `inconclusive_limit` trailing INCONCLUSIVEs settle as INCONCLUSIVE (a human decides).
+    Anything short of those is PENDING; a PASS or MARGINAL stands as it is.
+    """
+    if not phases:
+        return "PENDING"
+    if _trailing(phases, "ERROR", skip=()) >= rules.consecutive_error_limit:
+        return "ERROR"
+    if _trailing(phases, "FAIL", skip=("ERROR",)) >= max(rules.failure_limit, 1):
+        return "FAIL"
+    if _trailing(phases, "INCONCLUSIVE", skip=("ERROR",)) > rules.inconclusive_limit:
+        return "INCONCLUSIVE"
+    latest = next((p for p in reversed(phases) if p != "ERROR"), "PENDING")
+    return latest if latest in ("PASS", "MARGINAL") else "PENDING"
+
+
+def _trailing(phases: Sequence[str], wanted: str, skip: tuple[str, ...]) -> int:
+    count = 0
+    for phase in reversed(phases):
+        if phase in skip:
+            continue
+        if phase != wanted:
+            break
+        count += 1
+    return count

@@ -202,3 +202,23 @@ def test_calibration_quarantines_items_that_flip(store: Store) -> None:
 def test_batch_sizes_for_calibration_differ_from_the_default() -> None:
     assert batch_sizes(16, 3) == [1, 32, 8]
     assert 16 not in batch_sizes(16, 5)
+
+
+@pytest.mark.parametrize(("phases", "limits", "settled"), [
+    (["FAIL"], {}, "FAIL"),                                      # failure_limit 1 (default)
+    (["FAIL"], {"failure_limit": 2}, "PENDING"),
+    (["FAIL", "ERROR", "FAIL"], {"failure_limit": 2}, "FAIL"),   # errors neither count nor reset
+    (["FAIL", "PASS", "FAIL"], {"failure_limit": 2}, "PENDING"),
+    (["ERROR", "ERROR"], {}, "PENDING"),                          # consecutive_error_limit 3
+    (["ERROR", "ERROR", "ERROR"], {}, "ERROR"),
+    (["FAIL", "ERROR", "ERROR", "ERROR"], {}, "ERROR"),           # broken probes: never act
+    (["INCONCLUSIVE"] * 3, {}, "PENDING"),                        # inconclusive_limit 3
+    (["INCONCLUSIVE"] * 4, {}, "INCONCLUSIVE"),
+    (["FAIL", "PASS"], {}, "PASS"),
+    (["MARGINAL", "ERROR"], {}, "MARGINAL"),
+    ([], {}, "PENDING"),
+])
+def test_settle_counts_verdicts_over_time(phases: list[str], limits: dict[str, int], settled: str) -> None:
+    from monitor.judge import settle
+
+    assert settle(phases, Policy(defaults=limits).rules_for("x")) == settled
