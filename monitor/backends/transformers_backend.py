@@ -1,9 +1,9 @@
 """In-process backend: a transformers causal LM on CUDA when present, else CPU.
 
-Multiple-choice scoring encodes each question's context once: the context goes through the model
-with its key/value cache kept, the cache is copied to one row per choice, and only the choice
-tokens run again. lm-evaluation-harness encodes the context once per choice instead; on a
-four-choice suite that is most of the work saved. Token boundaries between context and
+Multiple-choice scoring packs a batch of questions and all their choices into one token trie and
+runs it in one forward pass (see `_Pack`): each context is encoded once for all its choices, and
+questions that start alike share their common tokens. lm-evaluation-harness runs each context
+once per choice instead. Token boundaries between context and
 continuation follow lm-evaluation-harness exactly (trailing spaces move to the continuation;
 the continuation is what encoding the whole string adds after the context), so the two agree.
 """
@@ -161,16 +161,16 @@ class TransformersBackend:
             i += width
         return out_scores
 
-    def _pad(self, sequences: list[list[int]], left: bool = False) -> tuple[Any, Any]:
+    def _pad(self, sequences: list[list[int]]) -> tuple[Any, Any]:
+        """Right-padded ids and attention mask."""
         torch = _torch()
         width = max(len(s) for s in sequences)
         pad = int(self.tokenizer.pad_token_id)
         ids = torch.full((len(sequences), width), pad, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
         for row, seq in enumerate(sequences):
-            span = slice(width - len(seq), width) if left else slice(0, len(seq))
-            ids[row, span] = torch.tensor(seq)
-            mask[row, span] = 1
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
         return ids.to(self.device), mask.to(self.device)
 
     # -- rolling log-likelihood (perplexity) ----------------------------------------------
