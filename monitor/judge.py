@@ -101,7 +101,7 @@ def judge_kind(kind: str, baseline: Sequence[ItemResult], candidate: Sequence[It
     shared = sorted(set(base) & set(cand))
     held_out = [i for i in shared if (i, kind) in quarantined]
     ids = [i for i in shared if (i, kind) not in quarantined]
-    excluded = len(set(base) ^ set(cand)) + len(baseline) - len(base)
+    excluded = len({r.item_id for r in (*baseline, *candidate)}) - len(shared)
     if len(ids) < rules.min_items:
         return KindJudgement(kind, "INCONCLUSIVE", f"only {len(ids)} paired items (min_items "
                              f"{rules.min_items})", excluded=excluded, quarantined=len(held_out))

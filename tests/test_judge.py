@@ -78,6 +78,14 @@ def test_errors_make_an_error_verdict_never_a_fail() -> None:
     assert judge_kind("generate_until", base, broken, RULES).phase == "ERROR"
 
 
+def test_items_that_errored_on_either_side_are_left_out_and_counted() -> None:
+    base = _results("generate_until", [True] * 100, errors=3)
+    cand = _results("generate_until", [True] * 95, errors=0) + [
+        ItemResult(item_id=f"i{i}", kind="generate_until", error_kind="timeout") for i in range(95, 100)]
+    verdict = judge_kind("generate_until", base, cand, RULES)
+    assert verdict.excluded == 8 and verdict.result is not None and verdict.result.n == 95
+
+
 def test_too_few_items_is_inconclusive() -> None:
     verdict = judge_kind("generate_until", _results("generate_until", [True] * 10),
                          _results("generate_until", [False] * 10), RULES)
