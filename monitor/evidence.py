@@ -33,20 +33,22 @@ def write_report(store: Store, verdict_id: int, folder: Path) -> Path:
     found = store.get_verdict(verdict_id)
     if found is None:
         raise ValueError(f"verdict {verdict_id} does not exist")
-    verdict, _ = found
+    verdict, kinds = found
+    # Free text is what the descriptors describe; multiple-choice "outputs" are just choice labels.
+    shown = "generate_until" if any(k.kind == "generate_until" for k in kinds) else None
     folder.mkdir(parents=True, exist_ok=True)
     name = f"verdict-{verdict_id}-{verdict.capability}-{verdict.candidate}-vs-{verdict.baseline}.html"
     path = folder / name
     with warnings.catch_warnings():  # evidently divides by zero on all-empty columns
         warnings.simplefilter("ignore", RuntimeWarning)
-        current = _dataset(_results(store, verdict.candidate_runs))
-        reference = _dataset(_results(store, verdict.baseline_runs))
+        current = _dataset(_results(store, verdict.candidate_runs, shown))
+        reference = _dataset(_results(store, verdict.baseline_runs, shown))
         Report([TextEvals()]).run(current, reference).save_html(str(path))
     return path
 
 
-def _results(store: Store, run_ids: str) -> list[ItemResult]:
-    return [r for run in run_ids.split(",") if run for r in store.results(int(run))]
+def _results(store: Store, run_ids: str, kind: str | None) -> list[ItemResult]:
+    return [r for run in run_ids.split(",") if run for r in store.results(int(run), kind=kind)]
 
 
 def _dataset(results: list[ItemResult]) -> Any:
