@@ -68,6 +68,28 @@ class Run(SQLModel, table=True):
     error: str | None = None
 
 
+class RunKind(SQLModel, table=True):
+    """A finished run's score per kind, kept so history and scrapes never re-scan item results."""
+
+    __tablename__ = "run_kind"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    kind: str
+    mean_score: float | None = None
+    scored: int = 0
+    errors: int = 0
+
+
+class RunError(SQLModel, table=True):
+    """A finished run's failed item measurements, counted per error kind."""
+
+    __tablename__ = "run_error"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    error_kind: str
+    count: int
+
+
 class ItemResult(SQLModel, table=True):
     __tablename__ = "item_result"
     id: int | None = Field(default=None, primary_key=True)
@@ -166,9 +188,20 @@ class Store:
         try:
             self.engine = _make_engine(url)
             SQLModel.metadata.create_all(self.engine)
+            self._backfill_aggregates()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open database {_redact(url)}: {exc.__class__.__name__}: "
                              f"{str(exc).splitlines()[0]}") from exc
+
+    def _backfill_aggregates(self) -> None:
+        """Finished runs recorded before per-run aggregates existed get them once."""
+        missing = (sa_select(col(Run.id)).where(col(Run.status) != "running")
+                   .where(~sa_select(col(RunKind.id)).where(col(RunKind.run_id) == col(Run.id)).exists()))
+        with Session(self.engine) as s:
+            for run_id in s.execute(missing).scalars().all():
+                if run_id is not None:
+                    _add_aggregates(s, run_id)
+            s.commit()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -234,6 +267,7 @@ class Store:
             run.item_count, run.error_count = int(counts[0]), int(counts[1])
             run.status, run.error, run.finished_at = status, error, utcnow()
             s.add(run)
+            _add_aggregates(s, run_id)
             s.commit()
             return run
 
@@ -367,6 +401,20 @@ class Store:
                                         col(FlakyItem.version).in_(list(versions)), FlakyItem.flips > 0)
         with self.session() as s:
             return {(row.item_id, row.kind) for row in s.exec(query).all()}
+
+
+def _add_aggregates(s: Session, run_id: int) -> None:
+    per_kind = sa_select(col(ItemResult.kind), func.avg(ItemResult.score), func.count(col(ItemResult.score)),
+                         func.count(col(ItemResult.error_kind))).where(
+        col(ItemResult.run_id) == run_id).group_by(col(ItemResult.kind))
+    for kind, mean, scored, errors in s.execute(per_kind).all():
+        s.add(RunKind(run_id=run_id, kind=kind, mean_score=None if mean is None else float(mean),
+                      scored=int(scored), errors=int(errors)))
+    per_error = sa_select(col(ItemResult.error_kind), func.count()).where(
+        col(ItemResult.run_id) == run_id, col(ItemResult.error_kind).is_not(None)).group_by(
+        col(ItemResult.error_kind))
+    for error_kind, count in s.execute(per_error).all():
+        s.add(RunError(run_id=run_id, error_kind=str(error_kind), count=int(count)))
 
 
 def _make_engine(url: str) -> Engine:

@@ -1,0 +1,113 @@
+"""A Prometheus Collector that reads the store at scrape time (see monitor.metrics for why).
+
+Four grouped queries per scrape, whatever the history size: newest complete run per version and
+suite (with its per-kind scores), run counts by status, error counts by kind, and newest verdict
+per candidate and capability (with its per-kind statistics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func
+from sqlalchemy import select as sa_select
+from sqlmodel import col
+
+from monitor import metrics as m
+from monitor.judge import PHASES
+from monitor.store import Run, RunError, RunKind, Store, Verdict, VerdictKind
+
+
+def _family(spec: m.MetricSpec) -> Any:
+    cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
+    name = spec.full_name.removesuffix("_total") if spec.kind == "counter" else spec.full_name
+    return cls(name, spec.help, labels=list(spec.labels))
+
+
+class StoreCollector(Collector):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def describe(self) -> list[Metric]:
+        return []  # registering must not touch the database
+
+    def collect(self) -> Iterator[Metric]:
+        with self.store.session() as s:
+            yield from self._runs(s)
+            yield from self._verdicts(s)
+
+    def _runs(self, s: Any) -> Iterator[Metric]:
+        score, last = _family(m.RETENTION_SCORE), _family(m.LAST_SUCCESS)
+        newest = (sa_select(func.max(Run.id)).where(col(Run.status) == "complete")
+                  .group_by(col(Run.model), col(Run.version), col(Run.suite)))
+        query = (sa_select(Run, RunKind).join(RunKind, col(RunKind.run_id) == col(Run.id))
+                 .where(col(Run.id).in_(newest)).order_by(col(Run.id), col(RunKind.kind)))
+        seen: set[int] = set()
+        for run, kind in s.execute(query).all():
+            labels = [run.model, run.version, run.suite, run.capability]
+            if kind.mean_score is not None:
+                score.add_metric([*labels, kind.kind], kind.mean_score)
+            if run.id not in seen and run.finished_at is not None:
+                seen.add(run.id)
+                last.add_metric(labels, run.finished_at.timestamp())
+        yield score
+        yield last
+        yield self._run_counts(s)
+        yield self._error_counts(s)
+
+    def _run_counts(self, s: Any) -> Metric:
+        family = _family(m.RUNS)
+        keys = (col(Run.model), col(Run.version), col(Run.suite), col(Run.capability), col(Run.status))
+        for *labels, count in s.execute(sa_select(*keys, func.count()).group_by(*keys).order_by(*keys)).all():
+            family.add_metric(labels, count)
+        return family
+
+    def _error_counts(self, s: Any) -> Metric:
+        family = _family(m.PROBE_ERRORS)
+        keys = (col(Run.model), col(Run.version), col(Run.suite), col(Run.capability),
+                col(RunError.error_kind))
+        query = (sa_select(*keys, func.sum(RunError.count)).join(Run, col(Run.id) == col(RunError.run_id))
+                 .group_by(*keys).order_by(*keys))
+        for *labels, count in s.execute(query).all():
+            family.add_metric(labels, int(count))
+        return family
+
+    def _verdicts(self, s: Any) -> Iterator[Metric]:
+        families = {spec.name: _family(spec) for spec in (
+            m.RETENTION_DELTA, m.RETENTION_DELTA_LOWER, m.RETENTION_DELTA_UPPER, m.VERDICT_PHASE,
+            m.VERDICT_INFO, m.VERDICT_TIMESTAMP, m.KNOWLEDGE_SCORE, m.ALIGNMENT_GAP)}
+        newest = (sa_select(func.max(Verdict.id)).group_by(
+            col(Verdict.model), col(Verdict.candidate), col(Verdict.baseline), col(Verdict.capability)))
+        verdicts = s.execute(sa_select(Verdict).where(col(Verdict.id).in_(newest))
+                             .order_by(col(Verdict.id))).scalars().all()
+        kinds: dict[int, list[VerdictKind]] = {}
+        ids = [v.id for v in verdicts]
+        for row in s.execute(sa_select(VerdictKind).where(col(VerdictKind.verdict_id).in_(ids))
+                             .order_by(col(VerdictKind.id))).scalars().all():
+            kinds.setdefault(row.verdict_id, []).append(row)
+        for verdict in verdicts:
+            _verdict_metrics(families, verdict, kinds.get(verdict.id or 0, []))
+        yield from families.values()
+
+
+def _verdict_metrics(f: dict[str, Any], v: Verdict, kinds: list[VerdictKind]) -> None:
+    labels = [v.model, v.candidate, v.baseline, v.capability]
+    for phase in PHASES:
+        f[m.VERDICT_PHASE.name].add_metric([*labels, phase], 1.0 if v.phase == phase else 0.0)
+    flags = [v.diagnosis, str(v.critical).lower(), str(v.muted).lower()]
+    f[m.VERDICT_INFO.name].add_metric([*labels, *flags], 1)
+    f[m.VERDICT_TIMESTAMP.name].add_metric(labels, v.created_at.timestamp())
+    by_kind = {k.kind: k for k in kinds}
+    for k in kinds:
+        if k.drop is not None and k.low is not None and k.high is not None:
+            f[m.RETENTION_DELTA.name].add_metric([*labels, k.kind], 0.0 - k.drop)
+            f[m.RETENTION_DELTA_LOWER.name].add_metric([*labels, k.kind], 0.0 - k.high)
+            f[m.RETENTION_DELTA_UPPER.name].add_metric([*labels, k.kind], 0.0 - k.low)
+    mc, gen = by_kind.get("multiple_choice"), by_kind.get("generate_until")
+    if mc is not None and mc.candidate_score is not None:
+        f[m.KNOWLEDGE_SCORE.name].add_metric(labels, mc.candidate_score)
+    if mc is not None and gen is not None and mc.drop is not None and gen.drop is not None:
+        f[m.ALIGNMENT_GAP.name].add_metric(labels, gen.drop - mc.drop)

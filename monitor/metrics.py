@@ -1,0 +1,79 @@
+"""Every metric forgetmenot exports, named once: the exporter, dashboards and alert rules share these.
+
+State (scores, verdicts, run counts) is read from the store at scrape time by a custom Collector:
+the database is the single source of truth, so a restarted monitor or a second replica exports the
+same numbers, and nothing is lost between scrapes. Durations are observed by the loop into
+ordinary histograms, because re-bucketing every stored latency on each scrape would be wasteful.
+
+Label values are model, version, suite and capability names from the policy file, a kind (3
+values), a phase (5), a run status (4) or an error kind (a short bounded label): never an item id
+or free text, so cardinality stays bounded by the policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+PREFIX = "forgetmenot_"
+Kind = Literal["gauge", "counter", "histogram"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...]
+
+    @property
+    def full_name(self) -> str:
+        return PREFIX + self.name
+
+
+def _spec(name: str, kind: Kind, help_text: str, *labels: str) -> MetricSpec:
+    return MetricSpec(name, kind, help_text, labels)
+
+
+VERSION_SUITE = ("model", "version", "suite", "capability")
+VERDICT = ("model", "version", "baseline", "capability")
+
+RETENTION_SCORE = _spec("retention_score", "gauge",
+                        "Mean score of the newest complete run (accuracy, or log-prob per token).",
+                        *VERSION_SUITE, "kind")
+RETENTION_DELTA = _spec("retention_delta", "gauge",
+                        "Candidate minus baseline score in the newest verdict (negative: worse).",
+                        *VERDICT, "kind")
+RETENTION_DELTA_LOWER = _spec("retention_delta_lower", "gauge",
+                              "Lower confidence bound of the candidate-minus-baseline delta.",
+                              *VERDICT, "kind")
+RETENTION_DELTA_UPPER = _spec("retention_delta_upper", "gauge",
+                              "Upper confidence bound of the candidate-minus-baseline delta.",
+                              *VERDICT, "kind")
+VERDICT_PHASE = _spec("verdict_phase", "gauge",
+                      "1 for the phase of the newest verdict, 0 for the others.", *VERDICT, "phase")
+VERDICT_INFO = _spec("verdict_info", "gauge",
+                     "Newest verdict's diagnosis and flags as labels; the value is 1.",
+                     *VERDICT, "diagnosis", "critical", "muted")
+VERDICT_TIMESTAMP = _spec("verdict_timestamp_seconds", "gauge", "When the newest verdict was made.",
+                          *VERDICT)
+KNOWLEDGE_SCORE = _spec("knowledge_score", "gauge",
+                        "Candidate's multiple-choice accuracy in the newest verdict: what it still knows.",
+                        *VERDICT)
+ALIGNMENT_GAP = _spec("alignment_gap", "gauge",
+                      "Generation drop minus multiple-choice drop (points as a fraction); large and "
+                      "positive means the model knows but stopped using it.", *VERDICT)
+LAST_SUCCESS = _spec("last_successful_run_timestamp_seconds", "gauge",
+                     "When the newest complete run of this version and suite finished.", *VERSION_SUITE)
+RUNS = _spec("runs_total", "counter", "Probe runs by final status.", *VERSION_SUITE, "status")
+PROBE_ERRORS = _spec("probe_errors_total", "counter", "Item measurements that failed, by error kind.",
+                     *VERSION_SUITE, "error_kind")
+RUN_DURATION = _spec("run_duration_seconds", "histogram", "Wall time of one probe run.", "model", "suite")
+ITEM_LATENCY = _spec("item_latency_seconds", "histogram",
+                     "Per-item measurement time (a batch's time shared among its items).", "model", "kind")
+
+ALL: tuple[MetricSpec, ...] = (
+    RETENTION_SCORE, RETENTION_DELTA, RETENTION_DELTA_LOWER, RETENTION_DELTA_UPPER, VERDICT_PHASE,
+    VERDICT_INFO, VERDICT_TIMESTAMP, KNOWLEDGE_SCORE, ALIGNMENT_GAP, LAST_SUCCESS, RUNS, PROBE_ERRORS,
+    RUN_DURATION, ITEM_LATENCY,
+)

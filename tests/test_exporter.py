@@ -1,0 +1,73 @@
+"""The exporter: exposition compared to golden text, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+from sqlmodel import Session, select
+
+from monitor import metrics
+from monitor.backends.fake import FakeBackend
+from monitor.config import Policy
+from monitor.exporter import StoreCollector
+from monitor.judge import judge_suite
+from monitor.probing import VersionRef, probe_suite
+from monitor.store import Run, Store, Verdict
+from monitor.suites import load_suite
+from tests.conftest import PROBES
+from tests.test_judge import _answers, _gold
+
+GOLDEN = Path(__file__).parent / "golden" / "exposition.txt"
+FIXED = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def _populate(store: Store) -> None:
+    """v1 right, v2 wrong in prose (alignment loss) on general-knowledge; one broken run on fluency."""
+    suite = load_suite(PROBES / "general-knowledge")
+    v1 = FakeBackend(answers=_answers(suite, True), preferred=_gold(suite))
+    v2 = FakeBackend(answers=_answers(suite, False), preferred=_gold(suite))
+    probe_suite(store, v1, suite, VersionRef("bot", "v1"))
+    probe_suite(store, v2, suite, VersionRef("bot", "v2"))
+    judge_suite(store, suite, Policy().rules_for(suite.capability), "bot", "v2", "v1")
+    fluency = load_suite(PROBES / "fluency")
+    probe_suite(store, FakeBackend(fail_on=lambda text: True), fluency, VersionRef("bot", "v2"))
+    with Session(store.engine) as s:
+        for row in [*s.exec(select(Run)).all(), *s.exec(select(Verdict)).all()]:
+            if isinstance(row, Run):
+                row.started_at = row.finished_at = FIXED
+            else:
+                row.created_at = FIXED
+            s.add(row)
+        s.commit()
+
+
+def test_exposition_matches_golden_text(store: Store) -> None:
+    _populate(store)
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store))
+    text = generate_latest(registry).decode()
+    if os.environ.get("FORGETMENOT_UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_every_exported_family_is_declared_in_one_place(store: Store) -> None:
+    _populate(store)
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store))
+    declared = {s.full_name.removesuffix("_total") for s in metrics.ALL}
+    exported = {family.name for family in registry.collect()}
+    assert exported <= declared
+    assert all(s.full_name.startswith("forgetmenot_") for s in metrics.ALL)
+
+
+def test_labels_never_carry_item_ids_or_free_text(store: Store) -> None:
+    _populate(store)
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store))
+    values = {v for family in registry.collect() for sample in family.samples for v in sample.labels.values()}
+    assert not any(v.startswith("gk-") for v in values)
+    assert all(len(v) < 64 for v in values)
