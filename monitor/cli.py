@@ -313,3 +313,38 @@ def calibrate(
                 table.add_row(s.name, str(found.measurements), str(found.items), str(len(found.flaky)),
                               examples or "—")
     console.print(table)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    host: Annotated[str, typer.Option(help="Address for /metrics and the API.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for /metrics and the API.")] = 9464,
+    run_now: Annotated[bool, typer.Option(help="Probe once at start, then on schedule.")] = False,
+) -> None:
+    """Run the monitor: scheduled probes, verdicts, /metrics, /healthz, /readyz and /api/v1."""
+    import logging
+    import signal
+    import threading
+
+    from monitor.api import Api, HttpServer
+    from monitor.service import open_monitor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with _reported():
+        monitor = open_monitor(config)
+        http = HttpServer(Api(monitor.config, monitor.store, monitor.registry, monitor.not_ready),
+                          host, port).start()
+        monitor.start(run_now=run_now)
+    console.print(f"serving on http://{host}:{http.port} (metrics, healthz, readyz, api/v1)")
+    stop.wait()
+    console.print("stopping: the run in progress is marked interrupted")
+    monitor.stop(wait=True)
+    http.stop()
+
+
+if __name__ == "__main__":
+    app()

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import UniqueConstraint, event, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from monitor.errors import StoreError
@@ -170,6 +170,14 @@ class FlakyItem(SQLModel, table=True):
     runs: int
     flips: int
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Claim(SQLModel, table=True):
+    """One row per scheduled slot of work: the unique name makes it exactly-once across replicas."""
+
+    name: str = Field(primary_key=True)
+    holder: str
+    claimed_at: datetime = Field(default_factory=utcnow)
 
 
 @dataclass(frozen=True)
@@ -337,6 +345,18 @@ class Store:
                 out[run_id].append(KindSummary(kind, value, int(scored), int(errors)))
         return out
 
+
+    def claim(self, name: str, holder: str) -> bool:
+        """True for exactly one caller per `name`, whichever replica or process asks first."""
+        try:
+            with Session(self.engine) as s:
+                s.add(Claim(name=name, holder=holder))
+                s.commit()
+            return True
+        except IntegrityError:
+            return False
+        except DBAPIError as exc:
+            raise StoreError(f"database {_redact(self.url)} failed: {str(exc).splitlines()[0]}") from exc
 
     # -- verdicts and calibration ---------------------------------------------------------
 

@@ -105,7 +105,16 @@ def _cross_field_problems(config: Config, located: yamlpos.Located, check_paths:
     problems += suite_problems
     problems += _capability_problems(config, located, suites)
     problems += _database_problems(config, located)
+    problems += _schedule_problems(config, located)
     return problems
+
+
+def _schedule_problems(config: Config, located: yamlpos.Located) -> list[Problem]:
+    """Replicas agree on a firing's slot only if jitter cannot push it half an interval away."""
+    every, jitter = config.schedule.every, config.schedule.jitter
+    if every is not None and jitter * 2 >= every:
+        return [located.problem(("schedule", "jitter"), "must be under half of schedule.every")]
+    return []
 
 
 def _choice_message(value: str, allowed: list[str], what: str) -> str:

@@ -1,0 +1,204 @@
+"""`forgetmenot serve`: probe every watched version on the policy's schedule, judge, export.
+
+Scheduling is APScheduler with its job store in the monitor's own database, so the schedule
+survives restarts. One job per watched model version (live and baseline) runs all suites; a job
+never overlaps itself (`max_instances=1`), late firings coalesce into one, and a firing later
+than one interval is dropped as a misfire.
+
+Replica safety is by **row claims**, not leader election: each firing belongs to a time slot
+(the interval number since the epoch, trigger aligned to it), and the replica that inserts the
+row `probe:<model>:<version>:<slot>` first does the work; the others' inserts hit the primary key
+and they skip. It needs no lease renewal and no extra component, works the same on SQLite and
+PostgreSQL, and a replica that dies mid-slot cannot block the next slot.
+
+APScheduler persists jobs as text references to module-level functions, so the running monitor
+is found through a small registry keyed by the id passed as the job's argument.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from monitor import metrics, models
+from monitor.backends.base import Backend
+from monitor.config import Config
+from monitor.errors import BackendError, ForgetmenotError
+from monitor.judge import JudgeError, judge_suite
+from monitor.probing import VersionRef
+from monitor.store import Store
+from monitor.suites import Suite
+from monitor.validate import load_config, load_suites
+
+log = logging.getLogger("forgetmenot.service")
+BackendLoader = Callable[[Config, str, str], Backend]
+_RUNNING: dict[str, Monitor] = {}
+
+
+class Stopping(Exception):
+    """Raised inside a run when the monitor is asked to stop: the run is marked interrupted."""
+
+
+@dataclass
+class Monitor:
+    config_path: Path
+    config: Config
+    store: Store
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    load_backend: BackendLoader = models.backend_for
+    holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    def __post_init__(self) -> None:
+        self.id = f"{self.holder}:{id(self)}"
+        self.suites: list[Suite] = load_suites(self.config)
+        self.stopping = threading.Event()
+        self.busy = threading.Lock()
+        self.scheduler: Any = None
+        self.run_duration = _histogram(metrics.RUN_DURATION, self.registry,
+                                       (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
+        self.item_latency = _histogram(metrics.ITEM_LATENCY, self.registry,
+                                       (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, run_now: bool = False) -> None:
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        _RUNNING[self.id] = self
+        every = self.interval()
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(url=self.config.database_url(),
+                                                     tablename="apscheduler_jobs")},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": int(every)},
+            timezone=UTC)
+        self.scheduler.start(paused=True)
+        first = {"next_run_time": datetime.now(UTC)} if run_now else {}
+        for model, version in self.watched():
+            self.scheduler.add_job(run_job, self._trigger(every), args=[self.id, model, version],
+                                   id=f"probe:{model}:{version}", replace_existing=True, **first)
+        self.scheduler.resume()
+
+    def _trigger(self, every: float) -> Any:
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        jitter = int(self.config.schedule.jitter.total_seconds()) or None
+        if self.config.schedule.cron:
+            return CronTrigger.from_crontab(self.config.schedule.cron, timezone=UTC, jitter=jitter)
+        start = datetime.fromtimestamp(0, UTC)  # aligned to the epoch: every replica agrees on slots
+        return IntervalTrigger(seconds=every, start_date=start, jitter=jitter, timezone=UTC)
+
+    def stop(self, wait: bool = True) -> None:
+        """Ask a run in progress to stop at its next chunk, then shut the scheduler down."""
+        self.stopping.set()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=wait)
+        _RUNNING.pop(self.id, None)
+
+    def interval(self) -> float:
+        every = self.config.schedule.every or timedelta(minutes=15)
+        return every.total_seconds()
+
+    def watched(self) -> list[tuple[str, str]]:
+        return [(name, version) for name, spec in self.config.models.items()
+                for version in dict.fromkeys((spec.baseline, spec.live))]
+
+    def not_ready(self) -> str | None:
+        if self.scheduler is None or not self.scheduler.running:
+            return "scheduler not running"
+        return None
+
+    # -- one cycle ------------------------------------------------------------------------
+
+    def slot(self, now: float | None = None) -> int:
+        """The interval number this firing belongs to (rounded, so jitter either way agrees)."""
+        return round((time.time() if now is None else now) / self.interval())
+
+    def cycle(self, model: str, version: str, slot: int | None = None) -> bool:
+        """Probe every suite on one version, then judge live against baseline. False if skipped."""
+        name = f"probe:{model}:{version}:{self.slot() if slot is None else slot}"
+        if not self.store.claim(name, self.holder):
+            log.info("%s already claimed by another replica", name)
+            return False
+        with self.busy:
+            backend = self._load(model, version)
+            for suite in self.suites:
+                if self.stopping.is_set():
+                    raise Stopping(f"stopping before {suite.name}")
+                self._probe(backend, suite, model, version)
+            self._judge(model)
+        return True
+
+    def _load(self, model: str, version: str) -> Backend | None:
+        try:
+            return self.load_backend(self.config, model, version)
+        except BackendError as exc:
+            log.error("%s/%s will not load: %s", model, version, exc)
+            return None
+
+    def _probe(self, backend: Backend | None, suite: Suite, model: str, version: str) -> None:
+        from monitor.runner import probe_version
+
+        began = time.monotonic()
+
+        def advance(_: int) -> None:
+            if self.stopping.is_set():
+                raise Stopping("stop requested")
+
+        def load() -> Backend:
+            if backend is None:
+                raise BackendError(f"{model}/{version} could not be loaded", kind="load")
+            return backend
+
+        measured = probe_version(self.store, VersionRef(model, version), [suite], load,
+                                 track=lambda _name, _total: advance)
+        self.run_duration.labels(model, suite.name).observe(time.monotonic() - began)
+        for result in self.store.results(measured[0].run.id or 0):
+            if result.latency_ms is not None:
+                self.item_latency.labels(model, result.kind).observe(result.latency_ms / 1000)
+
+    def _judge(self, model: str) -> None:
+        spec = self.config.models[model]
+        if spec.live == spec.baseline:
+            return
+        for suite in self.suites:
+            try:
+                judge_suite(self.store, suite, self.config.policy.rules_for(suite.capability), model,
+                            spec.live, spec.baseline)
+            except JudgeError as exc:
+                log.info("no verdict yet for %s/%s: %s", model, suite.name, exc)
+
+
+def _histogram(spec: metrics.MetricSpec, registry: CollectorRegistry,
+               buckets: tuple[float, ...]) -> Histogram:
+    return Histogram(spec.full_name, spec.help, list(spec.labels), registry=registry, buckets=buckets)
+
+
+def run_job(monitor_id: str, model: str, version: str) -> None:
+    """The scheduled job (a module-level function, as APScheduler's persistent store requires)."""
+    monitor = _RUNNING.get(monitor_id)
+    if monitor is None:
+        log.warning("job for %s/%s fired with no running monitor %s", model, version, monitor_id)
+        return
+    try:
+        monitor.cycle(model, version)
+    except Stopping:
+        log.info("%s/%s stopped part way; the run is marked interrupted", model, version)
+    except ForgetmenotError as exc:
+        log.error("%s/%s cycle failed: %s", model, version, exc)
+
+
+def open_monitor(config_path: Path, load_backend: BackendLoader = models.backend_for) -> Monitor:
+    config = load_config(config_path)
+    return Monitor(config_path, config, Store(config.database_url()), load_backend=load_backend)

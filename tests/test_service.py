@@ -1,0 +1,183 @@
+"""The always-on monitor: scheduled cycles, replica-safe claims, HTTP API, graceful stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.api import Api, HttpServer
+from monitor.service import Monitor, open_monitor
+from monitor.store import Store
+from tests.conftest import PROBES
+
+
+def policy(tmp_path: Path, model_dir: Path, database: str | None = None, every: str = "1h") -> Path:
+    for name in ("arithmetic", "fluency"):
+        if not (tmp_path / "probes" / name).exists():
+            shutil.copytree(PROBES / name, tmp_path / "probes" / name)
+    path = tmp_path / "forgetmenot.yaml"
+    path.write_text(f"""\
+database: {database or "sqlite:///fmn.db"}
+schedule: {{every: {every}, jitter: 0s}}
+models:
+  bot:
+    backend: {{kind: transformers, device: cpu, dtype: float32, batch_size: 8}}
+    versions:
+      v1: {{path: {model_dir}}}
+      v2: {{path: {model_dir}}}
+    baseline: v1
+    live: v2
+suites: [probes/arithmetic, probes/fluency]
+policy:
+  defaults: {{min_items: 5}}
+""")
+    return path
+
+
+def get(port: int, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            body = reply.read().decode()
+            status = reply.status
+    except urllib.error.HTTPError as exc:
+        body, status = exc.read().decode(), exc.code
+    return status, (body if path == "/metrics" else json.loads(body))
+
+
+def test_a_cycle_probes_every_suite_and_judges_live_against_baseline(tmp_path: Path,
+                                                                   tiny_model_dir: Path) -> None:
+    monitor = open_monitor(policy(tmp_path, tiny_model_dir))
+    assert monitor.watched() == [("bot", "v1"), ("bot", "v2")]
+    assert monitor.cycle("bot", "v1", slot=1) and monitor.cycle("bot", "v2", slot=1)
+    runs = monitor.store.runs(status="complete")
+    assert sorted((r.version, r.suite) for r in runs) == [
+        ("v1", "arithmetic"), ("v1", "fluency"), ("v2", "arithmetic"), ("v2", "fluency")]
+    verdicts = monitor.store.verdicts(model="bot", candidate="v2")
+    assert {v.capability: v.phase for v in verdicts} == {"arithmetic": "PASS", "fluency": "PASS"}
+
+
+def test_each_slot_is_worked_once_across_replicas(store: Store, tmp_path: Path,
+                                                  tiny_model_dir: Path) -> None:
+    """Two monitors on one database (SQLite and the real PostgreSQL): one claims, the other skips."""
+    path = policy(tmp_path, tiny_model_dir, database=store.url)
+    first, second = open_monitor(path), open_monitor(path)
+    second.holder = "other-replica:1"
+    assert first.cycle("bot", "v1", slot=42) is True
+    assert second.cycle("bot", "v1", slot=42) is False
+    assert len(store.runs(version="v1")) == 2  # two suites, once each
+    assert second.cycle("bot", "v1", slot=43) is True
+
+
+def test_slots_agree_across_jitter() -> None:
+    class Fake:
+        def interval(self) -> float:
+            return 600.0
+
+    slot = Monitor.slot
+    assert slot(Fake(), 6000.0 - 200) == slot(Fake(), 6000.0 + 200) == 10  # type: ignore[arg-type]
+
+
+def test_http_api_serves_metrics_health_and_json(tmp_path: Path, tiny_model_dir: Path) -> None:
+    monitor = open_monitor(policy(tmp_path, tiny_model_dir))
+    monitor.cycle("bot", "v1", slot=1)
+    monitor.cycle("bot", "v2", slot=1)
+    server = HttpServer(Api(monitor.config, monitor.store, monitor.registry, monitor.not_ready),
+                        port=0).start()
+    try:
+        status, text = get(server.port, "/metrics")
+        assert status == 200 and 'forgetmenot_verdict_phase{baseline="v1",capability="arithmetic"' in text
+        assert "forgetmenot_run_duration_seconds_bucket" in text
+        assert get(server.port, "/healthz") == (200, {"status": "ok"})
+        assert get(server.port, "/readyz")[0] == 503  # the scheduler is not running in this test
+        status, models = get(server.port, "/api/v1/models")
+        assert status == 200 and models[0]["live"] == "v2"
+        assert models[0]["capabilities"]["arithmetic"]["phase"] == "PASS"
+        status, verdicts = get(server.port, "/api/v1/verdicts?model=bot&capability=fluency")
+        assert status == 200 and len(verdicts) == 1
+        assert verdicts[0]["kinds"][0]["kind"] == "loglikelihood_rolling"
+        run_id = monitor.store.runs()[0].id
+        status, run = get(server.port, f"/api/v1/runs/{run_id}")
+        assert status == 200 and run["status"] == "complete" and run["kinds"]
+        assert get(server.port, "/api/v1/runs/999999")[0] == 404
+        assert get(server.port, "/nope")[0] == 404
+    finally:
+        server.stop()
+
+
+def test_scheduler_runs_jobs_and_stops_cleanly(tmp_path: Path, tiny_model_dir: Path) -> None:
+    monitor = open_monitor(policy(tmp_path, tiny_model_dir))
+    monitor.start(run_now=True)
+    try:
+        assert monitor.not_ready() is None
+        deadline = time.monotonic() + 120
+        while len(monitor.store.verdicts()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        monitor.stop(wait=True)
+    assert len(monitor.store.verdicts()) >= 2
+    assert monitor.store.runs(status="running") == []
+    jobs = Store(monitor.config.database_url())
+    with jobs.engine.connect() as conn:
+        from sqlalchemy import text
+
+        ids = sorted(row[0] for row in conn.execute(text("SELECT id FROM apscheduler_jobs")))
+    assert ids == ["probe:bot:v1", "probe:bot:v2"], "the schedule is persisted in the monitor's database"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_sigterm_stops_serve_gracefully(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A real `forgetmenot serve` process: ready, probing, then SIGTERM; nothing left 'running'."""
+    path = policy(tmp_path, tiny_model_dir)
+    port = _free_port()
+    command = [sys.executable, "-m", "monitor.cli", "serve", "-c", str(path), "--port", str(port),
+               "--run-now"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if get(port, "/readyz")[0] == 200 and Store(f"sqlite:///{tmp_path / 'fmn.db'}").runs():
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "stopping" in output
+    store = Store(f"sqlite:///{tmp_path / 'fmn.db'}")
+    assert store.runs(status="running") == []
+    assert all(r.status in ("complete", "interrupted") for r in store.runs())
+
+
+@pytest.mark.parametrize("jitter", ["30m", "45m"])
+def test_jitter_of_half_an_interval_or_more_is_refused(tmp_path: Path, tiny_model_dir: Path,
+                                                     jitter: str) -> None:
+    from monitor.errors import ConfigError
+    from monitor.validate import load_config
+
+    path = policy(tmp_path, tiny_model_dir)
+    path.write_text(path.read_text().replace("jitter: 0s", f"jitter: {jitter}"))
+    with pytest.raises(ConfigError, match=r"forgetmenot.yaml:2: schedule.jitter: must be under half"):
+        load_config(path)
