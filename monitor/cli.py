@@ -346,5 +346,21 @@ def serve(
     http.stop()
 
 
+@app.command()
+def alerts(
+    out: Annotated[Path, typer.Option(help="Where to write the rules.")] = Path(
+        "alerts/forgetmenot.rules.yml"),
+    runbook_base: Annotated[str, typer.Option(help="URL prefix of the runbooks.")] = "alerts/runbooks",
+) -> None:
+    """Write the Prometheus alert rules generated from the metric names."""
+    from monitor.alerting import rule_tests_yaml, rules_yaml
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(rules_yaml(runbook_base))
+    cases = out.with_name(out.name.replace(".yml", ".test.yml"))
+    cases.write_text(rule_tests_yaml())
+    console.print(f"wrote {out} and {cases}")
+
+
 if __name__ == "__main__":
     app()

@@ -68,6 +68,8 @@ LAST_SUCCESS = _spec("last_successful_run_timestamp_seconds", "gauge",
 RUNS = _spec("runs_total", "counter", "Probe runs by final status.", *VERSION_SUITE, "status")
 PROBE_ERRORS = _spec("probe_errors_total", "counter", "Item measurements that failed, by error kind.",
                      *VERSION_SUITE, "error_kind")
+SCHEDULE_INTERVAL = _spec("schedule_interval_seconds", "gauge",
+                          "The policy's probe interval, so staleness alerts need no copy of it.")
 RUN_DURATION = _spec("run_duration_seconds", "histogram", "Wall time of one probe run.", "model", "suite")
 ITEM_LATENCY = _spec("item_latency_seconds", "histogram",
                      "Per-item measurement time (a batch's time shared among its items).", "model", "kind")
@@ -75,5 +77,5 @@ ITEM_LATENCY = _spec("item_latency_seconds", "histogram",
 ALL: tuple[MetricSpec, ...] = (
     RETENTION_SCORE, RETENTION_DELTA, RETENTION_DELTA_LOWER, RETENTION_DELTA_UPPER, VERDICT_PHASE,
     VERDICT_INFO, VERDICT_TIMESTAMP, KNOWLEDGE_SCORE, ALIGNMENT_GAP, LAST_SUCCESS, RUNS, PROBE_ERRORS,
-    RUN_DURATION, ITEM_LATENCY,
+    SCHEDULE_INTERVAL, RUN_DURATION, ITEM_LATENCY,
 )

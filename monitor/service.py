@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from monitor import metrics, models
 from monitor.backends.base import Backend
@@ -66,6 +66,9 @@ class Monitor:
         self.scheduler: Any = None
         self.run_duration = _histogram(metrics.RUN_DURATION, self.registry,
                                        (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
+        interval = Gauge(metrics.SCHEDULE_INTERVAL.full_name, metrics.SCHEDULE_INTERVAL.help,
+                         registry=self.registry)
+        interval.set(self.interval())
         self.item_latency = _histogram(metrics.ITEM_LATENCY, self.registry,
                                        (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
