@@ -25,6 +25,8 @@ app = typer.Typer(help="Watch deployed fine-tuned models for forgetting.", no_ar
                   pretty_exceptions_show_locals=False)
 model_app = typer.Typer(help="Prepare model weights.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+db_app = typer.Typer(help="The monitor's database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 console = Console()
 err = Console(stderr=True)
 
@@ -321,6 +323,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Address for /metrics and the API.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for /metrics and the API.")] = 9464,
     run_now: Annotated[bool, typer.Option(help="Probe once at start, then on schedule.")] = False,
+    stale_after: Annotated[float, typer.Option(help="Seconds of silence before another monitor's "
+                                                    "running runs are marked interrupted.")] = 60.0,
 ) -> None:
     """Run the monitor: scheduled probes, verdicts, /metrics, /healthz, /readyz and /api/v1."""
     import logging
@@ -336,6 +340,7 @@ def serve(
         signal.signal(sig, lambda *_: stop.set())
     with _reported():
         monitor = open_monitor(config)
+        monitor.stale_after, monitor.beat_every = stale_after, min(10.0, stale_after / 3)
         http = HttpServer(Api(monitor.config, monitor.store, monitor.registry, monitor.not_ready),
                           host, port).start()
         monitor.start(run_now=run_now)
@@ -360,6 +365,21 @@ def alerts(
     cases = out.with_name(out.name.replace(".yml", ".test.yml"))
     cases.write_text(rule_tests_yaml())
     console.print(f"wrote {out} and {cases}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = DEFAULT_CONFIG,
+               revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply schema migrations (Alembic) to the policy's database."""
+    from monitor.migrate import current, upgrade
+    from monitor.store import make_engine
+    from monitor.validate import load_config
+
+    with _reported():
+        engine = make_engine(load_config(config, check_paths=False).database_url())
+        upgrade(engine, revision)
+        console.print(f"database at revision {current(engine)}")
+        engine.dispose()
 
 
 if __name__ == "__main__":

@@ -49,13 +49,13 @@ def work_units(suite: Suite, split: Split = "probe") -> int:
 
 
 def probe_suite(store: Store, backend: Backend, suite: Suite, ref: VersionRef, *,
-                split: Split = "probe", advance: Advance | None = None) -> Run:
+                split: Split = "probe", advance: Advance | None = None, holder: str | None = None) -> Run:
     """Measure `suite` on `backend` and store the run; returns the finished Run row."""
     record = store.ensure_suite(suite.name, suite.spec.version, suite.capability, suite.content_hash)
     info = backend.info
     run = store.start_run(model=ref.model, version=ref.version, suite_id=record.id, suite=suite.name,
                           capability=suite.capability, split=split, backend=info.kind,
-                          device=info.device, dtype=info.dtype)
+                          device=info.device, dtype=info.dtype, holder=holder)
     assert run.id is not None
     measured: list[ItemResult] = []
     try:

@@ -29,7 +29,7 @@ class Measured:
 
 def probe_version(store: Store, ref: VersionRef, suites: Sequence[Suite], load: BackendFactory, *,
                   split: Split = "probe", reuse_on: tuple[str, str] | None = None,
-                  track: Track | None = None) -> list[Measured]:
+                  track: Track | None = None, holder: str | None = None) -> list[Measured]:
     """Measure every suite on one version.
 
     `reuse_on=(backend kind, dtype)` keeps an existing error-free complete run of the same suite
@@ -48,7 +48,7 @@ def probe_version(store: Store, ref: VersionRef, suites: Sequence[Suite], load: 
     for suite in todo:
         advance = track(suite.name, work_units(suite, split)) if track else None
         out.append(Measured(suite, probe_suite(store, backend, suite, ref, split=split,
-                                               advance=advance), False))
+                                               advance=advance, holder=holder), False))
     return out
 
 

@@ -57,6 +57,8 @@ class Monitor:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     load_backend: BackendLoader = models.backend_for
     holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    beat_every: float = 10.0
+    stale_after: float = 60.0
 
     def __post_init__(self) -> None:
         self.id = f"{self.holder}:{id(self)}"
@@ -79,6 +81,8 @@ class Monitor:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         _RUNNING[self.id] = self
+        self._beat_once()
+        threading.Thread(target=self._beat, name="forgetmenot-heartbeat", daemon=True).start()
         every = self.interval()
         self.scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(url=self.config.database_url(),
@@ -91,6 +95,20 @@ class Monitor:
             self.scheduler.add_job(run_job, self._trigger(every), args=[self.id, model, version],
                                    id=f"probe:{model}:{version}", replace_existing=True, **first)
         self.scheduler.resume()
+
+    def _beat_once(self) -> None:
+        """Say this monitor is alive, and close the runs of monitors that stopped saying so."""
+        self.store.beat(self.holder)
+        reaped = self.store.reap(timedelta(seconds=self.stale_after))
+        if reaped:
+            log.warning("marked %d run(s) of silent monitors as interrupted", reaped)
+
+    def _beat(self) -> None:
+        while not self.stopping.wait(self.beat_every):
+            try:
+                self._beat_once()
+            except ForgetmenotError as exc:
+                log.error("heartbeat failed: %s", exc)
 
     def _trigger(self, every: float) -> Any:
         from apscheduler.triggers.cron import CronTrigger
@@ -165,7 +183,7 @@ class Monitor:
             return backend
 
         measured = probe_version(self.store, VersionRef(model, version), [suite], load,
-                                 track=lambda _name, _total: advance)
+                                 track=lambda _name, _total: advance, holder=self.holder)
         self.run_duration.labels(model, suite.name).observe(time.monotonic() - began)
         for result in self.store.results(measured[0].run.id or 0):
             if result.latency_ms is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import UniqueConstraint, event, func
@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from monitor.errors import StoreError
+from monitor.migrate import upgrade
 
 RUN_STATUSES = ("running", "complete", "error", "interrupted")
 
@@ -66,6 +67,7 @@ class Run(SQLModel, table=True):
     item_count: int = 0
     error_count: int = 0
     error: str | None = None
+    holder: str | None = Field(default=None, index=True)
 
 
 class RunKind(SQLModel, table=True):
@@ -172,6 +174,13 @@ class FlakyItem(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class Heartbeat(SQLModel, table=True):
+    """A monitor process saying it is alive; its runs are reaped when it falls silent."""
+
+    holder: str = Field(primary_key=True)
+    seen_at: datetime = Field(default_factory=utcnow)
+
+
 class Claim(SQLModel, table=True):
     """One row per scheduled slot of work: the unique name makes it exactly-once across replicas."""
 
@@ -194,22 +203,11 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         try:
-            self.engine = _make_engine(url)
-            SQLModel.metadata.create_all(self.engine)
-            self._backfill_aggregates()
+            self.engine = make_engine(url)
+            upgrade(self.engine)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open database {_redact(url)}: {exc.__class__.__name__}: "
                              f"{str(exc).splitlines()[0]}") from exc
-
-    def _backfill_aggregates(self) -> None:
-        """Finished runs recorded before per-run aggregates existed get them once."""
-        missing = (sa_select(col(Run.id)).where(col(Run.status) != "running")
-                   .where(~sa_select(col(RunKind.id)).where(col(RunKind.run_id) == col(Run.id)).exists()))
-        with Session(self.engine) as s:
-            for run_id in s.execute(missing).scalars().all():
-                if run_id is not None:
-                    _add_aggregates(s, run_id)
-            s.commit()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -278,6 +276,27 @@ class Store:
             _add_aggregates(s, run_id)
             s.commit()
             return run
+
+    def beat(self, holder: str) -> None:
+        with self.session() as s:
+            row = s.get(Heartbeat, holder) or Heartbeat(holder=holder)
+            row.seen_at = utcnow()
+            s.add(row)
+            s.commit()
+
+    def reap(self, silent_for: timedelta) -> int:
+        """Mark interrupted the running runs of monitors silent for `silent_for`; returns how many."""
+        cutoff = utcnow() - silent_for
+        alive = sa_select(col(Heartbeat.holder)).where(col(Heartbeat.seen_at) >= cutoff)
+        with self.session() as s:
+            stale = s.exec(select(Run).where(Run.status == "running", col(Run.holder).is_not(None),
+                                             col(Run.holder).not_in(alive))).all()
+            for run in stale:
+                run.status, run.finished_at = "interrupted", utcnow()
+                run.error = f"monitor {run.holder} stopped beating while this run was in progress"
+                s.add(run)
+            s.commit()
+            return len(stale)
 
     def mark_interrupted(self) -> int:
         """Close every run left `running` by a process that died; returns how many."""
@@ -437,7 +456,7 @@ def _add_aggregates(s: Session, run_id: int) -> None:
         s.add(RunError(run_id=run_id, error_kind=str(error_kind), count=int(count)))
 
 
-def _make_engine(url: str) -> Engine:
+def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)

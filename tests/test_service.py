@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from monitor.api import Api, HttpServer
+from monitor.backends.fake import FakeBackend
 from monitor.service import Monitor, open_monitor
 from monitor.store import Store
 from tests.conftest import PROBES
@@ -181,3 +182,97 @@ def test_jitter_of_half_an_interval_or_more_is_refused(tmp_path: Path, tiny_mode
     path.write_text(path.read_text().replace("jitter: 0s", f"jitter: {jitter}"))
     with pytest.raises(ConfigError, match=r"forgetmenot.yaml:2: schedule.jitter: must be under half"):
         load_config(path)
+
+
+def test_migrations_create_the_schema_and_refuse_pre_migration_databases(tmp_path: Path) -> None:
+    import sqlite3
+
+    from monitor.errors import StoreError
+    from monitor.migrate import current
+
+    store = Store(f"sqlite:///{tmp_path / 'new.db'}")
+    assert current(store.engine) == "0001"
+    Store(f"sqlite:///{tmp_path / 'new.db'}")  # upgrading again is a no-op
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.execute("CREATE TABLE run (id INTEGER PRIMARY KEY)")
+    with pytest.raises(StoreError, match="pre-release forgetmenot"):
+        Store(f"sqlite:///{old}")
+
+
+def test_db_upgrade_command_on_postgres(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from monitor.cli import app
+    from tests.conftest import postgres_database
+
+    with postgres_database() as url:
+        path = policy(tmp_path, tiny_model_dir, database=url)
+        result = CliRunner().invoke(app, ["db", "upgrade", "-c", str(path)])
+        assert result.exit_code == 0 and "database at revision 0001" in result.output
+
+
+def test_runs_of_a_silent_monitor_are_reaped_others_are_not(store: Store) -> None:
+    from datetime import timedelta
+
+    from monitor.probing import VersionRef, probe_suite
+    from monitor.suites import load_suite
+
+    suite = load_suite(PROBES / "arithmetic")
+    probe_suite(store, FakeBackend(), suite, VersionRef("bot", "v1"), holder="alive:1")
+    record = store.ensure_suite(suite.name, 1, suite.capability, suite.content_hash)
+    for holder in ("dead:1", "alive:1"):
+        store.start_run(model="bot", version="v1", suite_id=record.id, suite=suite.name,
+                        capability=suite.capability, backend="fake", device="cpu", dtype="none",
+                        holder=holder)
+    store.beat("alive:1")
+    assert store.reap(timedelta(seconds=30)) == 1
+    statuses = {(r.holder, r.status) for r in store.runs()}
+    assert statuses == {("alive:1", "complete"), ("dead:1", "interrupted"), ("alive:1", "running")}
+
+
+def _serve(path: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "monitor.cli", "serve", "-c", str(path), "--port", str(port), *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+
+
+def test_kill_9_mid_run_then_restart(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Completed runs stay intact, the killed run becomes interrupted, the schedule resumes."""
+    path = policy(tmp_path, tiny_model_dir, every="30s")
+    store = Store(f"sqlite:///{tmp_path / 'fmn.db'}")
+    first = _serve(path, _free_port(), "--run-now", "--stale-after", "2")
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            runs = store.runs()
+            if any(r.status == "complete" for r in runs) and any(r.status == "running" for r in runs):
+                break
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    before = {r.id: r.status for r in store.runs()}
+    killed = [run_id for run_id, status in before.items() if status == "running"]
+    assert killed and "complete" in before.values()
+    second = _serve(path, _free_port(), "--stale-after", "2")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            after = {r.id: r.status for r in store.runs()}
+            resumed = [i for i in after if i not in before and after[i] == "complete"]
+            if all(after[i] == "interrupted" for i in killed) and resumed:
+                break
+            time.sleep(0.5)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=60)
+    after = {r.id: r.status for r in store.runs()}
+    assert all(after[i] == "interrupted" for i in killed), after
+    assert all(after[i] == "complete" for i, s in before.items() if s == "complete")
+    assert [i for i in after if i not in before], "the schedule resumed after the restart"
+    runs = store.runs(status="complete")
+    per_slot = [(r.version, r.suite, int(r.started_at.timestamp() // 30)) for r in runs]
+    assert len(per_slot) == len(set(per_slot)), "no slot was measured twice"
