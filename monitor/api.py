@@ -13,12 +13,12 @@ from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.exposition import ThreadingWSGIServer
 from sqlalchemy import text
 
 from monitor.config import Config
-from monitor.exporter import StoreCollector
+from monitor.exporter import CachedExposition
 from monitor.store import Store
 
 StartResponse = Callable[..., Any]
@@ -36,15 +36,14 @@ class Api:
         self.config = config
         self.store = store
         self.registry = registry or CollectorRegistry()
-        self.registry.register(StoreCollector(store))
-        self._metrics = make_wsgi_app(self.registry)
+        self._exposition = CachedExposition(store)
         self._not_ready = ready
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         if path == "/metrics":
-            return self._metrics(environ, start_response)
+            return self._metrics(start_response)
         if path == "/healthz":
             return _json(start_response, 200, {"status": "ok"})
         if path == "/readyz":
@@ -56,6 +55,12 @@ class Api:
         if path.startswith("/api/v1/runs/"):
             return self._run(start_response, path.rsplit("/", 1)[1])
         return _json(start_response, 404, {"error": f"no such endpoint: {path}"})
+
+    def _metrics(self, start_response: StartResponse) -> Iterable[bytes]:
+        """The store's state (cached until it changes) followed by this process's own instruments."""
+        body = self._exposition.render() + generate_latest(self.registry)
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
+        return [body]
 
     def _readyz(self, start_response: StartResponse) -> Iterable[bytes]:
         problem = self._not_ready()

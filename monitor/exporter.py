@@ -7,9 +7,11 @@ per candidate and capability (with its per-kind statistics).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func
@@ -111,3 +113,51 @@ def _verdict_metrics(f: dict[str, Any], v: Verdict, kinds: list[VerdictKind]) ->
         f[m.KNOWLEDGE_SCORE.name].add_metric(labels, mc.candidate_score)
     if mc is not None and gen is not None and mc.drop is not None and gen.drop is not None:
         f[m.ALIGNMENT_GAP.name].add_metric(labels, gen.drop - mc.drop)
+
+
+class CachedExposition:
+    """The store's exposition text, rendered again only when the store changed.
+
+    State moves when a run finishes or a verdict is stored: every few minutes, while Prometheus
+    scrapes every few seconds. Each scrape asks the database one cheap question (newest run id,
+    newest finish time, newest verdict id). When the answer changed, the text is rendered again in
+    the background and the scrape gets the previous text, at most one render behind; only the
+    very first scrape waits for a render. So a scrape stays fast however large the store is.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._registry = CollectorRegistry()
+        self._registry.register(StoreCollector(store))
+        self._key: tuple[Any, ...] | None = None
+        self._text: bytes | None = None
+        self._lock = threading.Lock()
+        self._rendering: threading.Thread | None = None
+
+    def _change_key(self) -> tuple[Any, ...]:
+        with self.store.session() as s:
+            runs = s.execute(sa_select(func.max(Run.id), func.max(Run.finished_at),
+                                        func.count(col(Run.id)))).one()
+            verdict = s.execute(sa_select(func.max(Verdict.id))).one()
+        return (*runs, *verdict)
+
+    def render(self, wait: bool = False) -> bytes:
+        """The newest finished render; `wait=True` renders a changed store before answering."""
+        key = self._change_key()
+        with self._lock:
+            stale = key != self._key
+            first = self._text is None
+            busy = self._rendering is not None and self._rendering.is_alive()
+            if stale and not busy:
+                self._rendering = threading.Thread(target=self._refresh, args=(key,), daemon=True)
+                self._rendering.start()
+            thread = self._rendering
+        if thread is not None and (first or (wait and stale)):
+            thread.join()
+        assert self._text is not None
+        return self._text
+
+    def _refresh(self, key: tuple[Any, ...]) -> None:
+        text = generate_latest(self._registry)
+        with self._lock:
+            self._text, self._key = text, key

@@ -71,3 +71,18 @@ def test_labels_never_carry_item_ids_or_free_text(store: Store) -> None:
     values = {v for family in registry.collect() for sample in family.samples for v in sample.labels.values()}
     assert not any(v.startswith("gk-") for v in values)
     assert all(len(v) < 64 for v in values)
+
+
+def test_cached_exposition_renders_again_only_when_the_store_changed(store: Store) -> None:
+    from monitor.exporter import CachedExposition
+
+    _populate(store)
+    cached = CachedExposition(store)
+    first = cached.render()
+    assert cached.render() is first, "unchanged store: the same bytes, not rendered again"
+    suite = load_suite(PROBES / "arithmetic")
+    probe_suite(store, FakeBackend(), suite, VersionRef("bot", "v3"))
+    served = cached.render()  # starts the render in the background; may still be the old text
+    changed = cached.render(wait=True)
+    assert served in (first, changed)
+    assert changed is not first and b'version="v3"' in changed and b'version="v3"' not in first

@@ -276,3 +276,35 @@ def test_kill_9_mid_run_then_restart(tmp_path: Path, tiny_model_dir: Path) -> No
     runs = store.runs(status="complete")
     per_slot = [(r.version, r.suite, int(r.started_at.timestamp() // 30)) for r in runs]
     assert len(per_slot) == len(set(per_slot)), "no slot was measured twice"
+
+
+@pytest.mark.postgres
+def test_two_serve_processes_on_one_postgres_database_work_each_slot_once(tmp_path: Path,
+                                                                        tiny_model_dir: Path) -> None:
+    from sqlalchemy import text
+
+    from tests.conftest import postgres_database
+
+    with postgres_database() as url:
+        path = policy(tmp_path, tiny_model_dir, database=url, every="8s")
+        Store(url).close()  # migrate once before both start
+        replicas = [_serve(path, _free_port()) for _ in range(2)]
+        try:
+            time.sleep(30)
+        finally:
+            for proc in replicas:
+                proc.send_signal(signal.SIGTERM)
+            outputs = [proc.communicate(timeout=60)[0] for proc in replicas]
+        assert all(proc.returncode == 0 for proc in replicas), outputs
+        store = Store(url)
+        with store.engine.connect() as conn:
+            claims = conn.execute(text("SELECT name, holder FROM claim")).all()
+        slots = {name.rsplit(":", 1)[1] for name, _ in claims}
+        assert len(slots) >= 2, claims
+        for version in ("v1", "v2"):
+            claimed = sum(name.startswith(f"probe:bot:{version}:") for name, _ in claims)
+            for suite in ("arithmetic", "fluency"):
+                measured = len(store.runs(version=version, suite=suite))
+                assert claimed - 1 <= measured <= claimed, (version, suite, claimed, measured)
+        assert store.runs(status="running") == []
+        store.close()
