@@ -39,6 +39,10 @@ class Api:
         self._exposition = CachedExposition(store)
         self._not_ready = ready
 
+    def warm(self) -> None:
+        """Render the store's exposition once before serving, so no scrape waits for the first."""
+        self._exposition.render()
+
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}

@@ -341,8 +341,9 @@ def serve(
     with _reported():
         monitor = open_monitor(config)
         monitor.stale_after, monitor.beat_every = stale_after, min(10.0, stale_after / 3)
-        http = HttpServer(Api(monitor.config, monitor.store, monitor.registry, monitor.not_ready),
-                          host, port).start()
+        api = Api(monitor.config, monitor.store, monitor.registry, monitor.not_ready)
+        api.warm()
+        http = HttpServer(api, host, port).start()
         monitor.start(run_now=run_now)
     console.print(f"serving on http://{host}:{http.port} (metrics, healthz, readyz, api/v1)")
     stop.wait()

@@ -57,9 +57,9 @@ def get(port: int, path: str) -> tuple[int, Any]:
     return status, (body if path == "/metrics" else json.loads(body))
 
 
-def test_a_cycle_probes_every_suite_and_judges_live_against_baseline(tmp_path: Path,
+def test_a_cycle_probes_every_suite_and_judges_live_against_baseline(store: Store, tmp_path: Path,
                                                                    tiny_model_dir: Path) -> None:
-    monitor = open_monitor(policy(tmp_path, tiny_model_dir))
+    monitor = open_monitor(policy(tmp_path, tiny_model_dir, database=store.url))
     assert monitor.watched() == [("bot", "v1"), ("bot", "v2")]
     assert monitor.cycle("bot", "v1", slot=1) and monitor.cycle("bot", "v2", slot=1)
     runs = monitor.store.runs(status="complete")
@@ -117,8 +117,8 @@ def test_http_api_serves_metrics_health_and_json(tmp_path: Path, tiny_model_dir:
         server.stop()
 
 
-def test_scheduler_runs_jobs_and_stops_cleanly(tmp_path: Path, tiny_model_dir: Path) -> None:
-    monitor = open_monitor(policy(tmp_path, tiny_model_dir))
+def test_scheduler_runs_jobs_and_stops_cleanly(store: Store, tmp_path: Path, tiny_model_dir: Path) -> None:
+    monitor = open_monitor(policy(tmp_path, tiny_model_dir, database=store.url))
     monitor.start(run_now=True)
     try:
         assert monitor.not_ready() is None
