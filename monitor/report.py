@@ -27,7 +27,7 @@ def fmt_delta(before: float | None, after: float | None, kind: str) -> str:
     if before is None or after is None:
         return "—"
     delta = after - before
-    text = f"{delta:+.3f}" if kind == "loglikelihood_rolling" else f"{delta * 100:+.1f} pts"
+    text = fmt_signed(delta, kind)
     colour = "red" if delta < -0.05 else "green" if delta > 0.05 else "white"
     return f"[{colour}]{text}[/{colour}]"
 
@@ -99,13 +99,14 @@ def verdicts_table(rows: Sequence[tuple[Any, Sequence[Any]]], title: str) -> Tab
             table.add_row(
                 str(verdict.id) if first else "", verdict.capability + (" (muted)" if verdict.muted else "")
                 if first else "", k.kind, fmt(k.baseline_score, k.kind), fmt(k.candidate_score, k.kind),
-                _drop(k.drop, k.kind), _bounds(k.low, k.high, k.kind),
+                fmt_signed(k.drop, k.kind), _bounds(k.low, k.high, k.kind),
                 f"{k.p_value:.2g}" if k.p_value is not None else "—", phase(k.phase),
                 verdict.diagnosis if first else "")
     return table
 
 
-def _drop(value: float | None, kind: str) -> str:
+def fmt_signed(value: float | None, kind: str) -> str:
+    """A change in score: points for accuracies, raw log-prob per token for fluency."""
     if value is None:
         return "—"
     return f"{value:+.3f}" if kind == "loglikelihood_rolling" else f"{value * 100:+.1f} pts"
