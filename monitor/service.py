@@ -12,11 +12,13 @@ and they skip. It needs no lease renewal and no extra component, works the same 
 PostgreSQL, and a replica that dies mid-slot cannot block the next slot.
 
 APScheduler persists jobs as text references to module-level functions, so the running monitor
-is found through a small registry keyed by the id passed as the job's argument.
+is found through a small per-process registry, keyed by a hash of the database URL that every
+replica computes alike: a job stored by one replica runs on whichever replica's scheduler fires.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -43,6 +45,7 @@ from monitor.validate import load_config, load_suites
 log = logging.getLogger("forgetmenot.service")
 BackendLoader = Callable[[Config, str, str], Backend]
 _RUNNING: dict[str, Monitor] = {}
+_SETUP_LOCK = 0x666D6E01
 
 
 class Stopping(Exception):
@@ -61,7 +64,9 @@ class Monitor:
     stale_after: float = 60.0
 
     def __post_init__(self) -> None:
-        self.id = f"{self.holder}:{id(self)}"
+        # The same on every replica: jobs persisted by one replica must find the monitor of
+        # whichever replica's scheduler fires them (no secrets: the URL is hashed).
+        self.id = hashlib.sha256(self.config.database_url().encode()).hexdigest()[:16]
         self.suites: list[Suite] = load_suites(self.config)
         self.stopping = threading.Event()
         self.busy = threading.Lock()
@@ -89,11 +94,12 @@ class Monitor:
                                                      tablename="apscheduler_jobs")},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": int(every)},
             timezone=UTC)
-        self.scheduler.start(paused=True)
         first = {"next_run_time": datetime.now(UTC)} if run_now else {}
-        for model, version in self.watched():
-            self.scheduler.add_job(run_job, self._trigger(every), args=[self.id, model, version],
-                                   id=f"probe:{model}:{version}", replace_existing=True, **first)
+        with self.store.exclusive(_SETUP_LOCK):  # replicas starting together share one job table
+            self.scheduler.start(paused=True)
+            for model, version in self.watched():
+                self.scheduler.add_job(run_job, self._trigger(every), args=[self.id, model, version],
+                                       id=f"probe:{model}:{version}", replace_existing=True, **first)
         self.scheduler.resume()
 
     def _beat_once(self) -> None:

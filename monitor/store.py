@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import UniqueConstraint, event, func
+from sqlalchemy import UniqueConstraint, event, func, text
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
@@ -364,6 +364,20 @@ class Store:
                 out[run_id].append(KindSummary(kind, value, int(scored), int(errors)))
         return out
 
+
+    @contextmanager
+    def exclusive(self, key: int) -> Iterator[None]:
+        """One process at a time across replicas (a PostgreSQL advisory lock; SQLite serializes anyway)."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.commit()
 
     def claim(self, name: str, holder: str) -> bool:
         """True for exactly one caller per `name`, whichever replica or process asks first."""
