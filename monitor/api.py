@@ -94,12 +94,10 @@ class Api:
         limit = int(query.get("limit", "100")) if query.get("limit", "100").isdigit() else 100
         found = self.store.verdicts(model=query.get("model"), candidate=query.get("version"),
                                     capability=query.get("capability"))[-limit:]
-        out = []
-        for verdict in reversed(found):
-            detail = self.store.get_verdict(verdict.id or 0)
-            kinds = [k.model_dump(mode="json", exclude={"verdict_id"}) for k in detail[1]] if detail else []
-            out.append({**verdict.model_dump(mode="json"), "kinds": kinds})
-        return out
+        kinds = self.store.verdict_kinds([v.id for v in found if v.id is not None])
+        return [{**v.model_dump(mode="json"), "kinds": [k.model_dump(mode="json", exclude={"verdict_id"})
+                                                         for k in kinds.get(v.id or 0, [])]}
+                for v in reversed(found)]
 
     def _run(self, start_response: StartResponse, raw: str) -> Iterable[bytes]:
         run = self.store.get_run(int(raw)) if raw.isdigit() else None

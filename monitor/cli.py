@@ -233,8 +233,9 @@ def judge(
             if reports:
                 _write_report(store, verdict.id or 0, loaded.resolve(".forgetmenot/reports"))
             judged.append((judgement, verdict))
-        rows = [store.get_verdict(v.id or 0) for _, v in judged]
-    console.print(report.verdicts_table([r for r in rows if r], f"{name}: {cand} vs {base}"))
+        kinds = store.verdict_kinds([v.id for _, v in judged if v.id is not None])
+    rows = [(v, kinds.get(v.id or 0, [])) for _, v in judged]
+    console.print(report.verdicts_table(rows, f"{name}: {cand} vs {base}"))
     for _, verdict in judged:
         console.print(f"[bold]{verdict.capability}[/bold] {report.phase(verdict.phase)}: "
                       f"{verdict.reason}", highlight=False)

@@ -92,16 +92,10 @@ def _rows(store: Store, suites: list[Suite], measured: dict[str, list[Measured]]
     summaries = store.summaries(ids)
     rows = []
     for suite in suites:
-        before = {s.kind: s for s in summaries[_id(runs["v1"][suite.name])]}
-        after = {s.kind: s for s in summaries[_id(runs["v2"][suite.name])]}
+        before = {s.kind: s for s in summaries[runs["v1"][suite.name].id or 0]}
+        after = {s.kind: s for s in summaries[runs["v2"][suite.name].id or 0]}
         for kind in suite.kinds:
             b, a = before.get(kind), after.get(kind)
             rows.append(Row(suite.capability, kind, b.mean_score if b else None,
                             a.mean_score if a else None, b.scored if b else 0))
     return rows
-
-
-def _id(run: object) -> int:
-    run_id = getattr(run, "id", None)
-    assert isinstance(run_id, int)
-    return run_id

@@ -85,11 +85,7 @@ class StoreCollector(Collector):
             col(Verdict.model), col(Verdict.candidate), col(Verdict.baseline), col(Verdict.capability)))
         verdicts = s.execute(sa_select(Verdict).where(col(Verdict.id).in_(newest))
                              .order_by(col(Verdict.id))).scalars().all()
-        kinds: dict[int, list[VerdictKind]] = {}
-        ids = [v.id for v in verdicts]
-        for row in s.execute(sa_select(VerdictKind).where(col(VerdictKind.verdict_id).in_(ids))
-                             .order_by(col(VerdictKind.id))).scalars().all():
-            kinds.setdefault(row.verdict_id, []).append(row)
+        kinds = self.store.verdict_kinds([v.id for v in verdicts if v.id is not None])
         for verdict in verdicts:
             _verdict_metrics(families, verdict, kinds.get(verdict.id or 0, []))
         yield from families.values()

@@ -19,6 +19,7 @@ log-likelihood holds is *alignment loss*; both dropping is *knowledge loss*.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from monitor.config import Rules
@@ -91,7 +92,7 @@ def _floor_broken(result: PairedResult, rules: Rules) -> bool:
 
 
 def judge_kind(kind: str, baseline: Sequence[ItemResult], candidate: Sequence[ItemResult], rules: Rules,
-               quarantined: set[tuple[str, str]] = frozenset()) -> KindJudgement:  # type: ignore[assignment]
+               quarantined: AbstractSet[tuple[str, str]] = frozenset()) -> KindJudgement:
     """Pair the two sides' items of one kind and decide."""
     errors = [_error_share(baseline), _error_share(candidate)]
     if max(errors) > MAX_ERROR_SHARE:
@@ -130,7 +131,7 @@ def _error_share(results: Sequence[ItemResult]) -> float:
     return sum(r.error_kind is not None for r in results) / len(results) if results else 1.0
 
 
-def diagnose(kinds: Sequence[KindJudgement], rules: Rules) -> tuple[str, str]:
+def diagnose(kinds: Sequence[KindJudgement]) -> tuple[str, str]:
     """Knowledge vs alignment, from the two kinds measured on the same items."""
     by_kind = {k.kind: k for k in kinds}
     mc, gen = by_kind.get("multiple_choice"), by_kind.get("generate_until")
@@ -149,7 +150,7 @@ def diagnose(kinds: Sequence[KindJudgement], rules: Rules) -> tuple[str, str]:
 
 def judge_runs(suite: Suite, rules: Rules, baseline: Sequence[tuple[Run, list[ItemResult]]],
                candidate: Sequence[tuple[Run, list[ItemResult]]],
-               quarantined: set[tuple[str, str]] = frozenset()) -> Judgement:  # type: ignore[assignment]
+               quarantined: AbstractSet[tuple[str, str]] = frozenset()) -> Judgement:
     """Judge one suite from already-loaded runs (the latest run on each side decides)."""
     broken = [run for run, _ in (*baseline, *candidate) if run.status != "complete"]
     ids = ([r.id for r, _ in candidate if r.id], [r.id for r, _ in baseline if r.id])
@@ -160,7 +161,7 @@ def judge_runs(suite: Suite, rules: Rules, baseline: Sequence[tuple[Run, list[It
     kinds = [judge_kind(kind, _of(baseline, kind), _of(candidate, kind), rules, quarantined)
              for kind in suite.kinds]
     worst = max(kinds, key=lambda k: _SEVERITY[k.phase])
-    diagnosis, why = diagnose(kinds, rules)
+    diagnosis, why = diagnose(kinds)
     reason = f"{worst.kind}: {worst.reason}" + (f"; {why}" if why else "")
     return Judgement(suite.name, suite.capability, worst.phase, diagnosis, reason, kinds, rules, *ids)
 

@@ -48,14 +48,21 @@ def work_units(suite: Suite, split: Split = "probe") -> int:
     return len(suite.select(split)) * len(suite.kinds)
 
 
+def open_run(store: Store, suite: Suite, ref: VersionRef, *, backend: str, device: str, dtype: str,
+             split: Split = "probe", holder: str | None = None) -> Run:
+    """Register the suite's content and start a `running` run of it on one version."""
+    record = store.ensure_suite(suite.name, suite.spec.version, suite.capability, suite.content_hash)
+    return store.start_run(model=ref.model, version=ref.version, suite_id=record.id, suite=suite.name,
+                           capability=suite.capability, split=split, backend=backend, device=device,
+                           dtype=dtype, holder=holder)
+
+
 def probe_suite(store: Store, backend: Backend, suite: Suite, ref: VersionRef, *,
                 split: Split = "probe", advance: Advance | None = None, holder: str | None = None) -> Run:
     """Measure `suite` on `backend` and store the run; returns the finished Run row."""
-    record = store.ensure_suite(suite.name, suite.spec.version, suite.capability, suite.content_hash)
     info = backend.info
-    run = store.start_run(model=ref.model, version=ref.version, suite_id=record.id, suite=suite.name,
-                          capability=suite.capability, split=split, backend=info.kind,
-                          device=info.device, dtype=info.dtype, holder=holder)
+    run = open_run(store, suite, ref, backend=info.kind, device=info.device, dtype=info.dtype,
+                   split=split, holder=holder)
     assert run.id is not None
     measured: list[ItemResult] = []
     try:

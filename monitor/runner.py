@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from monitor.backends.base import Backend
 from monitor.errors import BackendError
-from monitor.probing import Advance, VersionRef, probe_suite, work_units
+from monitor.probing import Advance, VersionRef, open_run, probe_suite, work_units
 from monitor.store import Run, Store
 from monitor.suites import Split, Suite
 
@@ -63,8 +63,6 @@ def _reusable(store: Store, ref: VersionRef, suites: Sequence[Suite],
 
 
 def _error_run(store: Store, ref: VersionRef, suite: Suite, exc: BackendError) -> Run:
-    record = store.ensure_suite(suite.name, suite.spec.version, suite.capability, suite.content_hash)
-    run = store.start_run(model=ref.model, version=ref.version, suite_id=record.id, suite=suite.name,
-                          capability=suite.capability, backend="unavailable", device="-", dtype="-")
+    run = open_run(store, suite, ref, backend="unavailable", device="-", dtype="-")
     assert run.id is not None
     return store.finish_run(run.id, "error", error=f"{exc.kind}: {exc}")

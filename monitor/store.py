@@ -1,8 +1,8 @@
 """Every score forgetmenot measures, kept: SQLite by default, PostgreSQL in production.
 
-Rows are appended, never rewritten, except a run's own status line as it finishes. A run that
-never finished stays `running` until `mark_interrupted` closes it as `interrupted`, so a crash
-can never pass for a complete measurement.
+Rows are appended, never rewritten, except a run's own status line as it finishes. A run whose
+monitor died stays `running` until `reap` closes it as `interrupted`, so a crash can never pass
+for a complete measurement.
 """
 
 from __future__ import annotations
@@ -298,16 +298,6 @@ class Store:
             s.commit()
             return len(stale)
 
-    def mark_interrupted(self) -> int:
-        """Close every run left `running` by a process that died; returns how many."""
-        with self.session() as s:
-            stale = s.exec(select(Run).where(Run.status == "running")).all()
-            for run in stale:
-                run.status, run.finished_at = "interrupted", utcnow()
-                s.add(run)
-            s.commit()
-            return len(stale)
-
     # -- reading --------------------------------------------------------------------------
 
     def get_run(self, run_id: int) -> Run | None:
@@ -353,15 +343,10 @@ class Store:
 
     def summaries(self, run_ids: Sequence[int]) -> dict[int, list[KindSummary]]:
         """Mean score per kind for each run, computed in the database."""
-        query = (sa_select(col(ItemResult.run_id), col(ItemResult.kind), func.avg(ItemResult.score),
-                           func.count(col(ItemResult.score)), func.count(col(ItemResult.error_kind)))
-                 .where(col(ItemResult.run_id).in_(list(run_ids)))
-                 .group_by(col(ItemResult.run_id), col(ItemResult.kind)))
         out: dict[int, list[KindSummary]] = {run_id: [] for run_id in run_ids}
         with self.session() as s:
-            for run_id, kind, mean, scored, errors in s.execute(query).all():
-                value = float(mean) if mean is not None else None
-                out[run_id].append(KindSummary(kind, value, int(scored), int(errors)))
+            for run_id, summary in _kind_summaries(s, run_ids):
+                out[run_id].append(summary)
         return out
 
 
@@ -415,11 +400,19 @@ class Store:
     def get_verdict(self, verdict_id: int) -> tuple[Verdict, list[VerdictKind]] | None:
         with self.session() as s:
             verdict = s.get(Verdict, verdict_id)
-            if verdict is None:
-                return None
-            kinds = s.exec(select(VerdictKind).where(VerdictKind.verdict_id == verdict_id)
-                           .order_by(col(VerdictKind.id))).all()
-            return verdict, list(kinds)
+        if verdict is None:
+            return None
+        return verdict, self.verdict_kinds([verdict_id]).get(verdict_id, [])
+
+    def verdict_kinds(self, verdict_ids: Sequence[int]) -> dict[int, list[VerdictKind]]:
+        """The per-kind statistics of many verdicts in one query."""
+        query = (select(VerdictKind).where(col(VerdictKind.verdict_id).in_(list(verdict_ids)))
+                 .order_by(col(VerdictKind.id)))
+        found: dict[int, list[VerdictKind]] = {}
+        with self.session() as s:
+            for row in s.exec(query).all():
+                found.setdefault(row.verdict_id or 0, []).append(row)
+        return found
 
     def verdicts(self, model: str | None = None, candidate: str | None = None,
                  capability: str | None = None) -> list[Verdict]:
@@ -456,13 +449,19 @@ class Store:
             return {(row.item_id, row.kind) for row in s.exec(query).all()}
 
 
+def _kind_summaries(s: Session, run_ids: Sequence[int]) -> list[tuple[int, KindSummary]]:
+    query = (sa_select(col(ItemResult.run_id), col(ItemResult.kind), func.avg(ItemResult.score),
+                       func.count(col(ItemResult.score)), func.count(col(ItemResult.error_kind)))
+             .where(col(ItemResult.run_id).in_(list(run_ids)))
+             .group_by(col(ItemResult.run_id), col(ItemResult.kind)))
+    return [(int(run_id), KindSummary(kind, None if mean is None else float(mean), int(scored), int(errors)))
+            for run_id, kind, mean, scored, errors in s.execute(query).all()]
+
+
 def _add_aggregates(s: Session, run_id: int) -> None:
-    per_kind = sa_select(col(ItemResult.kind), func.avg(ItemResult.score), func.count(col(ItemResult.score)),
-                         func.count(col(ItemResult.error_kind))).where(
-        col(ItemResult.run_id) == run_id).group_by(col(ItemResult.kind))
-    for kind, mean, scored, errors in s.execute(per_kind).all():
-        s.add(RunKind(run_id=run_id, kind=kind, mean_score=None if mean is None else float(mean),
-                      scored=int(scored), errors=int(errors)))
+    for _, summary in _kind_summaries(s, [run_id]):
+        s.add(RunKind(run_id=run_id, kind=summary.kind, mean_score=summary.mean_score,
+                      scored=summary.scored, errors=summary.errors))
     per_error = sa_select(col(ItemResult.error_kind), func.count()).where(
         col(ItemResult.run_id) == run_id, col(ItemResult.error_kind).is_not(None)).group_by(
         col(ItemResult.error_kind))

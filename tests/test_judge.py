@@ -111,10 +111,10 @@ def _kinds(mc: list[bool], gen: list[bool]) -> list[Any]:
 
 def test_diagnosis_tells_alignment_loss_from_knowledge_loss() -> None:
     held, lost = [True] * 100, [False] * 40 + [True] * 60
-    assert diagnose(_kinds(held, lost), RULES)[0] == "alignment_loss"
-    assert diagnose(_kinds(lost, lost), RULES)[0] == "knowledge_loss"
-    assert diagnose(_kinds(held, held), RULES)[0] == "none"
-    assert "still knows" in diagnose(_kinds(held, lost), RULES)[1]
+    assert diagnose(_kinds(held, lost))[0] == "alignment_loss"
+    assert diagnose(_kinds(lost, lost))[0] == "knowledge_loss"
+    assert diagnose(_kinds(held, held))[0] == "none"
+    assert "still knows" in diagnose(_kinds(held, lost))[1]
 
 
 def _answers(suite: Suite, right: bool) -> dict[str, str]:

@@ -59,11 +59,16 @@ def test_runs_filter_and_latest_complete_run_matches_content(store: Store) -> No
 
 
 def test_interrupted_runs_are_closed_not_left_running(store: Store) -> None:
-    run_id = _run(store)
-    assert store.mark_interrupted() == 1
-    run = store.get_run(run_id)
+    from datetime import timedelta
+
+    suite = store.ensure_suite("general-knowledge", 1, "general-knowledge", "abc")
+    run_id = store.start_run(model="bot", version="v1", suite_id=suite.id, suite=suite.name,
+                             capability=suite.capability, backend="transformers", device="cpu",
+                             dtype="float32", holder="died:1").id
+    assert store.reap(timedelta(seconds=30)) == 1
+    run = store.get_run(run_id or 0)
     assert run is not None and run.status == "interrupted" and run.finished_at is not None
-    assert store.mark_interrupted() == 0
+    assert store.reap(timedelta(seconds=30)) == 0
 
 
 def test_unknown_status_and_missing_run_are_refused(store: Store) -> None:
