@@ -46,12 +46,21 @@ class Schedule(Strict):
 
 
 class BackendSpec(Strict):
+    """How versions are measured. For `openai`, `batch_size` is prompts per completions request,
+    `dtype` records what the server runs (scores compare only within one dtype), and `tokenizer`
+    names a local copy of the served tokenizer (else the server's /tokenize is used)."""
+
     kind: Literal["transformers", "openai"] = "transformers"
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     batch_size: Annotated[int, Field(gt=0)] = 16
     base_url: str | None = None
     api_key_env: str | None = None
+    tokenizer: str | None = None
+    prefix_token: Annotated[int, Field(ge=0)] | None = None
+    concurrency: Annotated[int, Field(gt=0, le=256)] = 4
+    timeout: Duration = timedelta(seconds=120)
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
 
 
 class VersionSpec(Strict):

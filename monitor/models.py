@@ -92,9 +92,36 @@ def weights_dir(config: Config, model: str, version: str) -> Path:
 def backend_for(config: Config, model: str, version: str) -> Backend:
     """Build the backend that measures `model`/`version` as the policy describes it."""
     spec = config.models[model].backend
-    if spec.kind != "transformers":
-        raise BackendError(f"backend kind '{spec.kind}' is not available in this build", kind="config")
+    if spec.kind == "openai":
+        return _served_backend(config, model, version)
     from monitor.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend.load(str(weights_dir(config, model, version)), device=spec.device,
                                     dtype=spec.dtype, batch_size=spec.batch_size)
+
+
+def served_name(config: Config, model: str, version: str) -> str:
+    """The `model` field a server knows this version by: its LoRA adapter or its served name."""
+    spec = config.models[model].versions[version]
+    return spec.adapter or spec.served_name or version
+
+
+def _served_backend(config: Config, model: str, version: str) -> Backend:
+    from monitor.backends.endpoint import Endpoint
+    from monitor.backends.openai_backend import LocalTokenizer, OpenAIBackend, ServerTokenizer, Tokenizer
+
+    spec = config.models[model].backend
+    if not spec.base_url:
+        raise BackendError(f"{model}: the openai backend needs base_url", kind="config")
+    api_key = None
+    if spec.api_key_env:
+        api_key = os.environ.get(spec.api_key_env)
+        if not api_key:
+            raise BackendError(f"{model}: environment variable {spec.api_key_env} (backend.api_key_env) "
+                               "is not set", kind="config")
+    endpoint = Endpoint(spec.base_url, api_key=api_key, timeout_s=spec.timeout.total_seconds(),
+                        max_retries=spec.max_retries, concurrency=spec.concurrency)
+    name = served_name(config, model, version)
+    tokenizer: Tokenizer = (LocalTokenizer(str(config.resolve(spec.tokenizer))) if spec.tokenizer
+                            else ServerTokenizer(endpoint, name, spec.prefix_token))
+    return OpenAIBackend(endpoint, tokenizer, model=name, batch_size=spec.batch_size, dtype=spec.dtype)

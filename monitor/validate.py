@@ -134,9 +134,31 @@ def _version_problems(config: Config, located: yamlpos.Located, check_paths: boo
                 problems.append(located.problem(loc, _choice_message(value, versions, "versions")))
         for version, spec in model.versions.items():
             problems += _version_source_problems(config, located, (name, version), spec, check_paths)
-        if model.backend.kind == "openai" and not model.backend.base_url:
-            problems.append(located.problem(("models", name, "backend", "base_url"),
-                                            "the openai backend needs base_url"))
+        if model.backend.kind == "openai":
+            problems += _openai_problems(config, located, name, check_paths)
+    return problems
+
+
+def _openai_problems(config: Config, located: yamlpos.Located, name: str, check_paths: bool) -> list[Problem]:
+    """A served model is measured where it is served: by URL and served name, not by weights."""
+    model = config.models[name]
+    backend = ("models", name, "backend")
+    problems = []
+    url = model.backend.base_url
+    if not url:
+        problems.append(located.problem((*backend, "base_url"), "the openai backend needs base_url"))
+    elif not url.startswith(("http://", "https://")):
+        problems.append(located.problem((*backend, "base_url"),
+                                        f"'{url}' is not an http:// or https:// URL"))
+    tokenizer = model.backend.tokenizer
+    if check_paths and tokenizer and not config.resolve(tokenizer).exists():
+        problems.append(located.problem((*backend, "tokenizer"),
+                                        f"{config.resolve(tokenizer)} does not exist"))
+    for version, spec in model.versions.items():
+        if not (spec.served_name or spec.adapter):
+            problems.append(located.problem(
+                ("models", name, "versions", version),
+                "with the openai backend a version is a served_name or a LoRA adapter name on the server"))
     return problems
 
 

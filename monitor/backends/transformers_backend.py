@@ -20,6 +20,7 @@ from monitor.backends.base import (
     RollingResult,
     cut_at_stops,
 )
+from monitor.backends.tokens import rolling_windows, split_pair
 from monitor.errors import BackendError, MissingExtra
 
 if TYPE_CHECKING:
@@ -100,14 +101,7 @@ class TransformersBackend:
     # -- log-likelihood -------------------------------------------------------------------
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """lm-evaluation-harness's split of one (context, continuation) into tokens."""
-        spaces = len(context) - len(context.rstrip())
-        if spaces:
-            continuation = context[-spaces:] + continuation
-            context = context[:-spaces]
-        whole = self._encode(context + continuation)
-        context_ids = self._encode(context) or [self._prefix_token()]
-        return context_ids, whole[len(context_ids) :] if context else whole
+        return split_pair(self._encode, self._prefix_token(), context, continuation)
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -186,9 +180,7 @@ class TransformersBackend:
         windows: list[tuple[int, list[int]]] = []
         for index, text in enumerate(texts):
             tokens = [self._prefix_token(), *self._encode(text)]
-            step = self.max_length
-            for start in range(0, len(tokens) - 1, step):
-                windows.append((index, tokens[start : start + step + 1]))
+            windows += [(index, w) for w in rolling_windows(tokens, self.max_length)]
         totals = [0.0] * len(texts)
         for (index, _), value in zip(windows, self._sequence_logprobs([w for _, w in windows]),
                                      strict=True):

@@ -1,0 +1,277 @@
+"""Probe a model as it is served, through an OpenAI-compatible API (vLLM, llama.cpp, TGI).
+
+Log-likelihoods come from `/v1/completions` with `echo` and `logprobs`: the prompt is sent as
+token ids, split between context and continuation exactly as the in-process backend splits it
+(`tokens.split_pair`), so on the same weights the two give the same scores. Many prompts go in
+one request. Every answer is checked before it is scored: one log-probability per prompt token,
+none for the first (which has no context), and, where the server echoes token ids (vLLM's
+`return_tokens_as_token_ids`), exactly the tokens that were sent. A shifted or short answer is a
+measurement error, never a score. Generation goes through `/v1/chat/completions`, so the
+server's own chat template renders the prompt, as it does for real users.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any, Protocol
+
+from monitor.backends.base import (
+    BackendInfo,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    RollingResult,
+    cut_at_stops,
+)
+from monitor.backends.endpoint import Endpoint
+from monitor.backends.tokens import rolling_windows, split_pair
+from monitor.errors import BackendError, MissingExtra
+
+_MAX_LENGTH_CAP = 2048
+_TOKEN_ID_PREFIX = "token_id:"
+_LOGPROB_SLACK = 1e-4  # a log-probability above this is not a probability
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+    def prefix_token(self) -> int: ...
+
+
+class LocalTokenizer:
+    """The served model's own tokenizer files, loaded locally: fast and exact."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            from transformers import AutoTokenizer
+        except ImportError as exc:
+            raise MissingExtra("transformers", "model") from exc
+        try:
+            self._tok = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"cannot load the tokenizer from {path}: {exc}", kind="load") from exc
+        self._cached = lru_cache(maxsize=4096)(self._encode)
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    def encode(self, text: str) -> list[int]:
+        return self._cached(text)
+
+    def prefix_token(self) -> int:
+        tok = self._tok
+        return int(tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
+
+
+class ServerTokenizer:
+    """The server's tokenizer over HTTP (vLLM `/tokenize`, llama.cpp `/extras/tokenize`), for
+    when no local copy of the tokenizer is at hand. One request per distinct text."""
+
+    def __init__(self, endpoint: Endpoint, model: str, prefix_token: int | None = None) -> None:
+        self.endpoint = endpoint
+        self.model = model
+        self._prefix = prefix_token
+        self._cached = lru_cache(maxsize=4096)(self._encode)
+
+    def _encode(self, text: str, special: bool = False) -> list[int]:
+        try:
+            body = self.endpoint.post("/tokenize", {"model": self.model, "prompt": text,
+                                                    "add_special_tokens": special}, root=True)
+        except BackendError as exc:
+            if exc.kind != "not_found":
+                raise
+            body = self.endpoint.post("/extras/tokenize", {"input": text}, root=True)
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise BackendError(f"{self.endpoint.root}: tokenize returned no token ids",
+                               kind="invalid_response")
+        return tokens
+
+    def encode(self, text: str) -> list[int]:
+        return self._cached(text)
+
+    def prefix_token(self) -> int:
+        if self._prefix is None:
+            special = self._encode("", True)
+            if not special:
+                raise BackendError(
+                    "the server's tokenizer adds no start token, so rolling log-likelihood has "
+                    "nothing to condition the first token on: set backend.tokenizer to a local "
+                    "copy of the tokenizer, or backend.prefix_token", kind="config")
+            self._prefix = special[0]
+        return self._prefix
+
+
+class OpenAIBackend:
+    """One served model name (a base model or a LoRA adapter) on one endpoint."""
+
+    def __init__(self, endpoint: Endpoint, tokenizer: Tokenizer, *, model: str, batch_size: int = 16,
+                 dtype: str = "auto") -> None:
+        self.endpoint = endpoint
+        self.tokenizer = tokenizer
+        self.model = model
+        self.batch_size = batch_size
+        self._info = BackendInfo(kind="openai", model=f"{model}@{endpoint.base_url}", device="remote",
+                                 dtype=dtype)
+        self._max_length: int | None = None
+        self._max_tokens = 0  # 1 on servers that refuse 0; the extra token is never scored
+
+    @property
+    def info(self) -> BackendInfo:
+        return self._info
+
+    @property
+    def chunk_size(self) -> int:
+        """Items per prober chunk: enough to keep every concurrent request slot busy."""
+        return self.batch_size * self.endpoint.concurrency
+
+    # -- log-likelihood -------------------------------------------------------------------
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[list[float]]:
+        prefix = self.tokenizer.prefix_token()
+        prompts: list[tuple[list[int], int]] = []  # (context + continuation ids, context length)
+        for request in requests:
+            for continuation in request.continuations:
+                context, cont = split_pair(self.tokenizer.encode, prefix, request.context, continuation)
+                if not cont:
+                    raise BackendError("a continuation encodes to no tokens", kind="tokenization")
+                context = context[-(self.max_length - len(cont)) :]
+                prompts.append(([*context, *cont], len(context)))
+        flat = iter(self._score(prompts))
+        return [[next(flat) for _ in request.continuations] for request in requests]
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[RollingResult]:
+        prefix = self.tokenizer.prefix_token()
+        owners: list[int] = []
+        prompts: list[tuple[list[int], int]] = []
+        lengths: list[int] = []
+        for index, text in enumerate(texts):
+            tokens = [prefix, *self.tokenizer.encode(text)]
+            lengths.append(len(tokens) - 1)
+            for window in rolling_windows(tokens, self.max_length):
+                owners.append(index)
+                prompts.append((window, 1))
+        totals = [0.0] * len(texts)
+        for owner, value in zip(owners, self._score(prompts), strict=True):
+            totals[owner] += value
+        return [RollingResult(total, length) for total, length in zip(totals, lengths, strict=True)]
+
+    def _score(self, prompts: list[tuple[list[int], int]]) -> list[float]:
+        """Sum of log-probabilities of each prompt's tokens from its `start` on."""
+        batches = [prompts[i : i + self.batch_size] for i in range(0, len(prompts), self.batch_size)]
+        scored = self.endpoint.map(self._score_batch, batches)
+        return [value for batch in scored for value in batch]
+
+    def _score_batch(self, batch: list[tuple[list[int], int]]) -> list[float]:
+        body = self._completions([ids for ids, _ in batch])
+        choices = _choices(body, len(batch), self.endpoint.base_url)
+        return [self._summed(choice, ids, start) for choice, (ids, start) in zip(choices, batch, strict=True)]
+
+    def _completions(self, prompts: list[list[int]]) -> dict[str, Any]:
+        payload = {"model": self.model, "prompt": prompts, "max_tokens": self._max_tokens,
+                   "echo": True, "logprobs": 1, "temperature": 0.0,
+                   "return_tokens_as_token_ids": True}
+        try:
+            return self.endpoint.post("/completions", payload)
+        except BackendError as exc:
+            if exc.kind != "rejected" or self._max_tokens != 0 or "max_tokens" not in str(exc):
+                raise
+            self._max_tokens = payload["max_tokens"] = 1
+            return self.endpoint.post("/completions", payload)
+
+    def _summed(self, choice: dict[str, Any], ids: list[int], start: int) -> float:
+        values = prompt_logprobs(choice, ids, self.endpoint.base_url)
+        return math.fsum(values[start:])
+
+    @property
+    def max_length(self) -> int:
+        """The served context length (vLLM reports `max_model_len`), capped like in-process."""
+        if self._max_length is None:
+            found = _MAX_LENGTH_CAP
+            try:
+                models = self.endpoint.get("/models").get("data") or []
+                found = next((int(m["max_model_len"]) for m in models
+                              if m.get("id") == self.model and m.get("max_model_len")), _MAX_LENGTH_CAP)
+            except (BackendError, TypeError, ValueError, KeyError):
+                pass
+            self._max_length = min(found, _MAX_LENGTH_CAP)
+        return self._max_length
+
+    # -- generation -----------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        return self.endpoint.map(self._generate_one, list(requests))
+
+    def _generate_one(self, request: GenerationRequest) -> str:
+        system = [{"role": "system", "content": request.system_prompt}] if request.system_prompt else []
+        payload: dict[str, Any] = {
+            "model": self.model, "messages": [*system, {"role": "user", "content": request.prompt}],
+            "max_tokens": request.max_new_tokens, "temperature": 0.0, "seed": 0,
+        }
+        if request.until:
+            payload["stop"] = list(request.until)
+        body = self.endpoint.post("/chat/completions", payload)
+        content = _choices(body, 1, self.endpoint.base_url)[0].get("message", {}).get("content")
+        if not isinstance(content, str):
+            raise BackendError(f"{self.endpoint.base_url}: a chat completion has no text content",
+                               kind="invalid_response")
+        return cut_at_stops(content, request.until).strip()
+
+
+def _choices(body: dict[str, Any], expected: int, where: str) -> list[dict[str, Any]]:
+    """The answer's choices in prompt order, exactly one per prompt."""
+    choices = body.get("choices")
+    if not isinstance(choices, list) or len(choices) != expected:
+        got = len(choices) if isinstance(choices, list) else "no"
+        raise BackendError(f"{where}: sent {expected} prompts, got {got} choices back",
+                           kind="invalid_response")
+    if all(isinstance(c, dict) and isinstance(c.get("index"), int) for c in choices):
+        choices = sorted(choices, key=lambda c: c["index"])
+        if [c["index"] for c in choices] != list(range(expected)):
+            raise BackendError(f"{where}: choice indexes do not match the prompts", kind="invalid_response")
+    return choices
+
+
+def prompt_logprobs(choice: dict[str, Any], ids: list[int], where: str) -> list[float]:
+    """Per-token log-probabilities of the prompt `ids`, checked against what was sent.
+
+    Position 0 has no context, so a faithful server gives it no log-probability (None); a
+    number there means the values are shifted by one token. Returns 0.0 for position 0.
+    """
+    block = choice.get("logprobs")
+    block = block if isinstance(block, dict) else {}
+    values = block.get("token_logprobs")
+    if not isinstance(values, list):
+        raise BackendError(
+            f"{where} does not return prompt log-probabilities (echo + logprobs): log-likelihood "
+            "suites cannot be measured on this server; generation suites can", kind="unsupported")
+    if len(values) < len(ids):
+        raise BackendError(f"{where}: {len(values)} log-probabilities for a prompt of {len(ids)} tokens",
+                           kind="invalid_response")
+    _check_tokens(block.get("tokens"), ids, where)
+    if values[0] is not None:
+        raise BackendError(f"{where}: the first prompt token has a log-probability ({values[0]}), so the "
+                           "echoed log-probabilities are shifted by one token", kind="invalid_response")
+    out = [0.0]
+    for position, value in enumerate(values[1 : len(ids)], start=1):
+        if not isinstance(value, int | float) or not math.isfinite(value) or value > _LOGPROB_SLACK:
+            raise BackendError(f"{where}: log-probability {value!r} at prompt token {position} is not a "
+                               "log-probability", kind="invalid_response")
+        out.append(float(value))
+    return out
+
+
+def _check_tokens(tokens: Any, ids: list[int], where: str) -> None:
+    """Where the server names the token ids it scored, they must be the ones sent."""
+    if not isinstance(tokens, list) or not tokens or not all(
+            isinstance(t, str) and t.startswith(_TOKEN_ID_PREFIX) for t in tokens[: len(ids)]):
+        return
+    echoed = [int(t.removeprefix(_TOKEN_ID_PREFIX)) for t in tokens[: len(ids)]]
+    if echoed != ids:
+        at = next((i for i, (a, b) in enumerate(zip(echoed, ids, strict=False)) if a != b), len(echoed))
+        if at >= len(echoed):
+            raise BackendError(f"{where}: {len(echoed)} tokens echoed for a prompt of {len(ids)}",
+                               kind="invalid_response")
+        raise BackendError(f"{where}: scored token {echoed[at]} at position {at} where {ids[at]} was sent",
+                           kind="invalid_response")
