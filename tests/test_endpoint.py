@@ -193,15 +193,54 @@ def test_server_without_prompt_logprobs_fails_loglikelihood_but_generates(
     def reply(body: dict[str, Any]) -> Reply:
         if "messages" in body:
             return chat("Paris")
-        if "input" in body or "add_special_tokens" in body:
-            return 200, {"tokens": [1, 2, 3]}
-        return 200, {"choices": [{"index": 0, "text": " Paris", "logprobs": None}]}
+        if "add_special_tokens" in body:  # one token per character
+            return 200, {"tokens": [ord(c) for c in body["prompt"]]}
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        return 200, {"choices": [{"index": i, "text": " Paris", "logprobs": None}
+                                 for i in range(len(prompts))]}
 
     b = backend(scripted(reply).url)
     with pytest.raises(BackendError) as caught:
         b.loglikelihood([LoglikelihoodRequest("The capital of France is", (" Paris", " Rome"))])
     assert caught.value.kind == "unsupported" and "generation suites can" in str(caught.value)
     assert b.generate(ASK) == ["Paris"]
+
+
+def test_next_token_requests_respect_the_server_limit_on_named_tokens() -> None:
+    from monitor.backends.next_token import MAX_IDS, _batches
+
+    nodes = [((i,), [1000 + 3 * i, 1001 + 3 * i, 1002 + 3 * i]) for i in range(200)]
+    batches = _batches(nodes, 64)
+    assert [n for batch in batches for n in batch] == nodes
+    assert all(len({t for _, w in b for t in w}) <= MAX_IDS and len(b) <= 64 for b in batches)
+    assert len(batches) == 5  # 42 prompts of 3 new ids each fit under 128
+
+
+def test_server_ignoring_named_tokens_falls_back_to_echo(scripted: Callable[..., Scripted]) -> None:
+    """An OpenAI-compatible server that ignores logprob_token_ids still gets scored, by echo."""
+    import math
+
+    def reply(body: dict[str, Any]) -> Reply:
+        if "add_special_tokens" in body:
+            return 200, {"tokens": [ord(c) for c in body["prompt"]]}
+        prompt = body["prompt"]
+        if isinstance(prompt, str):  # the alignment check: generated and echoed agree
+            offsets, values = ([0, len(prompt) - 6], [None, -0.25]) if body["echo"] else ([0], [-0.25])
+            return 200, {"choices": [{"index": 0, "logprobs": {
+                "tokens": [" Paris"], "token_logprobs": values, "text_offset": offsets}}]}
+        if not body.get("echo"):
+            return 200, {"choices": [  # only the sampled token: the named ids are ignored
+                {"index": i, "logprobs": {"top_logprobs": [{f"token_id:{p[-1]}": -1.0}]}}
+                for i, p in enumerate(prompt)]}
+        return 200, {"choices": [
+            {"index": i, "logprobs": {"tokens": [f"token_id:{t}" for t in p],
+                                      "token_logprobs": [None, *[-0.5] * (len(p) - 1), -9.0]}}
+            for i, p in enumerate(prompt)]}
+
+    b = backend(scripted(reply).url)
+    scores = b.loglikelihood([LoglikelihoodRequest("Q", (" A", " B"))])
+    assert b.next_token_scoring is False
+    assert all(math.isclose(s, -1.0) for s in scores[0])  # two continuation tokens of -0.5
 
 
 # -- policy ---------------------------------------------------------------------------------

@@ -91,8 +91,12 @@ def test_vllm_fp32_scores_equal_the_in_process_backend(vllm: Served, smollm2_dir
                                                        smollm2: object) -> None:
     remote = served(vllm, "smollm2", smollm2_dir)
     knowledge, fluency = load_suite(PROBES / "general-knowledge"), load_suite(PROBES / "fluency")
-    assert_same(measure(remote, knowledge, "multiple_choice", 96),
-                measure(smollm2, knowledge, "multiple_choice", 96), 1e-3)
+    in_process = measure(smollm2, knowledge, "multiple_choice", 96)
+    assert_same(measure(remote, knowledge, "multiple_choice", 96), in_process, 1e-3)
+    assert remote.next_token_scoring is True
+    echoed = served(vllm, "smollm2", smollm2_dir)
+    echoed.next_token_scoring = False  # the path every other server takes
+    assert_same(measure(echoed, knowledge, "multiple_choice", 96), in_process, 1e-3)
     assert_same(measure(remote, fluency, "loglikelihood_rolling", 44),
                 measure(smollm2, fluency, "loglikelihood_rolling", 44), 1e-4)
     assert_same(measure(remote, knowledge, "generate_until", 32),

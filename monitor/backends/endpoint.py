@@ -4,7 +4,8 @@ Every failure becomes a `BackendError` with a kind, so the prober records it as 
 error and the judge reports ERROR: an endpoint that is down must never look like a model that
 forgot. Only transient failures (connection refused or reset, timeouts, 429 and 5xx) are retried,
 with jittered exponential backoff; a 4xx answer is the same on every try. All requests to one
-base URL share one concurrency bound, however many backends point at it. The API key goes into
+base URL with one configured concurrency share one bound, however many backends (versions,
+threads) point at it. The API key goes into
 the Authorization header and nowhere else: not into errors, logs or `repr`.
 """
 
@@ -35,7 +36,7 @@ class TransientError(BackendError):
 class Endpoint:
     """A base URL such as http://vllm:8000/v1, with its own shared concurrency bound."""
 
-    _limits: ClassVar[dict[str, threading.BoundedSemaphore]] = {}
+    _limits: ClassVar[dict[tuple[str, int], threading.BoundedSemaphore]] = {}
     _limits_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout_s: float = 60.0,
@@ -49,7 +50,8 @@ class Endpoint:
                                     headers=headers,
                                     limits=httpx.Limits(max_connections=concurrency))
         with self._limits_lock:
-            self._slots = self._limits.setdefault(self.base_url, threading.BoundedSemaphore(concurrency))
+            self._slots = self._limits.setdefault((self.base_url, concurrency),
+                                                  threading.BoundedSemaphore(concurrency))
 
     def __repr__(self) -> str:
         return f"Endpoint({self.base_url!r}, concurrency={self.concurrency})"

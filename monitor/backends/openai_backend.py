@@ -1,13 +1,17 @@
 """Probe a model as it is served, through an OpenAI-compatible API (vLLM, llama.cpp, TGI).
 
-Log-likelihoods come from `/v1/completions` with `echo` and `logprobs`: the prompt is sent as
-token ids, split between context and continuation exactly as the in-process backend splits it
-(`tokens.split_pair`), so on the same weights the two give the same scores. Many prompts go in
-one request. Every answer is checked before it is scored: one log-probability per prompt token,
-none for the first (which has no context), and, where the server echoes token ids (vLLM's
-`return_tokens_as_token_ids`), exactly the tokens that were sent. A shifted or short answer is a
-measurement error, never a score. Generation goes through `/v1/chat/completions`, so the
-server's own chat template renders the prompt, as it does for real users.
+Log-likelihoods come from `/v1/completions`, with prompts sent as token ids split between context
+and continuation exactly as the in-process backend splits them (`tokens.split_pair`), so on the
+same weights the two give the same scores. Multiple choice is scored as next-token predictions
+where the server can say the probability of named tokens (vLLM; see `next_token`), else, like
+rolling log-likelihood, from the prompt's echoed log-probabilities. Many prompts go in one request.
+
+Every answer is checked before it is scored. Echoed values: one log-probability per prompt token,
+none for the first (which has no context), exactly the tokens that were sent where the server
+names them (vLLM's `return_tokens_as_token_ids`), and agreement with the server's own generation
+(`_check_alignment`). A shifted or short answer is a measurement error, never a score.
+Generation goes through `/v1/chat/completions`, so the server's own chat template renders the
+prompt, as it does for real users.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Protocol
 
+from monitor.backends import next_token
 from monitor.backends.base import (
     BackendInfo,
     GenerationRequest,
@@ -119,10 +124,14 @@ class OpenAIBackend:
                                  dtype=dtype)
         self._max_length: int | None = None
         self._aligned = False
+        self.next_token_scoring: bool | None = None  # None: not yet known for this server
 
     @property
     def info(self) -> BackendInfo:
         return self._info
+
+    def close(self) -> None:
+        self.endpoint.close()
 
     @property
     def chunk_size(self) -> int:
@@ -132,18 +141,31 @@ class OpenAIBackend:
     # -- log-likelihood -------------------------------------------------------------------
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[list[float]]:
-        self._check_alignment()
+        """Next-token scoring where the server offers it (vLLM), else echoed prompt log-probs."""
         prefix = self.tokenizer.prefix_token()
-        prompts: list[tuple[list[int], int]] = []  # (context + continuation ids, context length)
+        pairs: list[tuple[list[int], list[int]]] = []
         for request in requests:
             for continuation in request.continuations:
                 context, cont = split_pair(self.tokenizer.encode, prefix, request.context, continuation)
                 if not cont:
                     raise BackendError("a continuation encodes to no tokens", kind="tokenization")
-                context = context[-(self.max_length - len(cont)) :]
-                prompts.append(([*context, *cont], len(context)))
-        flat = iter(self._score(prompts))
+                pairs.append((context[-(self.max_length - len(cont)) :], cont))
+        flat = iter(self._score_pairs(pairs))
         return [[next(flat) for _ in request.continuations] for request in requests]
+
+    def _score_pairs(self, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
+        if self.next_token_scoring is not False:
+            try:
+                scores = next_token.score(
+                    pairs, model=self.model, post=lambda p: self.endpoint.post("/completions", p),
+                    map_=self.endpoint.map, batch_size=self.batch_size, where=self.endpoint.base_url)
+            except next_token.NotSupported:
+                self.next_token_scoring = False
+            else:
+                self.next_token_scoring = True
+                return scores
+        self._check_alignment()
+        return self._score([([*context, *cont], len(context)) for context, cont in pairs])
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[RollingResult]:
         self._check_alignment()
