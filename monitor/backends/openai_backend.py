@@ -154,6 +154,7 @@ class OpenAIBackend:
         return [[next(flat) for _ in request.continuations] for request in requests]
 
     def _score_pairs(self, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
+        self._check_alignment()  # a server whose log-probabilities disagree gets no trust at all
         if self.next_token_scoring is not False:
             try:
                 scores = next_token.score(
@@ -164,7 +165,6 @@ class OpenAIBackend:
             else:
                 self.next_token_scoring = True
                 return scores
-        self._check_alignment()
         return self._score([([*context, *cont], len(context)) for context, cont in pairs])
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[RollingResult]:
