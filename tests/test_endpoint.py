@@ -288,3 +288,17 @@ suites: [probes/arithmetic]
     with pytest.raises(BackendError) as caught:
         backend_for(load_config(path), "bot", "v1")
     assert caught.value.kind == "config" and "FMN_TEST_KEY" in str(caught.value)
+
+
+def test_local_tokenizer_reads_tokenizer_json_exactly_as_transformers(
+        tiny_model_dir: Path, tiny_parts: tuple[object, object]) -> None:
+    """The openai backend tokenizes without transformers; it must split text identically."""
+    from monitor.backends.openai_backend import LocalTokenizer
+
+    _, reference = tiny_parts
+    local = LocalTokenizer(str(tiny_model_dir))
+    texts = ["Question: What is 7 + 5?\nAnswer:", " 12", "naïve café — 日本", "  two  spaces ", ""]
+    assert [local.encode(t) for t in texts] == [
+        list(reference(t, add_special_tokens=False)["input_ids"]) for t in texts]  # type: ignore[operator]
+    bos, eos = reference.bos_token_id, reference.eos_token_id  # type: ignore[attr-defined]
+    assert local.prefix_token() == (bos if bos is not None else eos)

@@ -121,10 +121,17 @@ def test_a_lora_adapter_on_vllm_is_a_version(vllm: Served, smollm2_dir: Path, lo
 
 
 def test_server_tokenizer_equals_the_local_one(vllm: Served, smollm2_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
     endpoint = Endpoint(vllm.base_url)
-    texts = ["Question: What is the capital of France?\nAnswer:", " Paris", "naïve café, 3.14 — 日本"]
+    suite = load_suite(PROBES / "general-knowledge")
+    texts = [f"Question: {item.question}\nAnswer: {choice}" for item in suite.items[:40]
+             for choice in item.choices or []] + ["naïve café, 3.14 — 日本", "  two  spaces "]
     server, local = ServerTokenizer(endpoint, "smollm2"), LocalTokenizer(str(smollm2_dir))
-    assert [server.encode(t) for t in texts] == [local.encode(t) for t in texts]
+    reference = AutoTokenizer.from_pretrained(smollm2_dir)
+    expected = [list(reference(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert [local.encode(t) for t in texts] == expected
+    assert [server.encode(t) for t in texts] == expected
 
 
 def test_llama_cpp_shifted_logprobs_are_caught_and_generation_still_runs(llama_cpp: Served) -> None:

@@ -16,9 +16,11 @@ prompt, as it does for real users.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.backends import next_token
@@ -48,28 +50,60 @@ class Tokenizer(Protocol):
 
 
 class LocalTokenizer:
-    """The served model's own tokenizer files, loaded locally: fast and exact."""
+    """A local copy of the served model's tokenizer: fast, exact, and no torch or transformers.
+
+    Reads `tokenizer.json` with the `tokenizers` library (what transformers' fast tokenizers run
+    on; loading it takes 0.1 s where transformers takes 4 s), and the start token from
+    `tokenizer_config.json`. A folder with no `tokenizer.json` goes through transformers.
+    """
 
     def __init__(self, path: str) -> None:
-        try:
-            from transformers import AutoTokenizer
-        except ImportError as exc:
-            raise MissingExtra("transformers", "model") from exc
-        try:
-            self._tok = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError) as exc:
-            raise BackendError(f"cannot load the tokenizer from {path}: {exc}", kind="load") from exc
+        folder = Path(path)
         self._cached = lru_cache(maxsize=4096)(self._encode)
+        self._fast: Any = None
+        self._slow: Any = None
+        if (folder / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            self._fast = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            self._prefix = self._configured_prefix(folder)
+        else:
+            self._slow = _transformers_tokenizer(path)
+            bos, eos = self._slow.bos_token_id, self._slow.eos_token_id
+            self._prefix = int(bos if bos is not None else eos)
+
+    def _configured_prefix(self, folder: Path) -> int:
+        config_file = folder / "tokenizer_config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        for key in ("bos_token", "eos_token"):
+            token = config.get(key)
+            token = token.get("content") if isinstance(token, dict) else token
+            found = self._fast.token_to_id(token) if isinstance(token, str) else None
+            if found is not None:
+                return int(found)
+        raise BackendError(f"{config_file}: names no start or end token to condition on", kind="load")
 
     def _encode(self, text: str) -> list[int]:
-        return list(self._tok(text, add_special_tokens=False)["input_ids"])
+        if self._fast is not None:
+            return list(self._fast.encode(text, add_special_tokens=False).ids)
+        return list(self._slow(text, add_special_tokens=False)["input_ids"])
 
     def encode(self, text: str) -> list[int]:
         return self._cached(text)
 
     def prefix_token(self) -> int:
-        tok = self._tok
-        return int(tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
+        return self._prefix
+
+
+def _transformers_tokenizer(path: str) -> Any:
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise MissingExtra("transformers", "model") from exc
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"cannot load the tokenizer from {path}: {exc}", kind="load") from exc
 
 
 class ServerTokenizer:
