@@ -45,6 +45,13 @@ class Scripted:
                 self.end_headers()
                 self.wfile.write(raw)
 
+            def do_GET(self) -> None:
+                raw = json.dumps({"data": [{"id": "m", "max_model_len": 2048}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet."""
 
@@ -241,6 +248,22 @@ def test_server_ignoring_named_tokens_falls_back_to_echo(scripted: Callable[...,
     scores = b.loglikelihood([LoglikelihoodRequest("Q", (" A", " B"))])
     assert b.next_token_scoring is False
     assert all(math.isclose(s, -1.0) for s in scores[0])  # two continuation tokens of -0.5
+
+
+def test_chat_only_server_says_why_loglikelihood_cannot_run(scripted: Callable[..., Scripted]) -> None:
+    """Like `transformers serve`: chat completions, no /v1/completions route at all."""
+    def reply(body: dict[str, Any]) -> Reply:
+        if "messages" in body:
+            return chat("Paris")
+        if "add_special_tokens" in body:
+            return 200, {"tokens": [ord(c) for c in body["prompt"]]}
+        return 404, {"detail": "Not Found"}
+
+    b = backend(scripted(reply).url)
+    with pytest.raises(BackendError) as caught:
+        b.loglikelihood_rolling(["Some text."])
+    assert caught.value.kind == "unsupported" and "no /completions endpoint" in str(caught.value)
+    assert b.generate(ASK) == ["Paris"]
 
 
 # -- policy ---------------------------------------------------------------------------------

@@ -274,9 +274,23 @@ class OpenAIBackend:
     def _text_completion(self, prompt: str, *, echo: bool) -> dict[str, Any]:
         payload = {"model": self.model, "prompt": prompt, "max_tokens": 1, "echo": echo,
                    "logprobs": 1, "temperature": 0.0}
-        block = _choices(self.endpoint.post("/completions", payload), 1, self.endpoint.base_url)[0]
-        logprobs = block.get("logprobs")
+        try:
+            body = self.endpoint.post("/completions", payload)
+        except BackendError as exc:
+            if exc.kind == "not_found" and self._serves_model():
+                raise BackendError(f"{self.endpoint.base_url} has no /completions endpoint (chat only): "
+                                   f"{_NO_LOGLIKELIHOOD}", kind="unsupported") from exc
+            raise
+        logprobs = _choices(body, 1, self.endpoint.base_url)[0].get("logprobs")
         return logprobs if isinstance(logprobs, dict) else {}
+
+    def _serves_model(self) -> bool:
+        """Tells a missing route (404 for any model) from a model the server does not know."""
+        try:
+            listed = self.endpoint.get("/models").get("data") or []
+        except BackendError:
+            return False
+        return any(isinstance(m, dict) and m.get("id") == self.model for m in listed)
 
     def _summed(self, choice: dict[str, Any], ids: list[int], start: int) -> float:
         values = prompt_logprobs(choice, ids, self.endpoint.base_url)
