@@ -111,7 +111,8 @@ def scoring(url: str, model: Path, work: Path, rounds: int) -> dict[str, Any]:
 
 def generation(url: str, model: Path, levels: list[int], count: int) -> list[dict[str, Any]]:
     from monitor.backends.endpoint import Endpoint
-    from monitor.backends.openai_backend import LocalTokenizer, OpenAIBackend
+    from monitor.backends.openai_backend import OpenAIBackend
+    from monitor.backends.tokens import LocalTokenizer
     from monitor.probing import score_kind
     from monitor.suites import load_suite
 

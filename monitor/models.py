@@ -108,7 +108,8 @@ def served_name(config: Config, model: str, version: str) -> str:
 
 def _served_backend(config: Config, model: str, version: str) -> Backend:
     from monitor.backends.endpoint import Endpoint
-    from monitor.backends.openai_backend import LocalTokenizer, OpenAIBackend, ServerTokenizer, Tokenizer
+    from monitor.backends.openai_backend import OpenAIBackend
+    from monitor.backends.tokens import LocalTokenizer, ServerTokenizer, Tokenizer
 
     spec = config.models[model].backend
     if not spec.base_url:

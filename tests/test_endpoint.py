@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from monitor.backends.answers import prompt_logprobs
 from monitor.backends.base import GenerationRequest, LoglikelihoodRequest
 from monitor.backends.endpoint import Endpoint
-from monitor.backends.openai_backend import OpenAIBackend, ServerTokenizer, prompt_logprobs
+from monitor.backends.openai_backend import OpenAIBackend
+from monitor.backends.tokens import ServerTokenizer
 from monitor.errors import BackendError, ConfigError
 from monitor.localstack import free_port
 from tests.conftest import PROBES
@@ -316,7 +318,7 @@ suites: [probes/arithmetic]
 def test_local_tokenizer_reads_tokenizer_json_exactly_as_transformers(
         tiny_model_dir: Path, tiny_parts: tuple[object, object]) -> None:
     """The openai backend tokenizes without transformers; it must split text identically."""
-    from monitor.backends.openai_backend import LocalTokenizer
+    from monitor.backends.tokens import LocalTokenizer
 
     _, reference = tiny_parts
     local = LocalTokenizer(str(tiny_model_dir))

@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from monitor.backends.endpoint import Endpoint
-from monitor.backends.openai_backend import LocalTokenizer, OpenAIBackend, ServerTokenizer
+from monitor.backends.openai_backend import OpenAIBackend
+from monitor.backends.tokens import LocalTokenizer, ServerTokenizer
 from monitor.backends.transformers_backend import TransformersBackend
 from monitor.cli import app
 from monitor.localstack import free_port

@@ -19,11 +19,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from monitor.backends import answers
 from monitor.errors import BackendError
 
 MAX_IDS = 128  # vLLM's MAX_LOGPROB_TOKEN_IDS: ids per request
-_TOKEN_ID_PREFIX = "token_id:"
-_LOGPROB_SLACK = 1e-4
 
 Prefix = tuple[int, ...]
 Batch = list[tuple[Prefix, list[int]]]  # prompts, each with the next tokens asked for
@@ -79,13 +78,8 @@ def _request(batch: Batch, model: str, post: Post, where: str) -> Found:
         if exc.kind == "rejected":
             raise NotSupported(str(exc)) from exc
         raise
-    choices = body.get("choices")
-    if not isinstance(choices, list) or len(choices) != len(batch):
-        raise BackendError(f"{where}: sent {len(batch)} prompts, got back "
-                           f"{len(choices) if isinstance(choices, list) else 'no'} choices",
-                           kind="invalid_response")
+    ordered = answers.choices(body, len(batch), where)
     _check_prompt_tokens(body, batch, where)
-    ordered = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
     return {node: _next_token_logprobs(choice, wanted, where)
             for choice, (node, wanted) in zip(ordered, batch, strict=True)}
 
@@ -106,13 +100,8 @@ def _next_token_logprobs(choice: Any, wanted: list[int], where: str) -> dict[int
     first = tops[0] if isinstance(tops, list) and tops and isinstance(tops[0], dict) else {}
     values: dict[int, float] = {}
     for key, value in first.items():
-        if isinstance(key, str) and key.startswith(_TOKEN_ID_PREFIX):
-            values[int(key.removeprefix(_TOKEN_ID_PREFIX))] = value
+        if isinstance(key, str) and key.startswith(answers.TOKEN_ID_PREFIX):
+            values[int(key.removeprefix(answers.TOKEN_ID_PREFIX))] = value
     if any(token not in values for token in wanted):
         raise NotSupported(f"{where} did not return log-probabilities for the requested token ids")
-    for token in wanted:
-        value = values[token]
-        if not isinstance(value, int | float) or not math.isfinite(value) or value > _LOGPROB_SLACK:
-            raise BackendError(f"{where}: log-probability {value!r} for token {token} is not a "
-                               "log-probability", kind="invalid_response")
-    return {token: float(values[token]) for token in wanted}
+    return {token: answers.logprob(values[token], where, f"token {token}") for token in wanted}
