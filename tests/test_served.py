@@ -20,7 +20,7 @@ from monitor.backends.transformers_backend import TransformersBackend
 from monitor.cli import app
 from monitor.localstack import free_port
 from monitor.probing import score_kind
-from monitor.servers import Served, llama_cpp_server, vllm_server
+from monitor.servers import Served, llama_cpp_server, transformers_server, vllm_server
 from monitor.store import ItemResult, Store
 from monitor.suites import Suite, load_suite
 from tests.conftest import PROBES
@@ -145,8 +145,23 @@ def test_llama_cpp_shifted_logprobs_are_caught_and_generation_still_runs(llama_c
     assert sum(bool(r.correct) for r in generated) >= 4
 
 
-def policy(tmp_path: Path, base_url: str, tokenizer: Path) -> Path:
-    shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic", dirs_exist_ok=True)
+def test_transformers_serve_cannot_score_loglikelihood_but_generates(
+        smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """It answers completions but drops `echo` and `logprobs`: a clear error, and generation runs."""
+    with transformers_server(smollm2_dir, tmp_path_factory.mktemp("transformers-logs")) as server:
+        backend = served(server, str(smollm2_dir), smollm2_dir)
+        knowledge, fluency = load_suite(PROBES / "general-knowledge"), load_suite(PROBES / "fluency")
+        for suite, kind in ((knowledge, "multiple_choice"), (fluency, "loglikelihood_rolling")):
+            scored = score_kind(backend, suite, kind, suite.items[:4])
+            assert {r.error_kind for r in scored} == {"unsupported"}, scored[0].error
+            assert "generation suites can" in (scored[0].error or "")
+        generated = measure(backend, knowledge, "generate_until", 8)
+        assert sum(bool(r.correct) for r in generated) >= 3
+
+
+def policy(tmp_path: Path, base_url: str, tokenizer: Path, suites: tuple[str, ...] = ("arithmetic",)) -> Path:
+    for name in suites:
+        shutil.copytree(PROBES / name, tmp_path / "probes" / name, dirs_exist_ok=True)
     path = tmp_path / "forgetmenot.yaml"
     path.write_text(f"""\
 database: sqlite:///fmn.db
@@ -159,7 +174,7 @@ models:
       v2: {{adapter: {ADAPTER}}}
     baseline: v1
     live: v2
-suites: [probes/arithmetic]
+suites: [{", ".join(f"probes/{name}" for name in suites)}]
 """)
     return path
 
@@ -184,3 +199,17 @@ def test_probe_and_judge_served_versions_and_a_down_endpoint_is_an_error(
     latest = store.runs()[-1]
     errors = store.results(latest.id or 0)
     assert errors and {r.error_kind for r in errors} == {"unreachable"}
+
+
+def test_the_monitor_cycles_through_served_versions(vllm: Served, smollm2_dir: Path, tmp_path: Path) -> None:
+    """`serve` loads one backend per cycle and probes suite after suite with it."""
+    from monitor.service import open_monitor
+
+    monitor = open_monitor(policy(tmp_path, vllm.base_url, smollm2_dir, ("arithmetic", "fluency")))
+    assert monitor.cycle("bot", "v1", slot=1) and monitor.cycle("bot", "v2", slot=1)
+    runs = monitor.store.runs()
+    assert sorted((r.version, r.suite, r.status, r.error_count) for r in runs) == [
+        ("v1", "arithmetic", "complete", 0), ("v1", "fluency", "complete", 0),
+        ("v2", "arithmetic", "complete", 0), ("v2", "fluency", "complete", 0)]
+    phases = {v.capability: v.phase for v in monitor.store.verdicts(model="bot", candidate="v2")}
+    assert set(phases) == {"arithmetic", "fluency"} and "ERROR" not in phases.values()

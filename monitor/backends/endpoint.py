@@ -45,10 +45,10 @@ class Endpoint:
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.backoff_s = backoff_s
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-                                    headers=headers,
-                                    limits=httpx.Limits(max_connections=concurrency))
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
+        self._client = self._new_client()
+        self._client_lock = threading.Lock()
         with self._limits_lock:
             self._slots = self._limits.setdefault((self.base_url, concurrency),
                                                   threading.BoundedSemaphore(concurrency))
@@ -62,7 +62,19 @@ class Endpoint:
         return self.base_url.removesuffix("/v1")
 
     def close(self) -> None:
+        """Release pooled connections; a later request opens new ones (the monitor reuses a
+        backend across suites, and the runner closes it after each)."""
         self._client.close()
+
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(timeout=self._timeout, headers=self._headers,
+                            limits=httpx.Limits(max_connections=self.concurrency))
+
+    def _http(self) -> httpx.Client:
+        with self._client_lock:
+            if self._client.is_closed:
+                self._client = self._new_client()
+            return self._client
 
     # -- requests -------------------------------------------------------------------------
 
@@ -96,7 +108,7 @@ class Endpoint:
         url = f"{self.root if root else self.base_url}{path}"
         with self._slots:
             try:
-                response = self._client.request(method, url, json=payload)
+                response = self._http().request(method, url, json=payload)
             except httpx.TimeoutException as exc:
                 raise TransientError(f"{method} {url}: timed out ({type(exc).__name__})",
                                      kind="timeout") from exc
