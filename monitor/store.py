@@ -189,6 +189,37 @@ class Claim(SQLModel, table=True):
     claimed_at: datetime = Field(default_factory=utcnow)
 
 
+class Action(SQLModel, table=True):
+    """One step of the policy ladder, proposed, refused or carried out: the audit trail."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    model: str = Field(index=True)
+    kind: str  # alert | rollback | retrain
+    trigger: str  # verdict | manual
+    verdict_id: int | None = Field(default=None, foreign_key="verdict.id")
+    capability: str | None = None
+    diagnosis: str | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    status: str = "planned"  # planned | pending_approval | dry_run | done | refused | failed
+    dry_run: bool = False
+    reason: str = ""
+    detail: str = ""
+    actor: str = ""
+
+
+class LiveVersion(SQLModel, table=True):
+    """The registry deployer's pointer: which version of a model is live now."""
+
+    __tablename__ = "live_version"
+    model: str = Field(primary_key=True)
+    version: str
+    updated_at: datetime = Field(default_factory=utcnow)
+    action_id: int | None = None
+
+
 @dataclass(frozen=True)
 class KindSummary:
     kind: str
@@ -423,6 +454,53 @@ class Store:
                 query = query.where(column == value)
         with self.session() as s:
             return list(s.exec(query).all())
+
+    # -- actions and the live pointer -----------------------------------------------------
+
+    def add_action(self, action: Action) -> Action:
+        with self.session() as s:
+            s.add(action)
+            s.commit()
+            return action
+
+    def finish_action(self, action_id: int, status: str, reason: str = "", detail: str = "",
+                      actor: str = "") -> Action:
+        with self.session() as s:
+            action = s.get(Action, action_id)
+            if action is None:
+                raise StoreError(f"action {action_id} does not exist")
+            action.status, action.finished_at = status, utcnow()
+            action.actor = actor or action.actor
+            action.reason = reason or action.reason
+            action.detail = detail or action.detail
+            s.add(action)
+            s.commit()
+            return action
+
+    def get_action(self, action_id: int) -> Action | None:
+        with self.session() as s:
+            return s.get(Action, action_id)
+
+    def actions(self, model: str | None = None, since: datetime | None = None) -> list[Action]:
+        query = select(Action).order_by(col(Action.id))
+        if model is not None:
+            query = query.where(Action.model == model)
+        if since is not None:
+            query = query.where(col(Action.created_at) >= since)
+        with self.session() as s:
+            return list(s.exec(query).all())
+
+    def live(self, model: str) -> str | None:
+        with self.session() as s:
+            row = s.get(LiveVersion, model)
+            return row.version if row else None
+
+    def set_live(self, model: str, version: str, action_id: int | None) -> None:
+        with self.session() as s:
+            row = s.get(LiveVersion, model) or LiveVersion(model=model, version=version)
+            row.version, row.updated_at, row.action_id = version, utcnow(), action_id
+            s.add(row)
+            s.commit()
 
     def record_flaky(self, rows: Iterable[FlakyItem]) -> int:
         """Replace the flakiness record of each (model, version, content, item, kind) given."""

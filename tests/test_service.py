@@ -191,7 +191,7 @@ def test_migrations_create_the_schema_and_refuse_pre_migration_databases(tmp_pat
     from monitor.migrate import current
 
     store = Store(f"sqlite:///{tmp_path / 'new.db'}")
-    assert current(store.engine) == "0001"
+    assert current(store.engine) == "0002"
     Store(f"sqlite:///{tmp_path / 'new.db'}")  # upgrading again is a no-op
     old = tmp_path / "old.db"
     with sqlite3.connect(old) as conn:
@@ -209,7 +209,7 @@ def test_db_upgrade_command_on_postgres(tmp_path: Path, tiny_model_dir: Path) ->
     with postgres_database() as url:
         path = policy(tmp_path, tiny_model_dir, database=url)
         result = CliRunner().invoke(app, ["db", "upgrade", "-c", str(path)])
-        assert result.exit_code == 0 and "database at revision 0001" in result.output
+        assert result.exit_code == 0 and "database at revision 0002" in result.output
 
 
 def test_runs_of_a_silent_monitor_are_reaped_others_are_not(store: Store) -> None:
