@@ -74,8 +74,14 @@ class VersionSpec(Strict):
 
 
 class DeployerSpec(Strict):
+    """How live is moved. `path` is the registry's folder for `<model>.json` (default
+    `<FORGETMENOT_HOME>/live`); `url` is the webhook's, or vLLM's (default: the backend's
+    base_url); `alias` is the adapter name users call on vLLM, re-pointed at the live version."""
+
     kind: Literal["registry", "vllm-lora", "kubernetes", "webhook"] = "registry"
     url: str | None = None
+    path: str | None = None
+    alias: str | None = None
 
 
 class ModelSpec(Strict):
@@ -135,8 +141,17 @@ class Guards(Strict):
     approval: Literal["auto", "manual"] = "auto"
 
 
+class AlertmanagerSpec(Strict):
+    """Where `alert` actions go (Alertmanager's v2 API), and the monitor's public URL for links."""
+
+    url: str
+    link_base: str | None = None
+    resolve_after: Duration = timedelta(hours=4)
+
+
 class Policy(Strict):
     defaults: PolicyDefaults = PolicyDefaults()
+    alertmanager: AlertmanagerSpec | None = None
     capabilities: dict[str, CapabilityPolicy] = {}
     on_knowledge_loss: list[Action] = ["alert", "rollback"]
     on_alignment_loss: list[Action] = ["alert", "retrain"]

@@ -165,6 +165,7 @@ class Monitor:
                     raise Stopping(f"stopping before {suite.name}")
                 self._probe(backend, suite, model, version)
             self._judge(model)
+            self._act(model)
         return True
 
     def _load(self, model: str, version: str) -> Backend | None:
@@ -196,15 +197,28 @@ class Monitor:
                 self.item_latency.labels(model, result.kind).observe(result.latency_ms / 1000)
 
     def _judge(self, model: str) -> None:
+        """Live (the registry's pointer once an action has moved it) against the baseline."""
+        from monitor.actions import live_version
+
         spec = self.config.models[model]
-        if spec.live == spec.baseline:
+        live = live_version(self.store, self.config, model)
+        if live == spec.baseline:
             return
         for suite in self.suites:
             try:
                 judge_suite(self.store, suite, self.config.policy.rules_for(suite.capability), model,
-                            spec.live, spec.baseline)
+                            live, spec.baseline)
             except JudgeError as exc:
                 log.info("no verdict yet for %s/%s: %s", model, suite.name, exc)
+
+    def _act(self, model: str) -> None:
+        """The policy ladder on what the judge just settled; a verdict is acted on once."""
+        from monitor.actions import act
+
+        for action in act(self.store, self.config, model, self.holder):
+            log.warning("action %s: %s %s/%s %s → %s: %s (%s)", action.id, action.kind, model,
+                        action.capability, action.from_version, action.to_version, action.status,
+                        action.detail)
 
 
 def _histogram(spec: metrics.MetricSpec, registry: CollectorRegistry,

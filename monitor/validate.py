@@ -136,6 +136,9 @@ def _version_problems(config: Config, located: yamlpos.Located, check_paths: boo
             problems += _version_source_problems(config, located, (name, version), spec, check_paths)
         if model.backend.kind == "openai":
             problems += _openai_problems(config, located, name, check_paths)
+        if model.deployer.kind == "webhook" and not model.deployer.url:
+            problems.append(located.problem(("models", name, "deployer", "url"),
+                                            "the webhook deployer needs url"))
     return problems
 
 

@@ -79,10 +79,14 @@ class Endpoint:
     # -- requests -------------------------------------------------------------------------
 
     def post(self, path: str, payload: dict[str, Any], *, root: bool = False) -> dict[str, Any]:
-        return self._with_retries(lambda: self._send("POST", path, payload, root))
+        return self._with_retries(lambda: self._json("POST", path, payload, root))
 
     def get(self, path: str, *, root: bool = False) -> dict[str, Any]:
-        return self._with_retries(lambda: self._send("GET", path, None, root))
+        return self._with_retries(lambda: self._json("GET", path, None, root))
+
+    def post_text(self, path: str, payload: dict[str, Any]) -> str:
+        """For admin routes that answer in plain text (vLLM's LoRA loading)."""
+        return self._with_retries(lambda: self._send("POST", path, payload, False).text)
 
     def map(self, call: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """`call` on every item, at most `concurrency` at a time; the first error wins."""
@@ -91,7 +95,7 @@ class Endpoint:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
             return list(pool.map(call, items))
 
-    def _with_retries(self, send: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def _with_retries(self, send: Callable[[], R]) -> R:
         retrying = Retrying(
             retry=retry_if_exception_type(TransientError),
             stop=stop_after_attempt(self.max_retries + 1),
@@ -104,7 +108,20 @@ class Endpoint:
             raise BackendError(f"{exc} (gave up after {self.max_retries + 1} tries)",
                                kind=exc.kind) from exc
 
-    def _send(self, method: str, path: str, payload: dict[str, Any] | None, root: bool) -> dict[str, Any]:
+    def _json(self, method: str, path: str, payload: dict[str, Any] | None, root: bool) -> dict[str, Any]:
+        response = self._send(method, path, payload, root)
+        excerpt = response.text[:_EXCERPT]
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise BackendError(f"{method} {response.url}: the answer is not JSON: {excerpt!r}",
+                               kind="invalid_response") from exc
+        if not isinstance(body, dict):
+            raise BackendError(f"{method} {response.url}: expected a JSON object, got {excerpt!r}",
+                               kind="invalid_response")
+        return body
+
+    def _send(self, method: str, path: str, payload: dict[str, Any] | None, root: bool) -> httpx.Response:
         url = f"{self.root if root else self.base_url}{path}"
         with self._slots:
             try:
@@ -115,22 +132,14 @@ class Endpoint:
             except httpx.TransportError as exc:
                 raise TransientError(f"{method} {url}: cannot reach the server ({exc})",
                                      kind="unreachable") from exc
-        return self._parse(method, url, response)
+        _check_status(method, url, response)
+        return response
 
-    @staticmethod
-    def _parse(method: str, url: str, response: httpx.Response) -> dict[str, Any]:
-        excerpt = response.text[:_EXCERPT]
-        if response.status_code in _TRANSIENT_STATUS:
-            raise TransientError(f"{method} {url}: HTTP {response.status_code}: {excerpt}", kind="server")
-        if response.status_code >= 400:
-            kind = _STATUS_KIND.get(response.status_code, "rejected")
-            raise BackendError(f"{method} {url}: HTTP {response.status_code}: {excerpt}", kind=kind)
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise BackendError(f"{method} {url}: the answer is not JSON: {excerpt!r}",
-                               kind="invalid_response") from exc
-        if not isinstance(body, dict):
-            raise BackendError(f"{method} {url}: expected a JSON object, got {excerpt!r}",
-                               kind="invalid_response")
-        return body
+
+def _check_status(method: str, url: str, response: httpx.Response) -> None:
+    excerpt = response.text[:_EXCERPT]
+    if response.status_code in _TRANSIENT_STATUS:
+        raise TransientError(f"{method} {url}: HTTP {response.status_code}: {excerpt}", kind="server")
+    if response.status_code >= 400:
+        kind = _STATUS_KIND.get(response.status_code, "rejected")
+        raise BackendError(f"{method} {url}: HTTP {response.status_code}: {excerpt}", kind=kind)

@@ -1,0 +1,196 @@
+"""The policy ladder: from a settled verdict to alert, rollback or retrain, behind guards.
+
+Every step is an `Action` row written *before* anything is done (the audit trail survives a
+crash mid-action), then finished as `done`, `failed`, `refused` (a guard said no, with the
+reason), `dry_run` (what would have happened) or left `pending_approval` for a human
+(`forgetmenot approve`). A verdict is acted on at most once across replicas: the first monitor to
+insert the claim `act:<model>:<verdict>` acts, the others skip. Humans use the same path
+(`forgetmenot rollback MODEL --to VERSION`), so the guards and the audit trail are the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from monitor.alertmanager import AlertError, push, verdict_alert
+from monitor.config import Config, Guards
+from monitor.deployers import DeployError, deployer_for
+from monitor.judge import settle
+from monitor.store import Action, Store, Verdict, utcnow
+
+MOVES = ("rollback", "retrain")  # actions that change what serves users; guards count these
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A capability whose verdict history settled as FAIL on the live version."""
+
+    verdict: Verdict
+    steps: tuple[str, ...]
+
+
+def live_version(store: Store, config: Config, model: str) -> str:
+    """The registry's pointer once an action has moved it, else what the policy file says."""
+    return store.live(model) or config.models[model].live
+
+
+def triggers(store: Store, config: Config, model: str) -> list[Trigger]:
+    """Newest verdict per capability of the live version, where the history settles as FAIL."""
+    live = live_version(store, config, model)
+    by_capability: dict[str, list[Verdict]] = {}
+    for verdict in store.verdicts(model=model, candidate=live):
+        by_capability.setdefault(verdict.capability, []).append(verdict)
+    found = []
+    for capability, history in by_capability.items():
+        rules = config.policy.rules_for(capability)
+        if rules.muted or settle([v.phase for v in history], rules) != "FAIL":
+            continue
+        latest = history[-1]
+        ladder = rules.on_knowledge_loss if latest.diagnosis == "knowledge_loss" else rules.on_alignment_loss
+        found.append(Trigger(latest, tuple(ladder)))
+    return found
+
+
+def rollback_target(store: Store, config: Config, model: str, live: str) -> str | None:
+    """The newest version listed before `live` whose every counted capability last PASSed.
+
+    The baseline is the reference the policy declares good, so it qualifies without a verdict;
+    any other version must have been judged, and never FAILed or errored, on its last verdicts.
+    """
+    spec = config.models[model]
+    names = list(spec.versions)
+    earlier = names[: names.index(live)] if live in names else []
+    for version in reversed(earlier):
+        if qualifies(store, config, model, version):
+            return version
+    return None
+
+
+def qualifies(store: Store, config: Config, model: str, version: str) -> bool:
+    if version == config.models[model].baseline:
+        return True
+    latest: dict[str, Verdict] = {}
+    for verdict in store.verdicts(model=model, candidate=version):
+        latest[verdict.capability] = verdict
+    counted = [v for v in latest.values() if not config.policy.rules_for(v.capability).muted]
+    return bool(counted) and all(v.phase == "PASS" for v in counted)
+
+
+def act(store: Store, config: Config, model: str, holder: str) -> list[Action]:
+    """Carry out the ladder for every new trigger; returns the actions recorded this time."""
+    recorded: list[Action] = []
+    for trigger in triggers(store, config, model):
+        if not store.claim(f"act:{model}:{trigger.verdict.id}", holder):
+            continue  # another replica (or an earlier cycle) owns this verdict
+        for step in trigger.steps:
+            action = _record(store, config, model, step, trigger.verdict, holder)
+            recorded.append(_run(store, config, action))
+            if action.kind in MOVES and recorded[-1].status == "done":
+                break  # the live version changed: the rest of the ladder applied to the old one
+    return recorded
+
+
+def rollback(store: Store, config: Config, model: str, to: str, actor: str, *,
+             dry_run: bool = False) -> Action:
+    """A human's rollback: the same guards and audit trail as the monitor's."""
+    versions = config.models[model].versions
+    if to not in versions:
+        raise DeployError(f"{model} has no version '{to}' (versions: {', '.join(versions)})")
+    action = store.add_action(Action(model=model, kind="rollback", trigger="manual", actor=actor,
+                                     from_version=live_version(store, config, model), to_version=to,
+                                     dry_run=dry_run or config.policy.guards.dry_run))
+    assert action.id is not None
+    if not qualifies(store, config, model, to):
+        return store.finish_action(action.id, "refused", detail=f"{to} is not the baseline and its last "
+                                   "verdicts are not all PASS")
+    return _run(store, config, action, approved=True)
+
+
+def approve(store: Store, config: Config, action_id: int, actor: str) -> Action:
+    action = store.get_action(action_id)
+    if action is None:
+        raise DeployError(f"action {action_id} does not exist")
+    if action.status != "pending_approval":
+        raise DeployError(f"action {action_id} is {action.status}, not pending approval")
+    approved = store.finish_action(action_id, "planned", actor=f"{action.actor}, approved by {actor}")
+    return _run(store, config, approved, approved=True)
+
+
+def _record(store: Store, config: Config, model: str, step: str, verdict: Verdict, holder: str) -> Action:
+    live = live_version(store, config, model)
+    target = rollback_target(store, config, model, live) if step == "rollback" else None
+    return store.add_action(Action(
+        model=model, kind=step, trigger="verdict", verdict_id=verdict.id, capability=verdict.capability,
+        diagnosis=verdict.diagnosis, from_version=live, to_version=target, actor=holder,
+        dry_run=config.policy.guards.dry_run, reason=f"{verdict.capability}: {verdict.reason}"[:500]))
+
+
+def _run(store: Store, config: Config, action: Action, approved: bool = False) -> Action:
+    assert action.id is not None
+    refusal = _guard(store, config.policy.guards, action, approved)
+    if refusal == "pending_approval":
+        return store.finish_action(action.id, "pending_approval",
+                                   detail="manual approval: forgetmenot approve " + str(action.id))
+    if refusal:
+        return store.finish_action(action.id, "refused", detail=refusal)
+    if action.kind == "alert":
+        return _alert(store, config, action)
+    if action.kind == "retrain":
+        return store.finish_action(action.id, "refused", detail="recovery retraining is not built yet")
+    return _move(store, config, action)
+
+
+def _alert(store: Store, config: Config, action: Action) -> Action:
+    """Pushed to Alertmanager with the verdict's facts; the metric rules fire either way."""
+    assert action.id is not None
+    spec = config.policy.alertmanager
+    if spec is None:
+        return store.finish_action(action.id, "dry_run" if action.dry_run else "done",
+                                   detail="no policy.alertmanager: the metric rules alert on their own")
+    found = store.get_verdict(action.verdict_id) if action.verdict_id else None
+    if found is None:
+        return store.finish_action(action.id, "failed", detail="the alert has no verdict to report")
+    verdict = found[0]
+    alert = verdict_alert(verdict, action, config.policy.rules_for(verdict.capability), spec)
+    if action.dry_run:
+        summary = alert["annotations"]["summary"]
+        return store.finish_action(action.id, "dry_run", detail=f"would push: {summary}")
+    try:
+        return store.finish_action(action.id, "done", detail=push(spec, [alert]))
+    except AlertError as exc:
+        return store.finish_action(action.id, "failed", detail=str(exc))
+
+
+def _move(store: Store, config: Config, action: Action) -> Action:
+    assert action.id is not None
+    if action.to_version is None:
+        return store.finish_action(action.id, "refused",
+                                   detail="no earlier version qualifies (judged, last verdicts PASS)")
+    if action.dry_run:
+        return store.finish_action(action.id, "dry_run", detail=f"would make {action.to_version} live "
+                                   f"instead of {action.from_version}")
+    try:
+        detail = deployer_for(config, store, action.model).promote(action.model, action.to_version, action.id)
+    except DeployError as exc:
+        return store.finish_action(action.id, "failed", detail=str(exc))
+    if config.models[action.model].deployer.kind != "registry":
+        store.set_live(action.model, action.to_version, action.id)
+    return store.finish_action(action.id, "done", detail=detail)
+
+
+def _guard(store: Store, guards: Guards, action: Action, approved: bool) -> str | None:
+    """Why this action may not run now (None: it may). Alerts are never held back."""
+    if action.kind not in MOVES:
+        return None
+    if guards.approval == "manual" and not approved:
+        return "pending_approval"
+    day_ago = utcnow() - timedelta(days=1)
+    moves = [a for a in store.actions(action.model, since=min(day_ago, utcnow() - guards.cooldown))
+             if a.kind in MOVES and a.status == "done" and a.id != action.id]
+    recent = [a for a in moves if a.created_at >= utcnow() - guards.cooldown]
+    if recent:
+        return f"cooldown: action {recent[-1].id} moved {action.model} less than {guards.cooldown} ago"
+    if len([a for a in moves if a.created_at >= day_ago]) >= guards.max_actions_per_day:
+        return f"limit: {guards.max_actions_per_day} actions per day already taken for {action.model}"
+    return None

@@ -1,0 +1,122 @@
+"""How a model's live version is moved: one small protocol, one class per way of serving.
+
+The action ladder never touches serving directly; it asks the model's deployer to make a version
+live, and records what the deployer said. `registry` (the embedded default) keeps the pointer in
+the monitor's own database and mirrors it to a JSON file a serving process can watch; `webhook`
+posts the change to a URL and lets the receiver do it; `vllm-lora` re-points the adapter name
+users call on a running vLLM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from monitor.backends.endpoint import Endpoint
+from monitor.config import Config
+from monitor.errors import BackendError, ForgetmenotError
+from monitor.models import home
+from monitor.store import Store, utcnow
+
+
+class DeployError(ForgetmenotError):
+    """The deployer could not make the version live; nothing is assumed to have changed."""
+
+
+class Deployer(Protocol):
+    def promote(self, model: str, version: str, action_id: int | None) -> str:
+        """Make `version` live; return what was done, for the audit trail."""
+        ...
+
+
+class RegistryDeployer:
+    """The database pointer, plus `<dir>/<model>.json` written atomically for serving to read."""
+
+    def __init__(self, store: Store, directory: Path) -> None:
+        self.store = store
+        self.directory = directory
+
+    def promote(self, model: str, version: str, action_id: int | None) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.directory / f"{model}.json"
+        record = {"model": model, "live": version, "updated_at": utcnow().isoformat(), "action": action_id}
+        with tempfile.NamedTemporaryFile("w", dir=self.directory, delete=False, suffix=".tmp") as out:
+            json.dump(record, out, indent=2)
+        os.replace(out.name, target)
+        self.store.set_live(model, version, action_id)
+        return f"registry: {model} live = {version} ({target})"
+
+
+class WebhookDeployer:
+    """POSTs {model, version, action} and treats any non-2xx answer as a failed deployment."""
+
+    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+
+    def promote(self, model: str, version: str, action_id: int | None) -> str:
+        payload = {"model": model, "version": version, "action": action_id}
+        try:
+            response = httpx.post(self.url, json=payload, timeout=self.timeout_s)
+        except httpx.HTTPError as exc:
+            raise DeployError(f"webhook {self.url}: {exc}") from exc
+        if response.status_code // 100 != 2:
+            raise DeployError(f"webhook {self.url}: HTTP {response.status_code}: {response.text[:200]}")
+        return f"webhook {self.url}: HTTP {response.status_code}"
+
+
+class VllmLoraDeployer:
+    """Re-points the adapter name users call (`alias`) on a running vLLM at another version's
+    adapter: unload the alias, then load it from that version's folder (vLLM's
+    `/v1/load_lora_adapter`; the server needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)."""
+
+    def __init__(self, endpoint: Endpoint, alias: str, adapters: Mapping[str, str]) -> None:
+        self.endpoint = endpoint
+        self.alias = alias
+        self.adapters = adapters
+
+    def promote(self, model: str, version: str, action_id: int | None) -> str:
+        folder = self.adapters.get(version)
+        if folder is None:
+            raise DeployError(f"vllm-lora can only make an adapter version live; {model}/{version} has no "
+                              "adapter folder (path)")
+        try:
+            self.endpoint.post_text("/unload_lora_adapter", {"lora_name": self.alias})
+        except BackendError as exc:
+            if exc.kind not in ("not_found", "rejected"):  # not loaded yet is fine
+                raise DeployError(f"vllm-lora {self.endpoint.base_url}: {exc}") from exc
+        try:
+            self.endpoint.post_text("/load_lora_adapter", {"lora_name": self.alias, "lora_path": folder})
+        except BackendError as exc:
+            raise DeployError(f"vllm-lora {self.endpoint.base_url}: {exc}") from exc
+        return f"vllm-lora {self.endpoint.base_url}: '{self.alias}' now serves {version} ({folder})"
+
+
+def deployer_for(config: Config, store: Store, model: str) -> Deployer:
+    spec = config.models[model].deployer
+    if spec.kind == "registry":
+        directory = config.resolve(spec.path) if spec.path else home() / "live"
+        return RegistryDeployer(store, directory)
+    if spec.kind == "webhook":
+        if not spec.url:
+            raise DeployError(f"{model}: the webhook deployer needs url")
+        return WebhookDeployer(spec.url)
+    if spec.kind == "vllm-lora":
+        return _vllm_lora(config, model)
+    raise DeployError(f"{model}: the {spec.kind} deployer is not available in this build yet")
+
+
+def _vllm_lora(config: Config, model: str) -> VllmLoraDeployer:
+    spec = config.models[model]
+    url = spec.deployer.url or spec.backend.base_url
+    if not url or not spec.deployer.alias:
+        raise DeployError(f"{model}: the vllm-lora deployer needs alias and url (or backend.base_url)")
+    adapters = {name: str(config.resolve(version.path)) for name, version in spec.versions.items()
+                if version.adapter and version.path}
+    return VllmLoraDeployer(Endpoint(url, max_retries=1), spec.deployer.alias, adapters)

@@ -1,0 +1,203 @@
+"""The policy ladder on a real store: rollback targets, guards, exactly-once, audit, deployers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from monitor import actions
+from monitor.cli import app
+from monitor.config import Config
+from monitor.localstack import WebhookReceiver, free_port
+from monitor.store import Store, Verdict
+from monitor.validate import load_config
+from tests.conftest import PROBES
+
+
+def policy(tmp_path: Path, database: str, guards: str = "{}", deployer: str = "{kind: registry, path: live}",
+           versions: str = "{v1: {path: w1}, v2: {path: w2}, v3: {path: w3}}") -> Path:
+    shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic", dirs_exist_ok=True)
+    for name in ("w1", "w2", "w3"):
+        (tmp_path / name).mkdir(exist_ok=True)
+    path = tmp_path / "forgetmenot.yaml"
+    path.write_text(f"""\
+database: {database}
+models:
+  bot:
+    versions: {versions}
+    baseline: v1
+    live: v3
+    deployer: {deployer}
+suites: [probes/arithmetic]
+policy:
+  guards: {guards}
+""")
+    return path
+
+
+def verdict(store: Store, candidate: str, phase: str, diagnosis: str = "knowledge_loss",
+            capability: str = "arithmetic") -> Verdict:
+    return store.save_verdict(Verdict(model="bot", candidate=candidate, baseline="v1", suite=capability,
+                                      capability=capability, content_hash="h", phase=phase,
+                                      diagnosis=diagnosis, reason=f"{phase} on {capability}"), [])
+
+
+def setup(tmp_path: Path, store: Store, **kwargs: str) -> Config:
+    return load_config(policy(tmp_path, store.url, **kwargs))
+
+
+def test_knowledge_loss_alerts_and_rolls_back_to_the_newest_passing_version(
+        store: Store, tmp_path: Path) -> None:
+    config = setup(tmp_path, store)
+    verdict(store, "v2", "PASS")
+    verdict(store, "v3", "FAIL")
+    done = actions.act(store, config, "bot", "replica-a")
+    assert [(a.kind, a.status, a.from_version, a.to_version) for a in done] == [
+        ("alert", "done", "v3", None), ("rollback", "done", "v3", "v2")]
+    assert store.live("bot") == "v2" == actions.live_version(store, config, "bot")
+    pointer = json.loads((tmp_path / "live" / "bot.json").read_text())
+    assert pointer["live"] == "v2" and pointer["action"] == done[1].id
+    assert done[0].verdict_id == done[1].verdict_id and done[1].actor == "replica-a"
+
+
+def test_a_verdict_is_acted_on_once_across_replicas(store: Store, tmp_path: Path) -> None:
+    config = setup(tmp_path, store)
+    verdict(store, "v3", "FAIL")
+    assert len(actions.act(store, config, "bot", "replica-a")) == 2
+    assert actions.act(store, config, "bot", "replica-b") == []
+    assert len(store.actions("bot")) == 2
+
+
+@pytest.mark.parametrize(("v2_phase", "target"), [(None, "v1"), ("FAIL", "v1"), ("ERROR", "v1"),
+                                                   ("PASS", "v2")])
+def test_rollback_never_goes_to_an_unjudged_or_failing_version(store: Store, tmp_path: Path,
+                                                              v2_phase: str | None, target: str) -> None:
+    config = setup(tmp_path, store)
+    if v2_phase:
+        verdict(store, "v2", v2_phase)
+    verdict(store, "v3", "FAIL")
+    rolled = [a for a in actions.act(store, config, "bot", "r") if a.kind == "rollback"]
+    assert rolled[0].to_version == target and store.live("bot") == target
+
+
+def test_with_no_qualifying_version_it_alerts_and_stops(store: Store, tmp_path: Path) -> None:
+    config = setup(tmp_path, store, versions="{v3: {path: w3}, v1: {path: w1}}")
+    verdict(store, "v3", "FAIL")
+    done = actions.act(store, config, "bot", "r")
+    assert [(a.kind, a.status) for a in done] == [("alert", "done"), ("rollback", "refused")]
+    assert "no earlier version qualifies" in done[1].detail and store.live("bot") is None
+
+
+def test_dry_run_records_what_would_happen_and_changes_nothing(store: Store, tmp_path: Path) -> None:
+    config = setup(tmp_path, store, guards="{dry_run: true}")
+    verdict(store, "v3", "FAIL")
+    done = actions.act(store, config, "bot", "r")
+    assert [(a.kind, a.status) for a in done] == [("alert", "dry_run"), ("rollback", "dry_run")]
+    assert "would make v1 live instead of v3" in done[1].detail
+    assert store.live("bot") is None and not (tmp_path / "live" / "bot.json").exists()
+
+
+def test_manual_approval_holds_the_rollback_until_approved(store: Store, tmp_path: Path) -> None:
+    config = setup(tmp_path, store, guards="{approval: manual}")
+    verdict(store, "v3", "FAIL")
+    held = actions.act(store, config, "bot", "r")[1]
+    assert held.status == "pending_approval" and store.live("bot") is None
+    assert held.id is not None
+    approved = actions.approve(store, config, held.id, "alice")
+    assert approved.status == "done" and "approved by alice" in approved.actor and store.live("bot") == "v1"
+
+
+def test_cooldown_and_daily_limit_refuse_further_moves(store: Store, tmp_path: Path) -> None:
+    config = setup(tmp_path, store, guards="{cooldown: 1h, max_actions_per_day: 5}")
+    verdict(store, "v3", "FAIL")
+    actions.act(store, config, "bot", "r")
+    second = actions.rollback(store, config, "bot", "v1", "bob")
+    assert second.status == "refused" and second.detail.startswith("cooldown")
+    config = setup(tmp_path, store, guards="{cooldown: 0s, max_actions_per_day: 1}")
+    third = actions.rollback(store, config, "bot", "v1", "bob")
+    assert third.status == "refused" and third.detail.startswith("limit: 1 actions per day")
+
+
+def test_alignment_loss_takes_its_own_ladder(store: Store, tmp_path: Path) -> None:
+    config = setup(tmp_path, store)
+    verdict(store, "v3", "FAIL", diagnosis="alignment_loss")
+    done = actions.act(store, config, "bot", "r")
+    assert [(a.kind, a.diagnosis) for a in done] == [("alert", "alignment_loss"),
+                                                      ("retrain", "alignment_loss")]
+    assert store.live("bot") is None
+
+
+def test_errors_and_single_marginal_verdicts_never_act(store: Store, tmp_path: Path) -> None:
+    config = setup(tmp_path, store)
+    for phase in ("ERROR", "ERROR", "ERROR", "MARGINAL", "INCONCLUSIVE"):
+        verdict(store, "v3", phase)
+    assert actions.act(store, config, "bot", "r") == [] and store.actions() == []
+
+
+def test_webhook_deployer_posts_the_move_and_a_failed_post_changes_nothing(
+        store: Store, tmp_path: Path) -> None:
+    receiver = WebhookReceiver().start()
+    try:
+        config = setup(tmp_path, store, deployer=f"{{kind: webhook, url: 'http://127.0.0.1:{receiver.port}/'}}")
+        verdict(store, "v3", "FAIL")
+        moved = actions.act(store, config, "bot", "r")[1]
+        assert moved.status == "done" and store.live("bot") == "v1"
+        assert receiver.received[0][1] == {"model": "bot", "version": "v1", "action": moved.id}
+    finally:
+        receiver.stop()
+    dead = f"{{kind: webhook, url: 'http://127.0.0.1:{free_port()}/'}}"
+    config = setup(tmp_path, store, deployer=dead, guards="{cooldown: 0s, max_actions_per_day: 9}")
+    failed = actions.rollback(store, config, "bot", "v1", "bob")
+    assert failed.status == "failed" and "webhook" in failed.detail
+
+
+def test_cli_rollback_actions_and_approve(tmp_path: Path) -> None:
+    path = policy(tmp_path, "sqlite:///fmn.db", guards="{approval: manual}")
+    runner, wide = CliRunner(), {"COLUMNS": "250"}
+    result = runner.invoke(app, ["rollback", "bot", "--to", "v2", "-c", str(path), "--by", "carol"], env=wide)
+    assert result.exit_code == 1 and "refused" in result.output  # v2 was never judged
+    result = runner.invoke(app, ["rollback", "bot", "--to", "v1", "-c", str(path), "--by", "carol"], env=wide)
+    assert result.exit_code == 0 and "done" in result.output
+    result = runner.invoke(app, ["actions", "-c", str(path)], env=wide)
+    assert result.exit_code == 0 and result.output.count("carol") == 2
+    result = runner.invoke(app, ["approve", "2", "-c", str(path)], env=wide)
+    assert result.exit_code == 3 and "not pending approval" in result.output
+
+
+def test_alert_is_pushed_to_a_real_alertmanager_with_the_verdicts_facts(store: Store, tmp_path: Path) -> None:
+    import time
+
+    from monitor.localstack import stack
+
+    rules = Path(__file__).resolve().parent.parent / "alerts" / "forgetmenot.rules.yml"
+    work = tmp_path / "stack"
+    work.mkdir()
+    with stack(work, f"127.0.0.1:{free_port()}", rules) as real:
+        path = policy(tmp_path, store.url)
+        path.write_text(path.read_text() + f"  alertmanager: {{url: '{real.alertmanager}', "
+                                           "link_base: 'http://monitor:9108'}\n")
+        config = load_config(path)
+        failing = verdict(store, "v3", "FAIL")
+        alert = actions.act(store, config, "bot", "r")[0]
+        assert alert.kind == "alert" and alert.status == "done" and "/api/v2/alerts" in alert.detail
+        deadline = time.monotonic() + 30
+        while not real.webhook.alerts() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        [(_, delivered)] = real.webhook.alerts()
+    assert delivered["labels"] | {"severity": "warning"} == {
+        "alertname": "ForgetmenotActionTaken", "model": "bot", "version": "v3", "baseline": "v1",
+        "capability": "arithmetic", "diagnosis": "knowledge_loss", "severity": "warning"}
+    assert delivered["annotations"]["verdict"] == f"http://monitor:9108/api/v1/verdicts/{failing.id}"
+    assert delivered["annotations"]["description"] == "FAIL on arithmetic"
+
+
+def test_alertmanager_down_is_a_failed_action_and_the_ladder_goes_on(store: Store, tmp_path: Path) -> None:
+    path = policy(tmp_path, store.url)
+    path.write_text(path.read_text() + f"  alertmanager: {{url: 'http://127.0.0.1:{free_port()}'}}\n")
+    verdict(store, "v3", "FAIL")
+    done = actions.act(store, load_config(path), "bot", "r")
+    assert [(a.kind, a.status) for a in done] == [("alert", "failed"), ("rollback", "done")]
