@@ -7,6 +7,7 @@ endpoint is down".
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -386,6 +387,68 @@ def alerts(
     cases = out.with_name(out.name.replace(".yml", ".test.yml"))
     cases.write_text(rule_tests_yaml())
     console.print(f"wrote {out} and {cases}")
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown user"
+
+
+@app.command()
+def actions(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+) -> None:
+    """The audit trail of alerts, rollbacks and retrainings, oldest first."""
+    from monitor.store import Store
+    from monitor.validate import load_config
+
+    with _reported():
+        rows = Store(load_config(config, check_paths=False).database_url()).actions(model)
+    console.print(report.actions_table(rows, "actions"))
+
+
+@app.command()
+def approve(
+    action: Annotated[int, typer.Argument(help="The id of an action pending approval.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    by: Annotated[str, typer.Option(help="Who approves (recorded; default: this user).")] = "",
+) -> None:
+    """Approve an action the manual-approval guard held back, and carry it out."""
+    from monitor import actions as ladder
+    from monitor.store import Store
+    from monitor.validate import load_config
+
+    with _reported():
+        loaded = load_config(config)
+        done = ladder.approve(Store(loaded.database_url()), loaded, action, by or _whoami())
+    console.print(report.actions_table([done], "approved"))
+    raise typer.Exit(0 if done.status in ("done", "dry_run") else 1)
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Argument(help="The model to roll back.")],
+    to: Annotated[str, typer.Option("--to", help="The version to make live.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    dry_run: Annotated[bool, typer.Option(help="Record what would happen, change nothing.")] = False,
+    by: Annotated[str, typer.Option(help="Who rolls back (recorded; default: this user).")] = "",
+) -> None:
+    """Make an earlier version live by hand, through the same guards and audit trail as the monitor."""
+    from monitor import actions as ladder
+    from monitor.store import Store
+    from monitor.validate import load_config
+
+    with _reported():
+        loaded = load_config(config)
+        if model not in loaded.models:
+            raise typer.BadParameter(f"unknown model '{model}' (models: {', '.join(loaded.models)})")
+        done = ladder.rollback(Store(loaded.database_url()), loaded, model, to, by or _whoami(),
+                               dry_run=dry_run)
+    console.print(report.actions_table([done], "rollback"))
+    raise typer.Exit(0 if done.status in ("done", "dry_run") else 1)
 
 
 @db_app.command("upgrade")

@@ -20,7 +20,7 @@ from sqlmodel import col
 
 from monitor import metrics as m
 from monitor.judge import PHASES
-from monitor.store import Run, RunError, RunKind, Store, Verdict, VerdictKind
+from monitor.store import Action, LiveVersion, Run, RunError, RunKind, Store, Verdict, VerdictKind
 
 
 def _family(spec: m.MetricSpec) -> Any:
@@ -40,6 +40,7 @@ class StoreCollector(Collector):
         with self.store.session() as s:
             yield from self._runs(s)
             yield from self._verdicts(s)
+            yield from self._actions(s)
 
     def _runs(self, s: Any) -> Iterator[Metric]:
         score, last = _family(m.RETENTION_SCORE), _family(m.LAST_SUCCESS)
@@ -76,6 +77,19 @@ class StoreCollector(Collector):
         for *labels, count in s.execute(query).all():
             family.add_metric(labels, int(count))
         return family
+
+    def _actions(self, s: Any) -> Iterator[Metric]:
+        counts = _family(m.ACTIONS)
+        keys = (col(Action.model), col(Action.kind), col(Action.status))
+        for *labels, count in s.execute(sa_select(*keys, func.count()).group_by(*keys).order_by(*keys)).all():
+            counts.add_metric(labels, count)
+        yield counts
+        live = _family(m.LIVE_VERSION)
+        pointers = (sa_select(col(LiveVersion.model), col(LiveVersion.version))
+                    .order_by(col(LiveVersion.model)))
+        for row in s.execute(pointers):
+            live.add_metric(list(row), 1)
+        yield live
 
     def _verdicts(self, s: Any) -> Iterator[Metric]:
         families = {spec.name: _family(spec) for spec in (
@@ -135,7 +149,8 @@ class CachedExposition:
             runs = s.execute(sa_select(func.max(Run.id), func.max(Run.finished_at),
                                         func.count(col(Run.id)))).one()
             verdict = s.execute(sa_select(func.max(Verdict.id))).one()
-        return (*runs, *verdict)
+            acted = s.execute(sa_select(func.max(Action.id), func.max(Action.finished_at))).one()
+        return (*runs, *verdict, *acted)
 
     def render(self, wait: bool = False) -> bytes:
         """The newest finished render; `wait=True` renders a changed store before answering."""

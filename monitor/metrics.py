@@ -68,6 +68,10 @@ LAST_SUCCESS = _spec("last_successful_run_timestamp_seconds", "gauge",
 RUNS = _spec("runs_total", "counter", "Probe runs by final status.", *VERSION_SUITE, "status")
 PROBE_ERRORS = _spec("probe_errors_total", "counter", "Item measurements that failed, by error kind.",
                      *VERSION_SUITE, "error_kind")
+ACTIONS = _spec("actions_total", "counter", "Policy-ladder actions (alert, rollback, retrain) by outcome.",
+                "model", "kind", "status")
+LIVE_VERSION = _spec("live_version_info", "gauge",
+                     "1 for the version an action made live (the registry's pointer).", "model", "version")
 SCHEDULE_INTERVAL = _spec("schedule_interval_seconds", "gauge",
                           "The policy's probe interval, so staleness alerts need no copy of it.")
 RUN_DURATION = _spec("run_duration_seconds", "histogram", "Wall time of one probe run.", "model", "suite")
@@ -77,5 +81,5 @@ ITEM_LATENCY = _spec("item_latency_seconds", "histogram",
 ALL: tuple[MetricSpec, ...] = (
     RETENTION_SCORE, RETENTION_DELTA, RETENTION_DELTA_LOWER, RETENTION_DELTA_UPPER, VERDICT_PHASE,
     VERDICT_INFO, VERDICT_TIMESTAMP, KNOWLEDGE_SCORE, ALIGNMENT_GAP, LAST_SUCCESS, RUNS, PROBE_ERRORS,
-    SCHEDULE_INTERVAL, RUN_DURATION, ITEM_LATENCY,
+    ACTIONS, LIVE_VERSION, SCHEDULE_INTERVAL, RUN_DURATION, ITEM_LATENCY,
 )

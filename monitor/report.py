@@ -118,3 +118,20 @@ def _bounds(low: float | None, high: float | None, kind: str) -> str:
     if kind == "loglikelihood_rolling":
         return f"{low:+.3f} … {high:+.3f}"
     return f"{low * 100:+.1f} … {high * 100:+.1f}"
+
+
+def actions_table(actions: Sequence[Any], title: str) -> Table:
+    """The audit trail: what the ladder (or a human) did, when, and why."""
+    table = Table(title=title)
+    for column in ("action", "when (UTC)", "model", "kind", "trigger", "from → to", "status", "why",
+                   "detail", "by"):
+        table.add_column(column, overflow="fold")
+    colors = {"done": "green", "failed": "red", "refused": "yellow", "pending_approval": "cyan",
+              "dry_run": "blue"}
+    for a in actions:
+        moved = f"{a.from_version or '—'} → {a.to_version or '—'}" if a.kind != "alert" else "—"
+        status = f"[{colors.get(a.status, 'white')}]{a.status}[/]"
+        trigger = f"verdict {a.verdict_id}" if a.verdict_id else a.trigger
+        table.add_row(str(a.id), a.created_at.strftime("%Y-%m-%d %H:%M:%S"), a.model, a.kind, trigger,
+                      moved, status, a.reason, a.detail, a.actor)
+    return table

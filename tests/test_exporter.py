@@ -15,7 +15,7 @@ from monitor.config import Policy
 from monitor.exporter import StoreCollector
 from monitor.judge import judge_suite
 from monitor.probing import VersionRef, probe_suite
-from monitor.store import Run, Store, Verdict
+from monitor.store import Action, Run, Store, Verdict
 from monitor.suites import load_suite
 from tests.conftest import PROBES
 from tests.test_judge import _answers, _gold
@@ -34,6 +34,9 @@ def _populate(store: Store) -> None:
     judge_suite(store, suite, Policy().rules_for(suite.capability), "bot", "v2", "v1")
     fluency = load_suite(PROBES / "fluency")
     probe_suite(store, FakeBackend(fail_on=lambda text: True), fluency, VersionRef("bot", "v2"))
+    for kind, status in (("alert", "done"), ("rollback", "done"), ("retrain", "refused")):
+        store.add_action(Action(model="bot", kind=kind, trigger="verdict", status=status))
+    store.set_live("bot", "v1", 2)
     with Session(store.engine) as s:
         for row in [*s.exec(select(Run)).all(), *s.exec(select(Verdict)).all()]:
             if isinstance(row, Run):
