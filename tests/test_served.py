@@ -32,12 +32,16 @@ ADAPTER = "smollm2-lora"
 
 @pytest.fixture(scope="session")
 def lora_adapter(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    return make_adapter(smollm2_dir, tmp_path_factory.mktemp("adapter") / ADAPTER, seed=0)
+
+
+def make_adapter(smollm2_dir: Path, out: Path, seed: int) -> Path:
     """A small random LoRA adapter on q/v projections: enough to change answers, not wreck them."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
     config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     peft_model = get_peft_model(model, config)
@@ -45,7 +49,6 @@ def lora_adapter(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) ->
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.mul_(0.5)
-    out = tmp_path_factory.mktemp("adapter") / ADAPTER
     peft_model.save_pretrained(out)
     return out
 
@@ -168,7 +171,7 @@ database: sqlite:///fmn.db
 models:
   bot:
     backend: {{kind: openai, base_url: "{base_url}", tokenizer: {tokenizer}, dtype: float32,
-               timeout: 20s, max_retries: 1}}
+               timeout: 300s, max_retries: 1}}
     versions:
       v1: {{served_name: smollm2}}
       v2: {{adapter: {ADAPTER}}}
@@ -213,3 +216,46 @@ def test_the_monitor_cycles_through_served_versions(vllm: Served, smollm2_dir: P
         ("v2", "arithmetic", "complete", 0), ("v2", "fluency", "complete", 0)]
     phases = {v.capability: v.phase for v in monitor.store.verdicts(model="bot", candidate="v2")}
     assert set(phases) == {"arithmetic", "fluency"} and "ERROR" not in phases.values()
+
+
+def test_rollback_through_vllm_lora_repoints_the_live_adapter_name(
+        vllm: Served, smollm2_dir: Path, lora_adapter: Path, tmp_path: Path) -> None:
+    """Users call `bot-live`; a rollback makes it answer as the earlier adapter does."""
+    from monitor import actions
+    from monitor.deployers import DeployError, deployer_for
+    from monitor.store import Verdict
+    from monitor.validate import load_config
+
+    newer = make_adapter(smollm2_dir, tmp_path / "bot-v3", seed=1)
+    shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")
+    path = tmp_path / "forgetmenot.yaml"
+    path.write_text(f"""\
+database: sqlite:///fmn.db
+models:
+  bot:
+    backend: {{kind: openai, base_url: "{vllm.base_url}", tokenizer: {smollm2_dir}, dtype: float32}}
+    versions:
+      v1: {{served_name: smollm2}}
+      v2: {{adapter: {ADAPTER}, path: {lora_adapter}}}
+      v3: {{adapter: bot-v3, path: {newer}}}
+    baseline: v1
+    live: v3
+    deployer: {{kind: vllm-lora, alias: bot-live}}
+suites: [probes/arithmetic]
+""")
+    config = load_config(path)
+    store = Store(config.database_url())
+    deployer = deployer_for(config, store, "bot")
+    deployer.promote("bot", "v3", None)  # what the release did
+    suite = load_suite(PROBES / "general-knowledge")
+    before = measure(served(vllm, "bot-live", smollm2_dir), suite, "multiple_choice", 24)
+    store.save_verdict(Verdict(model="bot", candidate="v2", baseline="v1", suite="arithmetic",
+                               capability="arithmetic", content_hash="h", phase="PASS",
+                               diagnosis="none", reason="kept"), [])
+    done = actions.rollback(store, config, "bot", "v2", "sre")
+    assert done.status == "done" and "'bot-live' now serves v2" in done.detail, done.detail
+    after = measure(served(vllm, "bot-live", smollm2_dir), suite, "multiple_choice", 24)
+    assert_same(after, measure(served(vllm, ADAPTER, smollm2_dir), suite, "multiple_choice", 24), 1e-4)
+    assert [a.margin for a in after] != [b.margin for b in before]
+    with pytest.raises(DeployError, match="only make an adapter version live"):
+        deployer.promote("bot", "v1", None)
