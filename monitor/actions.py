@@ -3,8 +3,9 @@
 Every step is an `Action` row written *before* anything is done (the audit trail survives a
 crash mid-action), then finished as `done`, `failed`, `refused` (a guard said no, with the
 reason), `dry_run` (what would have happened) or left `pending_approval` for a human
-(`forgetmenot approve`). A verdict is acted on at most once across replicas: the first monitor to
-insert the claim `act:<model>:<verdict>` acts, the others skip. Humans use the same path
+(`forgetmenot approve`). A failure is acted on once, not once per cycle, and by one replica: the
+first monitor to insert the claim `act:<model>:<capability>:<first verdict of the failure>` acts,
+the others (and later cycles of the same failure) skip. Humans use the same path
 (`forgetmenot rollback MODEL --to VERSION`), so the guards and the audit trail are the same.
 """
 
@@ -24,10 +25,15 @@ MOVES = ("rollback", "retrain")  # actions that change what serves users; guards
 
 @dataclass(frozen=True)
 class Trigger:
-    """A capability whose verdict history settled as FAIL on the live version."""
+    """A capability whose verdict history settled as FAIL on the live version.
+
+    `episode` is the first verdict of the trailing run of FAILs (and ERRORs): the ladder runs once
+    per episode, not once per cycle while the capability stays failed.
+    """
 
     verdict: Verdict
     steps: tuple[str, ...]
+    episode: int
 
 
 def live_version(store: Store, config: Config, model: str) -> str:
@@ -48,8 +54,17 @@ def triggers(store: Store, config: Config, model: str) -> list[Trigger]:
             continue
         latest = history[-1]
         ladder = rules.on_knowledge_loss if latest.diagnosis == "knowledge_loss" else rules.on_alignment_loss
-        found.append(Trigger(latest, tuple(ladder)))
+        found.append(Trigger(latest, tuple(ladder), _episode(history)))
     return found
+
+
+def _episode(history: list[Verdict]) -> int:
+    start = history[-1]
+    for verdict in reversed(history):
+        if verdict.phase not in ("FAIL", "ERROR"):
+            break
+        start = verdict
+    return start.id or 0
 
 
 def rollback_target(store: Store, config: Config, model: str, live: str) -> str | None:
@@ -81,8 +96,8 @@ def act(store: Store, config: Config, model: str, holder: str) -> list[Action]:
     """Carry out the ladder for every new trigger; returns the actions recorded this time."""
     recorded: list[Action] = []
     for trigger in triggers(store, config, model):
-        if not store.claim(f"act:{model}:{trigger.verdict.id}", holder):
-            continue  # another replica (or an earlier cycle) owns this verdict
+        if not store.claim(f"act:{model}:{trigger.verdict.capability}:{trigger.episode}", holder):
+            continue  # another replica, or an earlier cycle of this failure, acted on it
         for step in trigger.steps:
             action = _record(store, config, model, step, trigger.verdict, holder)
             recorded.append(_run(store, config, action))

@@ -72,6 +72,18 @@ def test_a_verdict_is_acted_on_once_across_replicas(store: Store, tmp_path: Path
     assert len(store.actions("bot")) == 2
 
 
+def test_a_failure_is_acted_on_once_not_once_per_cycle(store: Store, tmp_path: Path) -> None:
+    config = setup(tmp_path, store, deployer="{kind: webhook, url: 'http://127.0.0.1:9/'}")
+    verdict(store, "v3", "FAIL", diagnosis="alignment_loss")
+    assert len(actions.act(store, config, "bot", "r")) == 2
+    verdict(store, "v3", "FAIL", diagnosis="alignment_loss")  # the next cycle: still failing
+    verdict(store, "v3", "ERROR")
+    assert actions.act(store, config, "bot", "r") == []
+    verdict(store, "v3", "PASS")
+    verdict(store, "v3", "FAIL", diagnosis="alignment_loss")  # a new failure
+    assert [a.kind for a in actions.act(store, config, "bot", "r")] == ["alert", "retrain"]
+
+
 @pytest.mark.parametrize(("v2_phase", "target"), [(None, "v1"), ("FAIL", "v1"), ("ERROR", "v1"),
                                                    ("PASS", "v2")])
 def test_rollback_never_goes_to_an_unjudged_or_failing_version(store: Store, tmp_path: Path,
