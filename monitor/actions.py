@@ -11,6 +11,7 @@ the others (and later cycles of the same failure) skip. Humans use the same path
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -142,6 +143,15 @@ def _record(store: Store, config: Config, model: str, step: str, verdict: Verdic
 
 
 def _run(store: Store, config: Config, action: Action, approved: bool = False) -> Action:
+    """Guard and carry out one action; moves of one model are serialized across replicas, so two
+    can never both pass the cooldown check."""
+    if action.kind not in MOVES:
+        return _step(store, config, action, approved)
+    with store.exclusive(zlib.crc32(f"move:{action.model}".encode()) & 0x7FFFFFFF):
+        return _step(store, config, action, approved)
+
+
+def _step(store: Store, config: Config, action: Action, approved: bool) -> Action:
     assert action.id is not None
     refusal = _guard(store, config.policy.guards, action, approved)
     if refusal == "pending_approval":
@@ -186,11 +196,10 @@ def _move(store: Store, config: Config, action: Action) -> Action:
         return store.finish_action(action.id, "dry_run", detail=f"would make {action.to_version} live "
                                    f"instead of {action.from_version}")
     try:
-        detail = deployer_for(config, store, action.model).promote(action.model, action.to_version, action.id)
+        detail = deployer_for(config, action.model).promote(action.model, action.to_version, action.id)
     except DeployError as exc:
         return store.finish_action(action.id, "failed", detail=str(exc))
-    if config.models[action.model].deployer.kind != "registry":
-        store.set_live(action.model, action.to_version, action.id)
+    store.set_live(action.model, action.to_version, action.id)
     return store.finish_action(action.id, "done", detail=detail)
 
 
@@ -200,12 +209,13 @@ def _guard(store: Store, guards: Guards, action: Action, approved: bool) -> str 
         return None
     if guards.approval == "manual" and not approved:
         return "pending_approval"
-    day_ago = utcnow() - timedelta(days=1)
-    moves = [a for a in store.actions(action.model, since=min(day_ago, utcnow() - guards.cooldown))
-             if a.kind in MOVES and a.status == "done" and a.id != action.id]
-    recent = [a for a in moves if a.created_at >= utcnow() - guards.cooldown]
-    if recent:
-        return f"cooldown: action {recent[-1].id} moved {action.model} less than {guards.cooldown} ago"
-    if len([a for a in moves if a.created_at >= day_ago]) >= guards.max_actions_per_day:
+    day_ago, cooled = utcnow() - timedelta(days=1), utcnow() - guards.cooldown
+    # When a move took effect (finished_at) counts, not when it was proposed: an approval may
+    # come days after the proposal.
+    moves = [a.finished_at for a in store.actions(action.model)
+             if a.kind in MOVES and a.status == "done" and a.id != action.id and a.finished_at]
+    if any(at >= cooled for at in moves):
+        return f"cooldown: {action.model} was moved less than {guards.cooldown} ago"
+    if sum(at >= day_ago for at in moves) >= guards.max_actions_per_day:
         return f"limit: {guards.max_actions_per_day} actions per day already taken for {action.model}"
     return None

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.exposition import ThreadingWSGIServer
 from sqlalchemy import text
 
+from monitor.actions import live_version
 from monitor.config import Config
 from monitor.exporter import CachedExposition
 from monitor.store import Store
@@ -83,7 +84,8 @@ class Api:
         for verdict in self.store.verdicts():
             latest[(verdict.model, verdict.capability)] = verdict
         return [{
-            "model": name, "live": spec.live, "baseline": spec.baseline, "versions": list(spec.versions),
+            "model": name, "live": live_version(self.store, self.config, name), "baseline": spec.baseline,
+            "versions": list(spec.versions),
             "backend": spec.backend.kind,
             "capabilities": {cap: {"phase": v.phase, "diagnosis": v.diagnosis, "verdict": v.id,
                                    "candidate": v.candidate}

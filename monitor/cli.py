@@ -105,6 +105,7 @@ def probe(
 ) -> None:
     """Run probe suites on one model version, store every item, print a summary."""
     from monitor import models
+    from monitor.actions import live_version
     from monitor.runner import probe_version
     from monitor.store import Store
     from monitor.validate import load_config, load_suites
@@ -112,12 +113,12 @@ def probe(
     with _reported():
         loaded = load_config(config)
         name = _pick_model(loaded.models, model)
-        chosen = version or loaded.models[name].live
+        store = Store(loaded.database_url())
+        chosen = version or live_version(store, loaded, name)
         picked = [s for s in load_suites(loaded) if not suite or s.name in suite]
         if kind:
             picked = [s.only([k for k in s.kinds if k in kind]) for s in picked if set(s.kinds) & set(kind)]
         spec = loaded.models[name].backend
-        store = Store(loaded.database_url())
         with _progress() as progress:
             measured = probe_version(
                 store, VersionRef(name, chosen), picked,
@@ -236,6 +237,7 @@ def judge(
 
     Exits 0 on PASS, 1 on FAIL, 4 on MARGINAL or INCONCLUSIVE, 3 on ERROR.
     """
+    from monitor.actions import live_version
     from monitor.judge import judge_suite, overall
     from monitor.store import Store
     from monitor.validate import load_config, load_suites
@@ -243,9 +245,9 @@ def judge(
     with _reported():
         loaded = load_config(config)
         name = _pick_model(loaded.models, model)
-        cand = candidate or loaded.models[name].live
-        base = baseline or loaded.models[name].baseline
         store = Store(loaded.database_url())
+        cand = candidate or live_version(store, loaded, name)
+        base = baseline or loaded.models[name].baseline
         judged = []
         for s in [s for s in load_suites(loaded) if not suite or s.name in suite]:
             rules = loaded.policy.rules_for(s.capability)
@@ -443,9 +445,8 @@ def rollback(
 
     with _reported():
         loaded = load_config(config)
-        if model not in loaded.models:
-            raise typer.BadParameter(f"unknown model '{model}' (models: {', '.join(loaded.models)})")
-        done = ladder.rollback(Store(loaded.database_url()), loaded, model, to, by or _whoami(),
+        done = ladder.rollback(Store(loaded.database_url()), loaded, _pick_model(loaded.models, model), to,
+                               by or _whoami(),
                                dry_run=dry_run)
     console.print(report.actions_table([done], "rollback"))
     raise typer.Exit(0 if done.status in ("done", "dry_run") else 1)

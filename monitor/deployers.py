@@ -22,11 +22,11 @@ from monitor.backends.endpoint import Endpoint
 from monitor.config import Config
 from monitor.errors import BackendError, ForgetmenotError
 from monitor.models import home
-from monitor.store import Store, utcnow
+from monitor.store import utcnow
 
 
 class DeployError(ForgetmenotError):
-    """The deployer could not make the version live; nothing is assumed to have changed."""
+    """The deployer could not make the version live; the message says what state it left."""
 
 
 class Deployer(Protocol):
@@ -36,10 +36,10 @@ class Deployer(Protocol):
 
 
 class RegistryDeployer:
-    """The database pointer, plus `<dir>/<model>.json` written atomically for serving to read."""
+    """Writes `<dir>/<model>.json` atomically, for serving to read; the pointer in the database
+    is set by the ladder after every deployer's move."""
 
-    def __init__(self, store: Store, directory: Path) -> None:
-        self.store = store
+    def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     def promote(self, model: str, version: str, action_id: int | None) -> str:
@@ -49,7 +49,6 @@ class RegistryDeployer:
         with tempfile.NamedTemporaryFile("w", dir=self.directory, delete=False, suffix=".tmp") as out:
             json.dump(record, out, indent=2)
         os.replace(out.name, target)
-        self.store.set_live(model, version, action_id)
         return f"registry: {model} live = {version} ({target})"
 
 
@@ -94,15 +93,16 @@ class VllmLoraDeployer:
         try:
             self.endpoint.post_text("/load_lora_adapter", {"lora_name": self.alias, "lora_path": folder})
         except BackendError as exc:
-            raise DeployError(f"vllm-lora {self.endpoint.base_url}: {exc}") from exc
+            raise DeployError(f"vllm-lora {self.endpoint.base_url}: '{self.alias}' was unloaded but "
+                              f"loading {folder} failed, so nothing answers to it now: {exc}") from exc
         return f"vllm-lora {self.endpoint.base_url}: '{self.alias}' now serves {version} ({folder})"
 
 
-def deployer_for(config: Config, store: Store, model: str) -> Deployer:
+def deployer_for(config: Config, model: str) -> Deployer:
     spec = config.models[model].deployer
     if spec.kind == "registry":
         directory = config.resolve(spec.path) if spec.path else home() / "live"
-        return RegistryDeployer(store, directory)
+        return RegistryDeployer(directory)
     if spec.kind == "webhook":
         if not spec.url:
             raise DeployError(f"{model}: the webhook deployer needs url")

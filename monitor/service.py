@@ -154,6 +154,7 @@ class Monitor:
 
     def cycle(self, model: str, version: str, slot: int | None = None) -> bool:
         """Probe every suite on one version, then judge live against baseline. False if skipped."""
+        version = self._following_live(model, version)
         name = f"probe:{model}:{version}:{self.slot() if slot is None else slot}"
         if not self.store.claim(name, self.holder):
             log.info("%s already claimed by another replica", name)
@@ -167,6 +168,15 @@ class Monitor:
             self._judge(model)
             self._act(model)
         return True
+
+    def _following_live(self, model: str, version: str) -> str:
+        """The live job probes whatever an action has made live since the policy file was written."""
+        from monitor.actions import live_version
+
+        spec = self.config.models[model]
+        if version == spec.live and version != spec.baseline:
+            return live_version(self.store, self.config, model)
+        return version
 
     def _load(self, model: str, version: str) -> Backend | None:
         try:

@@ -463,15 +463,13 @@ class Store:
             s.commit()
             return action
 
-    def finish_action(self, action_id: int, status: str, reason: str = "", detail: str = "",
-                      actor: str = "") -> Action:
+    def finish_action(self, action_id: int, status: str, detail: str = "", actor: str = "") -> Action:
         with self.session() as s:
             action = s.get(Action, action_id)
             if action is None:
                 raise StoreError(f"action {action_id} does not exist")
             action.status, action.finished_at = status, utcnow()
             action.actor = actor or action.actor
-            action.reason = reason or action.reason
             action.detail = detail or action.detail
             s.add(action)
             s.commit()

@@ -245,7 +245,7 @@ suites: [probes/arithmetic]
 """)
     config = load_config(path)
     store = Store(config.database_url())
-    deployer = deployer_for(config, store, "bot")
+    deployer = deployer_for(config, "bot")
     deployer.promote("bot", "v3", None)  # what the release did
     suite = load_suite(PROBES / "general-knowledge")
     before = measure(served(vllm, "bot-live", smollm2_dir), suite, "multiple_choice", 24)

@@ -309,3 +309,12 @@ def test_two_serve_processes_on_one_postgres_database_work_each_slot_once(tmp_pa
                 assert claimed - 1 <= measured <= claimed, (version, suite, claimed, measured)
         assert store.runs(status="running") == []
         store.close()
+
+
+def test_the_live_job_follows_a_rollback(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Once an action has made another version live, the live job probes that one."""
+    monitor = open_monitor(policy(tmp_path, tiny_model_dir))
+    monitor.store.set_live("bot", "v1", None)
+    assert monitor.cycle("bot", "v2", slot=7)
+    assert {r.version for r in monitor.store.runs()} == {"v1"}
+    assert not monitor.cycle("bot", "v1", slot=7)  # the baseline job's slot is the same work

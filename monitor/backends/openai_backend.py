@@ -29,7 +29,7 @@ from monitor.backends.base import (
     cut_at_stops,
 )
 from monitor.backends.endpoint import Endpoint
-from monitor.backends.tokens import Tokenizer, rolling_windows, split_pair
+from monitor.backends.tokens import Tokenizer, fit_context, rolling_windows, split_pair
 from monitor.errors import BackendError
 
 _MAX_LENGTH_CAP = 2048
@@ -47,7 +47,7 @@ class OpenAIBackend:
         self.batch_size = batch_size
         self._info = BackendInfo(kind="openai", model=f"{model}@{endpoint.base_url}", device="remote",
                                  dtype=dtype)
-        self._max_length: int | None = None
+        self._listed: list[dict[str, Any]] | None = None
         self._aligned = False
         self.next_token_scoring: bool | None = None  # None: not yet known for this server
 
@@ -70,11 +70,13 @@ class OpenAIBackend:
         prefix = self.tokenizer.prefix_token()
         pairs: list[tuple[list[int], list[int]]] = []
         for request in requests:
-            for continuation in request.continuations:
-                context, cont = split_pair(self.tokenizer.encode, prefix, request.context, continuation)
-                if not cont:
-                    raise BackendError("a continuation encodes to no tokens", kind="tokenization")
-                pairs.append((context[-(self.max_length - len(cont)) :], cont))
+            split = [split_pair(self.tokenizer.encode, prefix, request.context, continuation)
+                     for continuation in request.continuations]
+            conts = [cont for _, cont in split]
+            if not all(conts):
+                raise BackendError("a continuation encodes to no tokens", kind="tokenization")
+            context = fit_context(split[0][0], conts, self.max_length)
+            pairs += [(context, cont) for cont in conts]
         flat = iter(self._score_pairs(pairs))
         return [[next(flat) for _ in request.continuations] for request in requests]
 
@@ -178,11 +180,7 @@ class OpenAIBackend:
 
     def _serves_model(self) -> bool:
         """Tells a missing route (404 for any model) from a model the server does not know."""
-        try:
-            listed = self.endpoint.get("/models").get("data") or []
-        except BackendError:
-            return False
-        return any(isinstance(m, dict) and m.get("id") == self.model for m in listed)
+        return any(m.get("id") == self.model for m in self._models())
 
     def _summed(self, choice: dict[str, Any], ids: list[int], start: int) -> float:
         values = answers.prompt_logprobs(choice, ids, self.endpoint.base_url)
@@ -191,16 +189,19 @@ class OpenAIBackend:
     @property
     def max_length(self) -> int:
         """The served context length (vLLM reports `max_model_len`), capped like in-process."""
-        if self._max_length is None:
-            found = _MAX_LENGTH_CAP
+        lengths = [m.get("max_model_len") for m in self._models() if m.get("id") == self.model]
+        served = next((n for n in lengths if isinstance(n, int) and n > 0), _MAX_LENGTH_CAP)
+        return min(served, _MAX_LENGTH_CAP)
+
+    def _models(self) -> list[dict[str, Any]]:
+        """`/models`, asked once: what the server serves (an empty list if it will not say)."""
+        if self._listed is None:
             try:
-                models = self.endpoint.get("/models").get("data") or []
-                found = next((int(m["max_model_len"]) for m in models
-                              if m.get("id") == self.model and m.get("max_model_len")), _MAX_LENGTH_CAP)
-            except (BackendError, TypeError, ValueError, KeyError):
-                pass
-            self._max_length = min(found, _MAX_LENGTH_CAP)
-        return self._max_length
+                data = self.endpoint.get("/models").get("data")
+            except BackendError:
+                data = None
+            self._listed = [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+        return self._listed
 
     # -- generation -----------------------------------------------------------------------
 

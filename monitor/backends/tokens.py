@@ -34,6 +34,13 @@ def split_pair(encode: Encode, prefix_token: int, context: str,
     return context_ids, whole[len(context_ids) :] if context else whole
 
 
+def fit_context(context: list[int], continuations: list[list[int]], max_length: int) -> list[int]:
+    """The tail of the context that leaves room for the longest continuation (lm-evaluation-
+    harness keeps the tail too); one cut for all of a question's choices, so they share it."""
+    room = max_length - max(len(c) for c in continuations)
+    return context[len(context) - room :] if room > 0 else []
+
+
 def rolling_windows(tokens: list[int], max_length: int) -> list[list[int]]:
     """Disjoint windows of at most `max_length` scored tokens; each window's first token is the
     previous window's last, so every token after the first is scored exactly once."""

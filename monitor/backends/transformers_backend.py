@@ -20,7 +20,7 @@ from monitor.backends.base import (
     RollingResult,
     cut_at_stops,
 )
-from monitor.backends.tokens import rolling_windows, split_pair
+from monitor.backends.tokens import fit_context, rolling_windows, split_pair
 from monitor.errors import BackendError, MissingExtra
 
 if TYPE_CHECKING:
@@ -128,8 +128,7 @@ class TransformersBackend:
         conts = [cont for _, cont in pairs]
         if any(not cont for cont in conts):
             raise BackendError("a continuation encodes to no tokens", kind="tokenization")
-        longest = max(len(c) for c in conts)
-        return context[-(self.max_length - longest) :], conts
+        return fit_context(context, conts, self.max_length), conts
 
     def _loglikelihood_pack(self, encoded: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
         """One forward pass for a whole batch of questions, without padding."""
