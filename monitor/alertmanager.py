@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
+from monitor.backends.endpoint import Endpoint
 from monitor.config import AlertmanagerSpec, Rules
-from monitor.errors import ForgetmenotError
+from monitor.errors import BackendError, ForgetmenotError
 from monitor.store import Action, Verdict, utcnow
 
 ALERTNAME = "ForgetmenotActionTaken"
@@ -45,14 +44,15 @@ def verdict_alert(verdict: Verdict, action: Action, rules: Rules, spec: Alertman
 
 
 def push(spec: AlertmanagerSpec, alerts: list[dict[str, Any]]) -> str:
-    url = f"{spec.url.rstrip('/')}/api/v2/alerts"
+    """Retried on transient failures: Alertmanager merges repeated alerts with the same labels."""
+    endpoint = Endpoint(spec.url, timeout_s=10.0, max_retries=2, concurrency=1)
     try:
-        response = httpx.post(url, json=alerts, timeout=10.0)
-    except httpx.HTTPError as exc:
-        raise AlertError(f"Alertmanager {url}: {exc}") from exc
-    if response.status_code // 100 != 2:
-        raise AlertError(f"Alertmanager {url}: HTTP {response.status_code}: {response.text[:200]}")
-    return f"pushed to {url}"
+        endpoint.post_text("/api/v2/alerts", alerts)
+    except BackendError as exc:
+        raise AlertError(f"Alertmanager: {exc}") from exc
+    finally:
+        endpoint.close()
+    return f"pushed to {endpoint.base_url}/api/v2/alerts"
 
 
 

@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-import httpx
-
 from monitor.backends.endpoint import Endpoint
 from monitor.config import Config
 from monitor.errors import BackendError, ForgetmenotError
@@ -53,21 +51,19 @@ class RegistryDeployer:
 
 
 class WebhookDeployer:
-    """POSTs {model, version, action} and treats any non-2xx answer as a failed deployment."""
+    """POSTs {model, version, action} once (a retry could deploy twice); any error or non-2xx
+    answer is a failed deployment."""
 
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
-        self.url = url
-        self.timeout_s = timeout_s
+        self.endpoint = Endpoint(url, timeout_s=timeout_s, max_retries=0, concurrency=1)
 
     def promote(self, model: str, version: str, action_id: int | None) -> str:
         payload = {"model": model, "version": version, "action": action_id}
         try:
-            response = httpx.post(self.url, json=payload, timeout=self.timeout_s)
-        except httpx.HTTPError as exc:
-            raise DeployError(f"webhook {self.url}: {exc}") from exc
-        if response.status_code // 100 != 2:
-            raise DeployError(f"webhook {self.url}: HTTP {response.status_code}: {response.text[:200]}")
-        return f"webhook {self.url}: HTTP {response.status_code}"
+            self.endpoint.post_text("", payload)
+        except BackendError as exc:
+            raise DeployError(f"webhook: {exc}") from exc
+        return f"webhook {self.endpoint.base_url}: accepted"
 
 
 class VllmLoraDeployer:

@@ -84,8 +84,8 @@ class Endpoint:
     def get(self, path: str, *, root: bool = False) -> dict[str, Any]:
         return self._with_retries(lambda: self._json("GET", path, None, root))
 
-    def post_text(self, path: str, payload: dict[str, Any]) -> str:
-        """For admin routes that answer in plain text (vLLM's LoRA loading)."""
+    def post_text(self, path: str, payload: Any) -> str:
+        """For routes that answer in plain text (vLLM's LoRA loading, Alertmanager, webhooks)."""
         return self._with_retries(lambda: self._send("POST", path, payload, False).text)
 
     def map(self, call: Callable[[T], R], items: Sequence[T]) -> list[R]:
@@ -121,7 +121,7 @@ class Endpoint:
                                kind="invalid_response")
         return body
 
-    def _send(self, method: str, path: str, payload: dict[str, Any] | None, root: bool) -> httpx.Response:
+    def _send(self, method: str, path: str, payload: Any, root: bool) -> httpx.Response:
         url = f"{self.root if root else self.base_url}{path}"
         with self._slots:
             try:
