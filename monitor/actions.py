@@ -129,7 +129,12 @@ def approve(store: Store, config: Config, action_id: int, actor: str) -> Action:
         raise DeployError(f"action {action_id} does not exist")
     if action.status != "pending_approval":
         raise DeployError(f"action {action_id} is {action.status}, not pending approval")
-    approved = store.finish_action(action_id, "planned", actor=f"{action.actor}, approved by {actor}")
+    by = f"{action.actor}, approved by {actor}"
+    live = live_version(store, config, action.model)
+    if live != action.from_version:  # the failing version is no longer live: nothing to roll back
+        return store.finish_action(action_id, "refused", actor=by, detail=f"live moved from "
+                                   f"{action.from_version} to {live} while this waited for approval")
+    approved = store.revise_action(action_id, status="planned", actor=by)
     return _run(store, config, approved, approved=True)
 
 

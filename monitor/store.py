@@ -464,13 +464,17 @@ class Store:
             return action
 
     def finish_action(self, action_id: int, status: str, detail: str = "", actor: str = "") -> Action:
+        changes: dict[str, Any] = {"status": status, "finished_at": utcnow()}
+        changes |= {"detail": detail} if detail else {}
+        return self.revise_action(action_id, **changes | ({"actor": actor} if actor else {}))
+
+    def revise_action(self, action_id: int, **changes: Any) -> Action:
         with self.session() as s:
             action = s.get(Action, action_id)
             if action is None:
                 raise StoreError(f"action {action_id} does not exist")
-            action.status, action.finished_at = status, utcnow()
-            action.actor = actor or action.actor
-            action.detail = detail or action.detail
+            for name, value in changes.items():
+                setattr(action, name, value)
             s.add(action)
             s.commit()
             return action

@@ -123,6 +123,20 @@ def test_manual_approval_holds_the_rollback_until_approved(store: Store, tmp_pat
     assert approved.status == "done" and "approved by alice" in approved.actor and store.live("bot") == "v1"
 
 
+def test_approval_after_live_moved_away_does_nothing(store: Store, tmp_path: Path) -> None:
+    """A rollback held for approval is moot once the failing version is no longer live."""
+    config = setup(tmp_path, store, guards="{approval: manual}")
+    verdict(store, "v2", "PASS")
+    verdict(store, "v3", "FAIL")
+    held = actions.act(store, config, "bot", "r")[1]
+    assert (held.from_version, held.to_version) == ("v3", "v2")
+    store.set_live("bot", "v2", None)  # moved by hand meanwhile
+    assert held.id is not None
+    approved = actions.approve(store, config, held.id, "alice")
+    assert approved.status == "refused" and "live moved from v3 to v2" in approved.detail
+    assert store.live("bot") == "v2" and "approved by alice" in approved.actor
+
+
 def test_cooldown_and_daily_limit_refuse_further_moves(store: Store, tmp_path: Path) -> None:
     config = setup(tmp_path, store, guards="{cooldown: 1h, max_actions_per_day: 5}")
     verdict(store, "v3", "FAIL")
