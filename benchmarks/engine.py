@@ -68,23 +68,33 @@ def items() -> list[dict[str, object]]:
             for r in rows]
 
 
-def run_lm_eval(model: Path, work: Path) -> tuple[float, dict[str, list[float]]]:
+def lm_eval_task(work: Path) -> tuple[Path, Path]:
+    """The items as an lm-eval task folder, and a fresh output folder for one run."""
     data = work / "gk.jsonl"
     data.write_text("".join(json.dumps(i) + "\n" for i in items()))
     tasks = work / "tasks"
     tasks.mkdir(exist_ok=True)
     (tasks / f"{TASK}.yaml").write_text(TASK_YAML.format(task=TASK, data=data))
-    out = work / f"lm-eval-out-{time.monotonic_ns()}"
-    command = [str(BIN / "lm_eval"), "--model", "hf", "--model_args",
-               f"pretrained={model},dtype=float32", "--tasks", TASK, "--include_path", str(tasks),
-               "--device", "cpu", "--batch_size", str(BATCH), "--log_samples", "--output_path", str(out)]
-    seconds = _timed(command)
+    return tasks, work / f"lm-eval-out-{time.monotonic_ns()}"
+
+
+def lm_eval_scores(out: Path) -> dict[str, list[float]]:
+    """Each item's per-choice log-likelihoods, from lm-eval's logged samples."""
     [samples] = list(out.rglob(f"samples_{TASK}_*.jsonl"))
     scores = {}
     for line in samples.read_text().splitlines():
         sample = json.loads(line)
         scores[sample["doc"]["id"]] = [float(r[0]) for r in sample["filtered_resps"]]
-    return seconds, scores
+    return scores
+
+
+def run_lm_eval(model: Path, work: Path) -> tuple[float, dict[str, list[float]]]:
+    tasks, out = lm_eval_task(work)
+    command = [str(BIN / "lm_eval"), "--model", "hf", "--model_args",
+               f"pretrained={model},dtype=float32", "--tasks", TASK, "--include_path", str(tasks),
+               "--device", "cpu", "--batch_size", str(BATCH), "--log_samples", "--output_path", str(out)]
+    seconds = _timed(command)
+    return seconds, lm_eval_scores(out)
 
 
 def run_forgetmenot(model: Path, work: Path) -> tuple[float, dict[str, str]]:

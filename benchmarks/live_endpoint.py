@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine import BIN, RESULTS, SUITE, TASK, TASK_YAML, _timed, compare, items
+from engine import BIN, RESULTS, SUITE, TASK, _timed, compare, lm_eval_scores, lm_eval_task
 
 POLICY = """\
 database: sqlite:///{db}
@@ -47,24 +47,14 @@ FMN_DEFAULTS = {"batch": 16, "concurrent": 4}
 
 def run_lm_eval(url: str, model: Path, work: Path, batch: int,
                 concurrent: int) -> tuple[float, dict[str, list[float]]]:
-    data = work / "gk.jsonl"
-    data.write_text("".join(json.dumps(i) + "\n" for i in items()))
-    tasks = work / "tasks"
-    tasks.mkdir(exist_ok=True)
-    (tasks / f"{TASK}.yaml").write_text(TASK_YAML.format(task=TASK, data=data))
-    out = work / f"lm-eval-out-{time.monotonic_ns()}"
+    tasks, out = lm_eval_task(work)
     args = (f"model=smollm2,base_url={url}/completions,tokenizer={model},tokenizer_backend=huggingface,"
             f"tokenized_requests=True,num_concurrent={concurrent},max_retries=3")
     command = [str(BIN / "lm_eval"), "--model", "local-completions", "--model_args", args,
                "--tasks", TASK, "--include_path", str(tasks), "--batch_size", str(batch),
                "--log_samples", "--output_path", str(out)]
     seconds = _timed(command)
-    [samples] = list(out.rglob(f"samples_{TASK}_*.jsonl"))
-    scores = {}
-    for line in samples.read_text().splitlines():
-        sample = json.loads(line)
-        scores[sample["doc"]["id"]] = [float(r[0]) for r in sample["filtered_resps"]]
-    return seconds, scores
+    return seconds, lm_eval_scores(out)
 
 
 def run_forgetmenot(url: str, model: Path, work: Path, batch: int,
