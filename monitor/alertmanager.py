@@ -16,6 +16,7 @@ from monitor.errors import BackendError, ForgetmenotError
 from monitor.store import Action, Verdict, utcnow
 
 ALERTNAME = "ForgetmenotActionTaken"
+REJECTED = "ForgetmenotRecoveryRejected"
 
 
 class AlertError(ForgetmenotError):
@@ -36,6 +37,26 @@ def verdict_alert(verdict: Verdict, action: Action, rules: Rules, spec: Alertman
             "ladder": f"action {action.id}: {action.kind}, from {action.from_version}",
             "verdict": link or f"verdict {verdict.id}",
             "report": verdict.report or "",
+        },
+        "startsAt": now.isoformat(),
+        "endsAt": (now + spec.resolve_after).isoformat(),
+        "generatorURL": link,
+    }
+
+
+def retrain_alert(action: Action, spec: AlertmanagerSpec) -> dict[str, Any]:
+    """A recovered version failed its gate: live is still the failing version, a human decides."""
+    now = utcnow()
+    link = f"{spec.link_base.rstrip('/')}/api/v1/actions?model={action.model}" if spec.link_base else ""
+    return {
+        "labels": {"alertname": REJECTED, "model": action.model, "version": action.from_version or "",
+                   "candidate": action.to_version or "", "capability": action.capability or "",
+                   "diagnosis": action.diagnosis or "", "severity": "warning"},
+        "annotations": {
+            "summary": f"{action.model}: recovery retraining of {action.from_version} produced "
+                       f"{action.to_version}, which was not promoted",
+            "description": action.detail,
+            "ladder": f"action {action.id}: retrain, rejected; {action.to_version} is kept for inspection",
         },
         "startsAt": now.isoformat(),
         "endsAt": (now + spec.resolve_after).isoformat(),

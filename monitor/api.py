@@ -59,6 +59,8 @@ class Api:
             return _json(start_response, 200, self._verdicts(query))
         if path.startswith("/api/v1/runs/"):
             return self._run(start_response, path.rsplit("/", 1)[1])
+        if path == "/api/v1/actions":
+            return _json(start_response, 200, self._actions(query))
         return _json(start_response, 404, {"error": f"no such endpoint: {path}"})
 
     def _metrics(self, start_response: StartResponse) -> Iterable[bytes]:
@@ -100,6 +102,12 @@ class Api:
         return [{**v.model_dump(mode="json"), "kinds": [k.model_dump(mode="json", exclude={"verdict_id"})
                                                          for k in kinds.get(v.id or 0, [])]}
                 for v in reversed(found)]
+
+    def _actions(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        """The audit trail, newest first; the rejected-retraining alert links here."""
+        limit = int(query.get("limit", "100")) if query.get("limit", "100").isdigit() else 100
+        found = self.store.actions(query.get("model"))[-limit:]
+        return [a.model_dump(mode="json") for a in reversed(found)]
 
     def _run(self, start_response: StartResponse, raw: str) -> Iterable[bytes]:
         run = self.store.get_run(int(raw)) if raw.isdigit() else None

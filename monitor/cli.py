@@ -11,7 +11,7 @@ import getpass
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from monitor import report
 from monitor.errors import ConfigError, ForgetmenotError, SuiteError
 from monitor.probing import Advance, VersionRef
 from monitor.suites import Split, load_suite
+
+if TYPE_CHECKING:
+    from monitor.retrain import Hooks
 
 app = typer.Typer(help="Watch deployed fine-tuned models for forgetting.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -221,6 +224,37 @@ def demo(
 
         before_after_plot(result.rows, plot)
         console.print(f"chart written to {plot}")
+
+
+@app.command("demo-loop")
+def demo_loop(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    plot: Annotated[Path | None, typer.Option(help="Baseline / forgetful / recovered chart (PNG).")] = None,
+) -> None:
+    """The full loop on the demo: v2 goes live, is judged and diagnosed, and the policy acts on it."""
+    from monitor.loop import run_loop
+
+    with _reported(), _progress() as progress:
+        result = run_loop(config, _hooks(progress))
+    console.print(report.verdicts_table(result.verdicts, "the monitor's verdicts on v2 (vs v1)"))
+    console.print(report.recovery_table(result.figures, "v1", "v2", result.live))
+    console.print(report.actions_table(result.actions, "audit trail"))
+    console.print(f"live now: [bold]{result.live}[/bold]")
+    if plot:
+        from monitor.plots import recovery_plot
+
+        recovery_plot(result.figures, plot)
+        console.print(f"chart written to {plot}")
+
+
+def _hooks(progress: Progress) -> Hooks:
+    from monitor.retrain import Hooks
+
+    def steps(total: int, label: str) -> Callable[[int, float], None]:
+        task = progress.add_task(label, total=total)
+        return lambda n, loss: progress.update(task, advance=n, description=f"{label} loss {loss:.3f}")
+
+    return Hooks(steps=steps, track=_tracker(progress, "probe "))
 
 
 @app.command()
@@ -425,7 +459,9 @@ def approve(
 
     with _reported():
         loaded = load_config(config)
-        done = ladder.approve(Store(loaded.database_url()), loaded, action, by or _whoami())
+        with _progress() as progress:  # approving a retraining trains here
+            done = ladder.approve(Store(loaded.database_url()), loaded, action, by or _whoami(),
+                                  _hooks(progress))
     console.print(report.actions_table([done], "approved"))
     raise typer.Exit(0 if done.status in ("done", "dry_run") else 1)
 

@@ -70,18 +70,51 @@ class VersionSpec(Strict):
     gguf_file: str | None = None
     served_name: str | None = None
     adapter: str | None = None
+    image: str | None = None
     description: str = ""
 
 
 class DeployerSpec(Strict):
     """How live is moved. `path` is the registry's folder for `<model>.json` (default
     `<FORGETMENOT_HOME>/live`); `url` is the webhook's, or vLLM's (default: the backend's
-    base_url); `alias` is the adapter name users call on vLLM, re-pointed at the live version."""
+    base_url); `alias` is the adapter name users call on vLLM, re-pointed at the live version.
+    For `kubernetes`: the Deployment (default: the model's name) and container (default: the
+    deployment's name) in `namespace`, reached through `kubeconfig` (default: in-cluster, then
+    ~/.kube/config) and its `context`."""
 
     kind: Literal["registry", "vllm-lora", "kubernetes", "webhook"] = "registry"
     url: str | None = None
     path: str | None = None
     alias: str | None = None
+    namespace: str = "default"
+    deployment: str | None = None
+    container: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+class RetrainSpec(Strict):
+    """Recovery retraining (the `retrain` action): a LoRA on the failing capabilities' recovery
+    splits, mixed with replay of the fine-tune's own data so the skill it was made for is kept.
+
+    `replay` is a JSONL file of {"prompt", "answer"} lines (the fine-tune's training data, or a
+    sample of it). The result becomes live only if every counted capability PASSes against the
+    baseline and `target_suite` (the fine-tune's own task) loses at most `target_max_drop`
+    against the version it was retrained from; otherwise it is kept for inspection and alerted.
+    """
+
+    max_examples: Annotated[int, Field(gt=0)] = 20
+    replay: str | None = None
+    replay_examples: Annotated[int, Field(ge=0)] = 20
+    target_suite: str | None = None
+    target_max_drop: Fraction = 0.05
+    epochs: Annotated[int, Field(gt=0, le=100)] = 4
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    rank: Annotated[int, Field(gt=0, le=256)] = 16
+    alpha: Annotated[int, Field(gt=0)] = 32
+    batch_size: Annotated[int, Field(gt=0)] = 8
+    seed: int = 0
+    output: str | None = None
 
 
 class ModelSpec(Strict):
@@ -90,6 +123,7 @@ class ModelSpec(Strict):
     baseline: str
     live: str
     deployer: DeployerSpec = DeployerSpec()
+    retrain: RetrainSpec = RetrainSpec()
 
 
 class CapabilityPolicy(Strict):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from monitor import demo_task, finetune, models
+from monitor import demo_task, finetune, models, retrain
 from monitor.config import Config
 from monitor.probing import VersionRef
 from monitor.report import Row
@@ -55,6 +55,14 @@ def build_v2(config: Config, steps: Steps | None = None) -> Path:
     return out
 
 
+def write_replay(config: Config) -> None:
+    """The fine-tune's own data, where the policy's retrain.replay expects it (cheap: it is
+    generated, so it is written on every run)."""
+    replay = config.models[DEMO_MODEL].retrain.replay
+    if replay:
+        retrain.write_replay(demo_task.training_pairs(), config.resolve(replay))
+
+
 def _version_dir(config: Config, version: str) -> Path:
     path = config.models[DEMO_MODEL].versions[version].path
     assert path is not None, f"the demo policy must give {version} a path"
@@ -66,6 +74,7 @@ def run_demo(config_file: Path, *, fresh: bool = False, steps: Steps | None = No
     config = load_config(config_file, check_paths=False)
     build_v1(config)
     build_v2(config, steps)
+    write_replay(config)
     config = load_config(config_file)  # now every path must exist
     suites = load_suites(config)
     store = Store(config.database_url())

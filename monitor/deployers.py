@@ -4,7 +4,8 @@ The action ladder never touches serving directly; it asks the model's deployer t
 live, and records what the deployer said. `registry` (the embedded default) keeps the pointer in
 the monitor's own database and mirrors it to a JSON file a serving process can watch; `webhook`
 posts the change to a URL and lets the receiver do it; `vllm-lora` re-points the adapter name
-users call on a running vLLM.
+users call on a running vLLM; `kubernetes` patches the serving Deployment and lets its rollout
+replace the pods.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from monitor.backends.endpoint import Endpoint
 from monitor.config import Config
-from monitor.errors import BackendError, ForgetmenotError
+from monitor.errors import BackendError, ForgetmenotError, MissingExtra
 from monitor.models import home
 from monitor.store import utcnow
 
@@ -94,6 +95,49 @@ class VllmLoraDeployer:
         return f"vllm-lora {self.endpoint.base_url}: '{self.alias}' now serves {version} ({folder})"
 
 
+class KubernetesDeployer:
+    """Patches one container of a Deployment (strategic merge): its image when the version names
+    one, and always the FORGETMENOT_LIVE_VERSION variable and a pod-template annotation, so the
+    pods roll even when the image stays and the serving process can tell what it serves. The
+    rollout itself is Kubernetes' job; the patch is accepted or the move failed."""
+
+    CONTENT_TYPE = "application/strategic-merge-patch+json"
+
+    def __init__(self, api: Any, namespace: str, deployment: str, container: str,
+                 images: Mapping[str, str]) -> None:
+        self.api = api
+        self.namespace, self.deployment, self.container = namespace, deployment, container
+        self.images = images
+
+    def patch(self, model: str, version: str, action_id: int | None) -> dict[str, Any]:
+        container: dict[str, Any] = {"name": self.container,
+                                     "env": [{"name": "FORGETMENOT_LIVE_VERSION", "value": version}]}
+        if version in self.images:
+            container["image"] = self.images[version]
+        annotations = {"forgetmenot.io/model": model, "forgetmenot.io/live-version": version,
+                       "forgetmenot.io/action": str(action_id or "")}
+        return {"spec": {"template": {"metadata": {"annotations": annotations},
+                                      "spec": {"containers": [container]}}}}
+
+    def promote(self, model: str, version: str, action_id: int | None) -> str:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        where = f"deployment {self.namespace}/{self.deployment}"
+        try:
+            self.api.patch_namespaced_deployment(self.deployment, self.namespace,
+                                                 self.patch(model, version, action_id),
+                                                 _content_type=self.CONTENT_TYPE)
+        except ApiException as exc:
+            raise DeployError(f"kubernetes: patching {where} was refused: {exc.status} {exc.reason}; "
+                              "nothing changed") from exc
+        except HTTPError as exc:
+            raise DeployError(f"kubernetes: the API server could not be reached to patch {where}: "
+                              f"{exc.__class__.__name__}; nothing changed") from exc
+        image = f", image {self.images[version]}" if version in self.images else ""
+        return f"kubernetes: patched {where} container {self.container} to {version}{image}"
+
+
 def deployer_for(config: Config, model: str) -> Deployer:
     spec = config.models[model].deployer
     if spec.kind == "registry":
@@ -105,7 +149,33 @@ def deployer_for(config: Config, model: str) -> Deployer:
         return WebhookDeployer(spec.url)
     if spec.kind == "vllm-lora":
         return _vllm_lora(config, model)
-    raise DeployError(f"{model}: the {spec.kind} deployer is not available in this build yet")
+    return _kubernetes(config, model)
+
+
+def _kubernetes(config: Config, model: str) -> KubernetesDeployer:
+    try:
+        from kubernetes import client
+        from kubernetes import config as kube
+    except ImportError as exc:
+        raise MissingExtra("kubernetes", "kubernetes") from exc
+    spec = config.models[model]
+    deployer = spec.deployer
+    try:
+        if deployer.kubeconfig:
+            api_client = kube.new_client_from_config(str(config.resolve(deployer.kubeconfig)),
+                                                     context=deployer.context)
+        else:
+            try:
+                kube.load_incluster_config()
+            except kube.ConfigException:
+                kube.load_kube_config(context=deployer.context)
+            api_client = client.ApiClient()
+    except (kube.ConfigException, OSError) as exc:
+        raise DeployError(f"{model}: no Kubernetes credentials ({exc}); set deployer.kubeconfig") from exc
+    images = {name: v.image for name, v in spec.versions.items() if v.image}
+    name = deployer.deployment or model
+    return KubernetesDeployer(client.AppsV1Api(api_client), deployer.namespace, name,
+                              deployer.container or name, images)
 
 
 def _vllm_lora(config: Config, model: str) -> VllmLoraDeployer:

@@ -49,7 +49,9 @@ def fine_tune(model: Any, tokenizer: Any, pairs: Sequence[Pair], settings: Train
 
     torch.manual_seed(settings.seed)
     examples = [chat_example(tokenizer, p, a, settings.max_length) for p, a in pairs]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
+    # Only what trains: a LoRA leaves the base weights frozen.
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=settings.learning_rate)
     order = random.Random(settings.seed)
     model.train()
     loss_value = float("nan")

@@ -49,6 +49,28 @@ def before_after_plot(rows: Sequence[Row], out: Path, before: str = "v1", after:
     return out
 
 
+def recovery_plot(figures: Sequence[Any], out: Path, names: tuple[str, str, str] = (
+        "v1 (baseline)", "v2 (fine-tuned)", "recovered")) -> Path:
+    """Three bars per suite × kind: what was there, what the fine-tune left, what retraining restored."""
+    plt = _pyplot()
+    shown = [f for f in figures if f.kind != "loglikelihood_rolling"]
+    xs = range(len(shown))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(shown)), 4.5))
+    for offset, (label, attr) in zip((-0.27, 0, 0.27), zip(names, ("baseline", "before", "after"),
+                                                             strict=True), strict=True):
+        ax.bar([x + offset for x in xs], [getattr(f, attr) or 0 for f in shown], width=0.27, label=label)
+    ax.set_xticks(list(xs), [_wrap(f.suite) + "\n" + _SHORT[f.kind] for f in shown], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy on the probe split")
+    ax.set_title("What recovery retraining brought back")
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def history_plot(runs: Sequence[Run], summaries: dict[int, list[KindSummary]], out: Path) -> Path:
     """One line per model/version/suite/kind, score against run start time."""
     plt = _pyplot()

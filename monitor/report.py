@@ -126,12 +126,26 @@ def actions_table(actions: Sequence[Any], title: str) -> Table:
     for column in ("action", "when (UTC)", "model", "kind", "trigger", "from → to", "status", "why",
                    "detail", "by"):
         table.add_column(column, overflow="fold")
-    colors = {"done": "green", "failed": "red", "refused": "yellow", "pending_approval": "cyan",
-              "dry_run": "blue"}
+    colors = {"done": "green", "failed": "red", "refused": "yellow", "rejected": "magenta",
+              "pending_approval": "cyan", "dry_run": "blue"}
     for a in actions:
         moved = f"{a.from_version or '—'} → {a.to_version or '—'}" if a.kind != "alert" else "—"
         status = f"[{colors.get(a.status, 'white')}]{a.status}[/]"
         trigger = f"verdict {a.verdict_id}" if a.verdict_id else a.trigger
         table.add_row(str(a.id), a.created_at.strftime("%Y-%m-%d %H:%M:%S"), a.model, a.kind, trigger,
                       moved, status, a.reason, a.detail, a.actor)
+    return table
+
+
+def recovery_table(figures: Sequence[Any], baseline: str, before: str, after: str) -> Table:
+    """What recovery retraining brought back: baseline, the forgetful version, the recovered one."""
+    table = Table(title=f"recovery: {baseline} → {before} → {after} (probe split)")
+    table.add_column("suite")
+    table.add_column("measured as")
+    for column in (baseline, before, after, "recovered"):
+        table.add_column(column, justify="right")
+    for f in figures:
+        share = f.recovered()
+        table.add_row(f.suite, KIND_LABELS.get(f.kind, f.kind), fmt(f.baseline, f.kind),
+                      fmt(f.before, f.kind), fmt(f.after, f.kind), "—" if share is None else f"{share:.0%}")
     return table

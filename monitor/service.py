@@ -179,8 +179,10 @@ class Monitor:
         return version
 
     def _load(self, model: str, version: str) -> Backend | None:
-        try:
-            return self.load_backend(self.config, model, version)
+        from monitor.versions import with_made
+
+        try:  # the live version may be one recovery retraining built since the start
+            return self.load_backend(with_made(self.config, self.store), model, version)
         except BackendError as exc:
             log.error("%s/%s will not load: %s", model, version, exc)
             return None

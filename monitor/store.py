@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import UniqueConstraint, event, func, text
+from sqlalchemy import UniqueConstraint, delete, event, func, text
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
@@ -30,6 +30,10 @@ def utcnow() -> datetime:
 
 
 class ModelVersion(SQLModel, table=True):
+    """Every version ever measured. Those the monitor made itself (recovery retraining) also
+    carry their weights' folder, the version they were made from and the action that made them:
+    they join the policy file's versions (`monitor.versions`)."""
+
     __tablename__ = "model_version"
     __table_args__ = (UniqueConstraint("model", "version"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -37,6 +41,9 @@ class ModelVersion(SQLModel, table=True):
     version: str
     source: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+    path: str | None = None
+    parent: str | None = None
+    action_id: int | None = None
 
 
 class SuiteRecord(SQLModel, table=True):
@@ -203,7 +210,7 @@ class Action(SQLModel, table=True):
     diagnosis: str | None = None
     from_version: str | None = None
     to_version: str | None = None
-    status: str = "planned"  # planned | pending_approval | dry_run | done | refused | failed
+    status: str = "planned"  # planned | pending_approval | dry_run | done | refused | failed | rejected
     dry_run: bool = False
     reason: str = ""
     detail: str = ""
@@ -263,6 +270,34 @@ class Store:
             s.add(row)
             s.commit()
             return row
+
+    def add_made_version(self, row: ModelVersion) -> ModelVersion:
+        """Record a version the monitor built; its name must be new for the model."""
+        with self.session() as s:
+            taken = s.exec(select(ModelVersion).where(ModelVersion.model == row.model,
+                                                      ModelVersion.version == row.version)).first()
+            if taken:
+                raise StoreError(f"{row.model} already has a version '{row.version}'")
+            s.add(row)
+            s.commit()
+            return row
+
+    def reset_actions(self) -> None:
+        """Empty the audit trail, the live pointer, the claims and the versions the monitor made.
+        Only for a throwaway copy: the full-loop demo starts every run from the same state."""
+        with self.session() as s:
+            for table in (Action, LiveVersion, Claim):
+                s.exec(delete(table))
+            s.exec(delete(ModelVersion).where(col(ModelVersion.path).is_not(None)))
+            s.commit()
+
+    def made_versions(self, model: str | None = None) -> list[ModelVersion]:
+        """Versions the monitor built (they have a path), oldest first."""
+        with self.session() as s:
+            query = select(ModelVersion).where(ModelVersion.path.is_not(None))  # type: ignore[union-attr]
+            if model:
+                query = query.where(ModelVersion.model == model)
+            return list(s.exec(query.order_by(ModelVersion.id)))  # type: ignore[arg-type]
 
     def ensure_suite(self, name: str, version: int, capability: str, content_hash: str) -> SuiteRecord:
         with self.session() as s:

@@ -104,6 +104,7 @@ def _cross_field_problems(config: Config, located: yamlpos.Located, check_paths:
     suites, suite_problems = _suite_problems(config, located)
     problems += suite_problems
     problems += _capability_problems(config, located, suites)
+    problems += _retrain_problems(config, located, suites, check_paths)
     problems += _database_problems(config, located)
     problems += _schedule_problems(config, located)
     return problems
@@ -168,8 +169,8 @@ def _openai_problems(config: Config, located: yamlpos.Located, name: str, check_
 def _version_source_problems(config: Config, located: yamlpos.Located, key: tuple[str, str],
                              spec: Any, check_paths: bool) -> list[Problem]:
     loc = ("models", key[0], "versions", key[1])
-    if not (spec.path or spec.served_name or spec.adapter):
-        return [located.problem(loc, "a version needs path (weights), served_name or adapter")]
+    if not (spec.path or spec.served_name or spec.adapter or spec.image):
+        return [located.problem(loc, "a version needs path (weights), served_name, adapter or image")]
     if check_paths and spec.path and not config.resolve(spec.path).exists():
         return [located.problem((*loc, "path"), f"{config.resolve(spec.path)} does not exist")]
     return []
@@ -187,6 +188,22 @@ def _suite_problems(config: Config, located: yamlpos.Located) -> tuple[list[Suit
         except SuiteError as exc:
             problems += exc.problems
     return suites, problems
+
+
+def _retrain_problems(config: Config, located: yamlpos.Located, suites: list[Suite],
+                      check_paths: bool) -> list[Problem]:
+    problems = []
+    names = sorted(s.name for s in suites)
+    for model, spec in config.models.items():
+        loc = ("models", model, "retrain")
+        target = spec.retrain.target_suite
+        if target and len(suites) == len(config.suites) and target not in names:
+            problems.append(located.problem((*loc, "target_suite"),
+                                            _choice_message(target, names, "suites")))
+        replay = spec.retrain.replay
+        if check_paths and replay and not config.resolve(replay).is_file():
+            problems.append(located.problem((*loc, "replay"), f"{config.resolve(replay)} does not exist"))
+    return problems
 
 
 def _capability_problems(config: Config, located: yamlpos.Located, suites: list[Suite]) -> list[Problem]:

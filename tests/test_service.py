@@ -191,7 +191,7 @@ def test_migrations_create_the_schema_and_refuse_pre_migration_databases(tmp_pat
     from monitor.migrate import current
 
     store = Store(f"sqlite:///{tmp_path / 'new.db'}")
-    assert current(store.engine) == "0002"
+    assert current(store.engine) == "0003"
     Store(f"sqlite:///{tmp_path / 'new.db'}")  # upgrading again is a no-op
     old = tmp_path / "old.db"
     with sqlite3.connect(old) as conn:

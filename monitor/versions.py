@@ -1,0 +1,32 @@
+"""A model's versions: the policy file's, then those the monitor built itself.
+
+Recovery retraining makes new versions while the monitor runs; they are recorded in the database
+(`model_version` rows with a path), not written into the ML lead's YAML. Everything that resolves
+a version (loading weights, choosing a rollback target, the live job) works on the policy with
+these merged in, listed after the file's own versions in the order they were built, so "an
+earlier version" keeps meaning what it says.
+"""
+
+from __future__ import annotations
+
+from monitor.config import Config, VersionSpec
+from monitor.store import Store
+
+
+def with_made(config: Config, store: Store) -> Config:
+    """`config` with every version the monitor built added to its model (the file's win on a
+    clash, which `add_made_version` prevents anyway)."""
+    made = store.made_versions()
+    if not made:
+        return config
+    models = dict(config.models)
+    for row in made:
+        spec = models.get(row.model)
+        if spec is None or row.version in spec.versions or row.path is None:
+            continue
+        version = VersionSpec(path=row.path, description=f"recovered from {row.parent} by action "
+                              f"{row.action_id}")
+        models[row.model] = spec.model_copy(update={"versions": {**spec.versions, row.version: version}})
+    merged = config.model_copy(update={"models": models})
+    merged._base_dir = config.base_dir
+    return merged
