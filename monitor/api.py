@@ -21,6 +21,7 @@ from monitor.actions import live_version
 from monitor.config import Config
 from monitor.exporter import CachedExposition
 from monitor.store import Store
+from monitor.versions import with_made
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -92,7 +93,7 @@ class Api:
             "capabilities": {cap: {"phase": v.phase, "diagnosis": v.diagnosis, "verdict": v.id,
                                    "candidate": v.candidate}
                              for (model, cap), v in latest.items() if model == name},
-        } for name, spec in self.config.models.items()]
+        } for name, spec in with_made(self.config, self.store).models.items()]
 
     def _verdicts(self, query: dict[str, str]) -> list[dict[str, Any]]:
         limit = int(query.get("limit", "100")) if query.get("limit", "100").isdigit() else 100

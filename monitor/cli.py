@@ -237,13 +237,16 @@ def demo_loop(
     with _reported(), _progress() as progress:
         result = run_loop(config, _hooks(progress))
     console.print(report.verdicts_table(result.verdicts, "the monitor's verdicts on v2 (vs v1)"))
-    console.print(report.recovery_table(result.figures, "v1", "v2", result.live))
+    if result.candidate:
+        console.print(report.recovery_table(result.figures, "v1", "v2", result.candidate))
     console.print(report.actions_table(result.actions, "audit trail"))
-    console.print(f"live now: [bold]{result.live}[/bold]")
-    if plot:
+    kept = (f"; {result.candidate} was kept for inspection, not promoted"
+            if result.candidate and result.candidate != result.live else "")
+    console.print(f"live now: [bold]{result.live}[/bold]{kept}")
+    if plot and result.candidate:
         from monitor.plots import recovery_plot
 
-        recovery_plot(result.figures, plot)
+        recovery_plot(result.figures, plot, ("v1 (baseline)", "v2 (fine-tuned)", f"{result.candidate} (recovered)"))
         console.print(f"chart written to {plot}")
 
 

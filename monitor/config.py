@@ -97,17 +97,23 @@ class RetrainSpec(Strict):
     """Recovery retraining (the `retrain` action): a LoRA on the failing capabilities' recovery
     splits, mixed with replay of the fine-tune's own data so the skill it was made for is kept.
 
-    `replay` is a JSONL file of {"prompt", "answer"} lines (the fine-tune's training data, or a
-    sample of it). The result becomes live only if every counted capability PASSes against the
-    baseline and `target_suite` (the fine-tune's own task) loses at most `target_max_drop`
-    against the version it was retrained from; otherwise it is kept for inspection and alerted.
+    `answers: baseline` trains on the baseline's own answer wherever it got the item right (the
+    gold target elsewhere): recovery restores the old behaviour. `replay` is a JSONL file of
+    {"prompt", "answer"} lines (the fine-tune's training data, or a sample of it). The result
+    becomes live only if every counted capability PASSes against the baseline and `target_suite`
+    (the fine-tune's own task) loses at most `target_max_drop` against the version it was
+    retrained from. `promote_when: no_worse` also accepts INCONCLUSIVE (a suite too small to show
+    the tolerance) provided no capability FAILs or is MARGINAL and every retrained capability is
+    confidently better than the version it replaces; otherwise it is kept for inspection and alerted.
     """
 
     max_examples: Annotated[int, Field(gt=0)] = 20
+    answers: Literal["baseline", "target"] = "baseline"
     replay: str | None = None
     replay_examples: Annotated[int, Field(ge=0)] = 20
     target_suite: str | None = None
     target_max_drop: Fraction = 0.05
+    promote_when: Literal["pass", "no_worse"] = "pass"
     epochs: Annotated[int, Field(gt=0, le=100)] = 4
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-3
     rank: Annotated[int, Field(gt=0, le=256)] = 16

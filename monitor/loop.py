@@ -32,6 +32,7 @@ class LoopResult:
     verdicts: list[tuple[Verdict, list[VerdictKind]]]
     actions: list[Action]
     live: str
+    candidate: str | None  # the version recovery retraining built, promoted or not
     figures: list[Figure]
 
 
@@ -45,13 +46,15 @@ def run_loop(config_file: Path, hooks: Hooks | None = None) -> LoopResult:
         verdicts = _judge(store, config)
         actions = act(store, config, DEMO_MODEL, HOLDER, hooks)
         live = live_version(store, config, DEMO_MODEL)
-        shown = _figures(store, config, live)
+        newest = max(store.made_versions(DEMO_MODEL), key=lambda v: v.id or 0, default=None)
+        candidate = newest.version if newest else None
+        shown = _figures(store, config, candidate or live)
         kinds = store.verdict_kinds([v.id for v in verdicts if v.id is not None])
         trail = store.actions(DEMO_MODEL)
     finally:
         store.close()
     rows = [(v, kinds.get(v.id or 0, [])) for v in verdicts]
-    return LoopResult(config, rows, trail if trail else actions, live, shown)
+    return LoopResult(config, rows, trail if trail else actions, live, candidate, shown)
 
 
 def _loop_config(config: Config) -> Config:
@@ -103,9 +106,7 @@ def _judge(store: Store, config: Config) -> list[Verdict]:
     return out
 
 
-def _figures(store: Store, config: Config, live: str) -> list[Figure]:
+def _figures(store: Store, config: Config, candidate: str) -> list[Figure]:
     spec = config.models[DEMO_MODEL]
-    newest = max(store.made_versions(DEMO_MODEL), key=lambda v: v.id or 0, default=None)
-    candidate = newest.version if newest else live
     return [f for suite in load_suites(config)
             for f in figures(store, suite, DEMO_MODEL, spec.baseline, "v2", candidate)]

@@ -17,18 +17,19 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from monitor import finetune, models
-from monitor.config import Config, RetrainSpec
+from monitor.backends.base import Backend, GenerationRequest
+from monitor.config import Config, RetrainSpec, Rules
 from monitor.errors import ForgetmenotError
-from monitor.judge import JudgeError, judge_suite
+from monitor.judge import JudgeError, judge_runs, judge_suite
 from monitor.probing import VersionRef
 from monitor.runner import Track, probe_version
 from monitor.store import Action, ModelVersion, Store
-from monitor.suites import Suite, render
+from monitor.suites import Item, Suite, generation_correct, render
 from monitor.validate import load_suites
 from monitor.versions import with_made
 
@@ -53,18 +54,30 @@ class Hooks:
 
 
 @dataclass(frozen=True)
+class Example:
+    """One recovery item as a chat exchange; `taught` when the answer is the baseline's own words."""
+
+    item: Item
+    prompt: str
+    answer: str
+    taught: bool = False
+
+
+@dataclass(frozen=True)
 class Plan:
     capabilities: tuple[str, ...]
-    recovery: dict[str, list[Pair]]  # suite name → pairs from its recovery split
+    recovery: dict[str, list[Example]]  # suite name → examples from its recovery split
     replay: list[Pair]
 
     def examples(self) -> list[Pair]:
-        return [p for pairs in self.recovery.values() for p in pairs] + self.replay
+        return [(e.prompt, e.answer) for found in self.recovery.values() for e in found] + self.replay
 
     def describe(self) -> str:
-        parts = ", ".join(f"{suite} {len(pairs)}" for suite, pairs in self.recovery.items())
-        total = sum(len(p) for p in self.recovery.values())
-        return f"{total} recovery examples ({parts}) + {len(self.replay)} replay examples"
+        parts = ", ".join(f"{suite} {len(found)}" for suite, found in self.recovery.items())
+        total = sum(len(found) for found in self.recovery.values())
+        taught = sum(e.taught for found in self.recovery.values() for e in found)
+        words = f"; {taught} in the baseline's own words" if taught else ""
+        return f"{total} recovery examples ({parts}{words}) + {len(self.replay)} replay examples"
 
 
 @dataclass(frozen=True)
@@ -78,11 +91,12 @@ class Figure:
     after: float | None
 
     def recovered(self) -> float | None:
-        """Share of the lost score brought back (None when nothing was lost)."""
-        if None in (self.baseline, self.before, self.after):
+        """Share of the lost accuracy brought back; None where under 5 points were lost (a share of
+        noise means nothing) and for fluency, which is not an accuracy."""
+        if None in (self.baseline, self.before, self.after) or self.kind == "loglikelihood_rolling":
             return None
         lost = self.baseline - self.before  # type: ignore[operator]
-        return (self.after - self.before) / lost if lost > 0.005 else None  # type: ignore[operator]
+        return (self.after - self.before) / lost if lost >= 0.05 else None  # type: ignore[operator]
 
 
 @dataclass(frozen=True)
@@ -100,8 +114,8 @@ class Outcome:
 def plan(config: Config, suites: Sequence[Suite], model: str, capabilities: Sequence[str]) -> Plan:
     """Recovery examples spread evenly over the failing capabilities' suites, up to max_examples."""
     spec = config.models[model].retrain
-    pools = {s.name: recovery_pairs(s, spec.seed) for s in suites if s.capability in capabilities}
-    chosen: dict[str, list[Pair]] = {name: [] for name, pool in pools.items() if pool}
+    pools = {s.name: recovery_examples(s, spec.seed) for s in suites if s.capability in capabilities}
+    chosen: dict[str, list[Example]] = {name: [] for name, pool in pools.items() if pool}
     while sum(map(len, chosen.values())) < spec.max_examples and any(
             len(chosen[n]) < len(pools[n]) for n in chosen):
         for name in chosen:
@@ -114,18 +128,40 @@ def plan(config: Config, suites: Sequence[Suite], model: str, capabilities: Sequ
     return Plan(tuple(capabilities), chosen, replay)
 
 
-def recovery_pairs(suite: Suite, seed: int) -> list[Pair]:
-    """(prompt, answer) from the recovery split, asked the way the suite's generation asks it."""
+def recovery_examples(suite: Suite, seed: int) -> list[Example]:
+    """The recovery split, asked the way the suite's generation asks it, answered with the gold
+    target (until `teach` puts the baseline's own answer in its place)."""
     kinds = suite.spec.kinds
-    pairs = []
+    found = []
     for item in suite.select("recovery"):
         targets = item.targets()
         if kinds.generate_until and targets:
-            pairs.append((render(kinds.generate_until.doc_to_text, item), targets[0]))
+            found.append(Example(item, render(kinds.generate_until.doc_to_text, item), targets[0]))
         elif kinds.multiple_choice and item.choices and item.gold is not None:
-            pairs.append((render(kinds.multiple_choice.doc_to_text, item), item.choices[item.gold]))
-    random.Random(seed).shuffle(pairs)
-    return pairs
+            prompt = render(kinds.multiple_choice.doc_to_text, item)
+            found.append(Example(item, prompt, item.choices[item.gold]))
+    random.Random(seed).shuffle(found)
+    return found
+
+
+def teach(the_plan: Plan, suites: Sequence[Suite], teacher: Backend) -> Plan:
+    """Put the baseline's own answer in place of the gold target wherever the baseline got the item
+    right. Recovery should bring back the old behaviour, not teach a new one: trained on bare
+    targets ("Paris"), the demo model learnt to answer in one word and got fewer answers right."""
+    by_name = {s.name: s for s in suites}
+    taught: dict[str, list[Example]] = {}
+    for name, examples in the_plan.recovery.items():
+        spec = by_name[name].spec.kinds.generate_until
+        if spec is None:
+            taught[name] = examples
+            continue
+        asked = [GenerationRequest(e.prompt, spec.max_new_tokens * 2, spec.until, spec.system_prompt)
+                 for e in examples]
+        answers = teacher.generate(asked)
+        taught[name] = [replace(e, answer=a.strip(), taught=True)
+                        if a.strip() and generation_correct(e.item, spec, a) else e
+                        for e, a in zip(examples, answers, strict=True)]
+    return replace(the_plan, recovery=taught)
 
 
 def replay_pairs(path: Path, count: int, seed: int) -> list[Pair]:
@@ -176,6 +212,7 @@ def train(weights: Path, pairs: Sequence[Pair], spec: RetrainSpec, out: Path, de
     base = base.to(device)
     lora = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, target_modules="all-linear", lora_dropout=0.0,
                       task_type="CAUSAL_LM")
+    torch.manual_seed(spec.seed)  # the LoRA's initial weights: the same inputs give the same version
     model = get_peft_model(base, lora)
     settings = finetune.TrainSettings(epochs=spec.epochs, batch_size=spec.batch_size,
                                       learning_rate=spec.learning_rate, seed=spec.seed)
@@ -224,6 +261,8 @@ def recover(store: Store, config: Config, action: Action,
     suites = load_suites(config)
     the_plan = plan(config, suites, model, capabilities_for(store, config, action))
     spec = config.models[model].retrain
+    if spec.answers == "baseline":
+        the_plan = _taught(config, model, suites, the_plan)
     name = f"{source}-r{action.id}"
     out = (config.resolve(spec.output) if spec.output else models.home() / "candidates" / model) / name
     if out.exists():
@@ -242,12 +281,29 @@ def recover(store: Store, config: Config, action: Action,
     return merged, Outcome(name, summary, outcome.problems, outcome.figures, outcome.target)
 
 
+def _taught(config: Config, model: str, suites: Sequence[Suite], the_plan: Plan) -> Plan:
+    from monitor.errors import BackendError
+
+    baseline = config.models[model].baseline
+    try:
+        teacher = models.backend_for(config, model, baseline)
+        try:
+            return teach(the_plan, suites, teacher)
+        finally:
+            close = getattr(teacher, "close", None)
+            if close is not None:
+                close()
+    except BackendError as exc:
+        raise RetrainFailed(f"the baseline {baseline} could not answer the recovery items: {exc}") from exc
+
+
 def _gate(store: Store, config: Config, suites: Sequence[Suite], model: str, name: str, source: str,
           the_plan: Plan, hooks: Hooks) -> Outcome:
     baseline = config.models[model].baseline
     _measured(store, config, model, baseline, suites, hooks)
     probe_version(store, VersionRef(model, name), suites, lambda: models.backend_for(config, model, name),
                   track=hooks.track)
+    accepted = ("PASS",) if config.models[model].retrain.promote_when == "pass" else ("PASS", "INCONCLUSIVE")
     problems = []
     for suite in suites:
         rules = config.policy.rules_for(suite.capability)
@@ -256,8 +312,10 @@ def _gate(store: Store, config: Config, suites: Sequence[Suite], model: str, nam
         except JudgeError as exc:
             problems.append(f"{suite.capability}: not judged ({exc})")
             continue
-        if not rules.muted and judgement.phase != "PASS":
+        if not rules.muted and judgement.phase not in accepted:
             problems.append(f"{suite.capability} {judgement.phase} against {baseline}: {judgement.reason}")
+        if "INCONCLUSIVE" in accepted and suite.capability in the_plan.capabilities:
+            problems += _not_better(store, suite, rules, model, source, name)
     restored = [f for s in suites if s.capability in the_plan.capabilities
                 for f in figures(store, s, model, baseline, source, name)]
     target = _target(store, config, suites, model, source, name, hooks)
@@ -268,6 +326,34 @@ def _gate(store: Store, config: Config, suites: Sequence[Suite], model: str, nam
                             f"more than {limit:.0%}")
     words = [_words(f) for f in restored] + [f"target {_words(f)}" for f in target]
     return Outcome(name, "; ".join(words), problems, restored, target)
+
+
+def _not_better(store: Store, suite: Suite, rules: Rules, model: str, source: str, name: str) -> list[str]:
+    """Under `promote_when: no_worse`, a capability the retraining was for must be confidently
+    better than the failing version it would replace on the kinds it lost (upper bound of the
+    drop below zero), so an unproven candidate never displaces live on a guess."""
+    runs = []
+    for version in (source, name):
+        found = [r for r in store.finished_runs(model, version, suite.content_hash) if r.status == "complete"]
+        if not found:
+            return [f"{suite.capability}: {version} has no complete run to compare"]
+        runs.append([(found[-1], store.results(found[-1].id or 0))])
+    judgement = judge_runs(suite, rules, runs[0], runs[1])
+    lost = _lost_kinds(store, model, source, suite.capability)
+    worse = [k for k in judgement.kinds if (not lost or k.kind in lost)
+             and (k.result is None or k.result.high >= 0)]
+    return [f"{suite.capability} {k.kind} is not confidently better than {source}"
+            + (f" (drop bounds {k.result.low:+.1%} to {k.result.high:+.1%})" if k.result else "")
+            for k in worse]
+
+
+def _lost_kinds(store: Store, model: str, version: str, capability: str) -> set[str]:
+    """The kinds that FAILed or were MARGINAL on `version`'s latest verdict for `capability`."""
+    history = store.verdicts(model=model, candidate=version, capability=capability)
+    if not history or history[-1].id is None:
+        return set()
+    kinds = store.verdict_kinds([history[-1].id]).get(history[-1].id, [])
+    return {k.kind for k in kinds if k.phase in ("FAIL", "MARGINAL")}
 
 
 def _target(store: Store, config: Config, suites: Sequence[Suite], model: str, source: str, name: str,
