@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from monitor.alertmanager import AlertError, push, retrain_alert, verdict_alert
+from monitor.alertmanager import REJECTED, STRANDED, AlertError, action_alert, push, verdict_alert
 from monitor.config import Config, Guards
 from monitor.deployers import DeployError, deployer_for
 from monitor.errors import ForgetmenotError
@@ -213,20 +213,22 @@ def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None) 
     if outcome.problems:
         why = f"{outcome.summary}; kept for inspection, not promoted: {'; '.join(outcome.problems)}"
         rejected = store.finish_action(action.id, "rejected", detail=why)
-        _tell(config, rejected)
+        _tell(config, rejected, REJECTED, f"{action.model}: recovery retraining of {action.from_version} "
+              f"produced {outcome.version}, which was not promoted; it is kept for inspection")
         return rejected
     return _move(store, merged, trained, note=outcome.summary)
 
 
-def _tell(config: Config, action: Action) -> None:
-    """A rejected retraining needs a human; the audit row says so even if Alertmanager is down."""
+def _tell(config: Config, action: Action, alertname: str, summary: str) -> None:
+    """An action that stopped short needs a human; the audit row says why even if Alertmanager
+    is down."""
     spec = config.policy.alertmanager
     if spec is None:
         return
     try:
-        push(spec, [retrain_alert(action, spec)])
+        push(spec, [action_alert(action, spec, alertname, summary)])
     except AlertError as exc:
-        log.error("could not alert on rejected retraining %s: %s", action.id, exc)
+        log.error("could not alert on action %s: %s", action.id, exc)
 
 
 def _alert(store: Store, config: Config, action: Action) -> Action:
@@ -253,8 +255,11 @@ def _alert(store: Store, config: Config, action: Action) -> Action:
 def _move(store: Store, config: Config, action: Action, note: str = "") -> Action:
     assert action.id is not None
     if action.to_version is None:
-        return store.finish_action(action.id, "refused",
-                                   detail="no earlier version qualifies (judged, last verdicts PASS)")
+        stranded = store.finish_action(action.id, "refused",
+                                       detail="no earlier version qualifies (judged, last verdicts PASS)")
+        _tell(config, stranded, STRANDED, f"{action.model}: {action.from_version} is failing and no earlier "
+              "version qualifies for a rollback; it stays live")
+        return stranded
     if action.dry_run:
         return store.finish_action(action.id, "dry_run", detail=f"would make {action.to_version} live "
                                    f"instead of {action.from_version}")

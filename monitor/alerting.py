@@ -73,6 +73,13 @@ ALERTS = (
           "{{ $labels.suite }} for 3 intervals",
           "The monitor is up but this version and suite have not completed a run for "
           f"{STALE_INTERVALS} schedule intervals: verdicts about it are stale."),
+    Alert("ForgetmenotActionNeedsHuman",
+          f"sum by (model, kind, status)\n"
+          f'(increase({m.ACTIONS.full_name}{{status=~"failed|rejected"}}[1h])) > 0',
+          "warning", "A {{ $labels.kind }} of {{ $labels.model }} ended {{ $labels.status }}",
+          "The policy ladder acted on {{ $labels.model }} and could not finish: a deployer or "
+          "Alertmanager failed, or a recovered version failed its gate and was kept for inspection. "
+          "Live has not moved. See why with: forgetmenot actions --model {{ $labels.model }}."),
     Alert("ForgetmenotMonitorDown", 'up{job="forgetmenot"} == 0 or absent(up{job="forgetmenot"})',
           "critical", "The forgetmenot monitor is down",
           "Prometheus cannot scrape forgetmenot: no model is being watched for forgetting.", "5m"),
@@ -151,6 +158,8 @@ def rule_tests() -> dict[str, object]:
                 "0+60x60"),                                  # fresh every minute: must NOT be stale
         _series(SCHEDULE_INTERVAL, {}, "600x60"),
         _series("up", {"job": "forgetmenot", "instance": "monitor:9464"}, "1x20 0x40"),
+        _series(m.ACTIONS.full_name, {"model": "bot", "kind": "retrain", "status": "rejected"}, "0x3 1x56"),
+        _series(m.ACTIONS.full_name, {"model": "bot", "kind": "rollback", "status": "done"}, "0+1x60"),
     ]
     gk = {**BOT, "capability": "general-knowledge", "diagnosis": "alignment_loss"}
     refusal = {**BOT, "capability": "refusal", "diagnosis": "undiagnosed"}
@@ -164,6 +173,9 @@ def rule_tests() -> dict[str, object]:
         (40, "ForgetmenotMonitorStale", [_expect(_by_name("ForgetmenotMonitorStale"),
                                                  {**BOT, "suite": "refusal"}) | {"exp_labels": {
             "severity": "warning", "model": "bot", "version": "v2", "suite": "refusal"}}]),
+        (2, "ForgetmenotActionNeedsHuman", []),              # a done rollback never pages
+        (10, "ForgetmenotActionNeedsHuman", [_expect(_by_name("ForgetmenotActionNeedsHuman"), {
+            "model": "bot", "kind": "retrain", "status": "rejected"})]),
         (15, "ForgetmenotMonitorDown", []),
         (30, "ForgetmenotMonitorDown", [_expect(_by_name("ForgetmenotMonitorDown"),
                                                 {"job": "forgetmenot", "instance": "monitor:9464"})]),

@@ -17,6 +17,7 @@ from monitor.store import Action, Verdict, utcnow
 
 ALERTNAME = "ForgetmenotActionTaken"
 REJECTED = "ForgetmenotRecoveryRejected"
+STRANDED = "ForgetmenotNoRollbackTarget"
 
 
 class AlertError(ForgetmenotError):
@@ -44,19 +45,19 @@ def verdict_alert(verdict: Verdict, action: Action, rules: Rules, spec: Alertman
     }
 
 
-def retrain_alert(action: Action, spec: AlertmanagerSpec) -> dict[str, Any]:
-    """A recovered version failed its gate: live is still the failing version, a human decides."""
+def action_alert(action: Action, spec: AlertmanagerSpec, alertname: str, summary: str) -> dict[str, Any]:
+    """An action that needs a human (a rejected retraining, a rollback with nowhere to go): live
+    is still the failing version."""
     now = utcnow()
     link = f"{spec.link_base.rstrip('/')}/api/v1/actions?model={action.model}" if spec.link_base else ""
     return {
-        "labels": {"alertname": REJECTED, "model": action.model, "version": action.from_version or "",
+        "labels": {"alertname": alertname, "model": action.model, "version": action.from_version or "",
                    "candidate": action.to_version or "", "capability": action.capability or "",
                    "diagnosis": action.diagnosis or "", "severity": "warning"},
         "annotations": {
-            "summary": f"{action.model}: recovery retraining of {action.from_version} produced "
-                       f"{action.to_version}, which was not promoted",
+            "summary": summary,
             "description": action.detail,
-            "ladder": f"action {action.id}: retrain, rejected; {action.to_version} is kept for inspection",
+            "ladder": f"action {action.id}: {action.kind}, {action.status}",
         },
         "startsAt": now.isoformat(),
         "endsAt": (now + spec.resolve_after).isoformat(),

@@ -246,7 +246,8 @@ def demo_loop(
     if plot and result.candidate:
         from monitor.plots import recovery_plot
 
-        recovery_plot(result.figures, plot, ("v1 (baseline)", "v2 (fine-tuned)", f"{result.candidate} (recovered)"))
+        names = ("v1 (baseline)", "v2 (fine-tuned)", f"{result.candidate} (recovered)")
+        recovery_plot(result.figures, plot, names)
         console.print(f"chart written to {plot}")
 
 

@@ -418,9 +418,21 @@ class Store:
 
     @contextmanager
     def exclusive(self, key: int) -> Iterator[None]:
-        """One process at a time across replicas (a PostgreSQL advisory lock; SQLite serializes anyway)."""
+        """One process at a time across replicas: a PostgreSQL advisory lock, or for a SQLite file
+        an exclusive lock on a file beside it (SQLite replicas share one host anyway)."""
         if self.engine.dialect.name != "postgresql":
-            yield
+            database = self.engine.url.database
+            if not database or database == ":memory:":
+                yield
+                return
+            import fcntl
+
+            with open(f"{database}.lock-{key}", "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
             return
         with self.engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})

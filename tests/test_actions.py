@@ -227,3 +227,25 @@ def test_alertmanager_down_is_a_failed_action_and_the_ladder_goes_on(store: Stor
     verdict(store, "v3", "FAIL")
     done = actions.act(store, load_config(path), "bot", "r")
     assert [(a.kind, a.status) for a in done] == [("alert", "failed"), ("rollback", "done")]
+
+
+def test_a_rollback_with_nowhere_to_go_pages_a_human(store: Store, tmp_path: Path) -> None:
+    import time
+
+    from monitor.localstack import stack
+
+    rules = Path(__file__).resolve().parent.parent / "alerts" / "forgetmenot.rules.yml"
+    (tmp_path / "stack").mkdir()
+    with stack(tmp_path / "stack", f"127.0.0.1:{free_port()}", rules) as real:
+        path = policy(tmp_path, store.url, versions="{v3: {path: w3}, v1: {path: w1}}")
+        path.write_text(path.read_text() + f"  alertmanager: {{url: '{real.alertmanager}'}}\n")
+        verdict(store, "v3", "FAIL")
+        done = actions.act(store, load_config(path), "bot", "r")
+        deadline = time.monotonic() + 30
+        while len(real.webhook.alerts()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        delivered = {alert["labels"]["alertname"]: alert for _, alert in real.webhook.alerts()}
+    assert [(a.kind, a.status) for a in done] == [("alert", "done"), ("rollback", "refused")]
+    stranded = delivered["ForgetmenotNoRollbackTarget"]
+    assert stranded["labels"]["version"] == "v3"
+    assert "no earlier version qualifies" in stranded["annotations"]["description"]

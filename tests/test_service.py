@@ -209,7 +209,7 @@ def test_db_upgrade_command_on_postgres(tmp_path: Path, tiny_model_dir: Path) ->
     with postgres_database() as url:
         path = policy(tmp_path, tiny_model_dir, database=url)
         result = CliRunner().invoke(app, ["db", "upgrade", "-c", str(path)])
-        assert result.exit_code == 0 and "database at revision 0002" in result.output
+        assert result.exit_code == 0 and "database at revision 0003" in result.output
 
 
 def test_runs_of_a_silent_monitor_are_reaped_others_are_not(store: Store) -> None:

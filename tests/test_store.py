@@ -82,3 +82,26 @@ def test_unreachable_database_is_a_store_error() -> None:
     with pytest.raises(StoreError, match="cannot open database") as caught:
         Store("postgresql+psycopg://nobody:secret@127.0.0.1:1/nothing")
     assert "secret" not in str(caught.value)
+
+
+def test_exclusive_lets_one_holder_in_at_a_time(store: Store) -> None:
+    """What serializes two replicas' moves of one model, on SQLite as on PostgreSQL."""
+    import threading
+    import time
+
+    inside, order = threading.Event(), []
+
+    def first() -> None:
+        with store.exclusive(42):
+            order.append("first in")
+            inside.set()
+            time.sleep(0.3)
+            order.append("first out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(5)
+    with store.exclusive(42):
+        order.append("second in")
+    thread.join()
+    assert order == ["first in", "first out", "second in"]
