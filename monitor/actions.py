@@ -169,31 +169,34 @@ def _record(store: Store, config: Config, model: str, step: str, verdict: Verdic
 
 def _run(store: Store, config: Config, action: Action, approved: bool = False,
          hooks: Hooks | None = None) -> Action:
-    """Guard and carry out one action; moves of one model are serialized across replicas, so two
-    can never both pass the cooldown check."""
-    if action.kind not in MOVES:
-        return _step(store, config, action, approved, hooks)
-    with store.exclusive(zlib.crc32(f"move:{action.model}".encode()) & 0x7FFFFFFF):
-        return _step(store, config, action, approved, hooks)
-
-
-def _step(store: Store, config: Config, action: Action, approved: bool, hooks: Hooks | None) -> Action:
+    """Guard and carry out one action. Moves of one model are serialized across replicas, so two
+    can never both pass the cooldown check; a retraining holds that lock only to be let in and to
+    promote, never for the hours of training and probing in between."""
     assert action.id is not None
-    refusal = _guard(store, config.policy.guards, action, approved)
+    if action.kind == "alert":
+        return _alert(store, config, action)
+    lock = zlib.crc32(f"move:{action.model}".encode()) & 0x7FFFFFFF
+    with store.exclusive(lock):
+        held = _held(store, config.policy.guards, action, approved)
+        if held is not None or action.kind == "rollback":
+            return held or _move(store, config, action)
+    return _retrain(store, config, action, hooks, lock)
+
+
+def _held(store: Store, guards: Guards, action: Action, approved: bool) -> Action | None:
+    """The finished action if a guard holds it back, else None."""
+    assert action.id is not None
+    refusal = _guard(store, guards, action, approved)
     if refusal == "pending_approval":
         return store.finish_action(action.id, "pending_approval",
                                    detail="manual approval: forgetmenot approve " + str(action.id))
-    if refusal:
-        return store.finish_action(action.id, "refused", detail=refusal)
-    if action.kind == "alert":
-        return _alert(store, config, action)
-    if action.kind == "retrain":
-        return _retrain(store, config, action, hooks)
-    return _move(store, config, action)
+    return store.finish_action(action.id, "refused", detail=refusal) if refusal else None
 
 
-def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None) -> Action:
-    """Train, gate, then promote through the deployer like a rollback, or keep it and alert why."""
+def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None, lock: int) -> Action:
+    """Train, gate, then promote through the deployer like a rollback, or keep it and alert why.
+    Whatever breaks in between (training, probing, a library) ends the action as `failed`: a
+    retraining must never leave its audit row open or take the monitor's cycle down."""
     from monitor import retrain
 
     assert action.id is not None
@@ -209,6 +212,9 @@ def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None) 
         return store.finish_action(action.id, "refused", detail=str(exc))
     except ForgetmenotError as exc:
         return store.finish_action(action.id, "failed", detail=str(exc))
+    except Exception as exc:
+        log.exception("retraining for action %s broke", action.id)
+        return store.finish_action(action.id, "failed", detail=f"{exc.__class__.__name__}: {exc}")
     trained = store.revise_action(action.id, to_version=outcome.version)
     if outcome.problems:
         why = f"{outcome.summary}; kept for inspection, not promoted: {'; '.join(outcome.problems)}"
@@ -216,7 +222,12 @@ def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None) 
         _tell(config, rejected, REJECTED, f"{action.model}: recovery retraining of {action.from_version} "
               f"produced {outcome.version}, which was not promoted; it is kept for inspection")
         return rejected
-    return _move(store, merged, trained, note=outcome.summary)
+    with store.exclusive(lock):
+        live = live_version(store, config, action.model)
+        if live != action.from_version:  # another replica or a human moved it while this trained
+            return store.finish_action(action.id, "refused", detail=f"{outcome.summary}; not promoted: "
+                                       f"live moved from {action.from_version} to {live} meanwhile")
+        return _move(store, merged, trained, note=outcome.summary)
 
 
 def _tell(config: Config, action: Action, alertname: str, summary: str) -> None:
@@ -257,8 +268,9 @@ def _move(store: Store, config: Config, action: Action, note: str = "") -> Actio
     if action.to_version is None:
         stranded = store.finish_action(action.id, "refused",
                                        detail="no earlier version qualifies (judged, last verdicts PASS)")
-        _tell(config, stranded, STRANDED, f"{action.model}: {action.from_version} is failing and no earlier "
-              "version qualifies for a rollback; it stays live")
+        if not action.dry_run:
+            _tell(config, stranded, STRANDED, f"{action.model}: {action.from_version} is failing and no "
+                  "earlier version qualifies for a rollback; it stays live")
         return stranded
     if action.dry_run:
         return store.finish_action(action.id, "dry_run", detail=f"would make {action.to_version} live "
@@ -267,6 +279,9 @@ def _move(store: Store, config: Config, action: Action, note: str = "") -> Actio
         detail = deployer_for(config, action.model).promote(action.model, action.to_version, action.id)
     except ForgetmenotError as exc:  # a DeployError, or the deployer's extra is not installed
         return store.finish_action(action.id, "failed", detail=str(exc))
+    except Exception as exc:  # a deployer's library broke in a way it does not document
+        log.exception("deploying action %s broke", action.id)
+        return store.finish_action(action.id, "failed", detail=f"{exc.__class__.__name__}: {exc}")
     store.set_live(action.model, action.to_version, action.id)
     return store.finish_action(action.id, "done", detail=f"{note}; {detail}" if note else detail)
 

@@ -107,7 +107,7 @@ class Api:
     def _actions(self, query: dict[str, str]) -> list[dict[str, Any]]:
         """The audit trail, newest first; the rejected-retraining alert links here."""
         limit = int(query.get("limit", "100")) if query.get("limit", "100").isdigit() else 100
-        found = self.store.actions(query.get("model"))[-limit:]
+        found = self.store.actions(query.get("model"))[-limit:] if limit else []
         return [a.model_dump(mode="json") for a in reversed(found)]
 
     def _run(self, start_response: StartResponse, raw: str) -> Iterable[bytes]:

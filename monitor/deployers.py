@@ -52,14 +52,16 @@ class RegistryDeployer:
 
 
 class WebhookDeployer:
-    """POSTs {model, version, action} once (a retry could deploy twice); any error or non-2xx
-    answer is a failed deployment."""
+    """POSTs {model, version, action, path} once (a retry could deploy twice); any error or
+    non-2xx answer is a failed deployment. `path` is the version's weights folder where it has one
+    (a recovered version's is where retraining wrote it), for a receiver that shares the disk."""
 
-    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, paths: Mapping[str, str] | None = None, timeout_s: float = 30.0) -> None:
         self.endpoint = Endpoint(url, timeout_s=timeout_s, max_retries=0, concurrency=1)
+        self.paths = paths or {}
 
     def promote(self, model: str, version: str, action_id: int | None) -> str:
-        payload = {"model": model, "version": version, "action": action_id}
+        payload = {"model": model, "version": version, "action": action_id, "path": self.paths.get(version)}
         try:
             self.endpoint.post_text("", payload)
         except BackendError as exc:
@@ -146,7 +148,9 @@ def deployer_for(config: Config, model: str) -> Deployer:
     if spec.kind == "webhook":
         if not spec.url:
             raise DeployError(f"{model}: the webhook deployer needs url")
-        return WebhookDeployer(spec.url)
+        versions = config.models[model].versions
+        return WebhookDeployer(spec.url, {name: str(config.resolve(v.path)) for name, v in versions.items()
+                                          if v.path})
     if spec.kind == "vllm-lora":
         return _vllm_lora(config, model)
     return _kubernetes(config, model)

@@ -19,8 +19,22 @@ from sqlalchemy import select as sa_select
 from sqlmodel import col
 
 from monitor import metrics as m
+from monitor.actions import MOVES
 from monitor.judge import PHASES
-from monitor.store import Action, LiveVersion, Run, RunError, RunKind, Store, Verdict, VerdictKind
+from monitor.store import (
+    Action,
+    LiveVersion,
+    ModelVersion,
+    Run,
+    RunError,
+    RunKind,
+    Store,
+    Verdict,
+    VerdictKind,
+)
+
+ACTION_KINDS = ("alert", *MOVES)
+ACTION_STATUSES = ("done", "dry_run", "failed", "pending_approval", "refused", "rejected")
 
 
 def _family(spec: m.MetricSpec) -> Any:
@@ -38,11 +52,12 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self.store.session() as s:
-            yield from self._runs(s)
-            yield from self._verdicts(s)
+            retired = _retired(s)
+            yield from self._runs(s, retired)
+            yield from self._verdicts(s, retired)
             yield from self._actions(s)
 
-    def _runs(self, s: Any) -> Iterator[Metric]:
+    def _runs(self, s: Any, retired: set[tuple[str, str]]) -> Iterator[Metric]:
         score, last = _family(m.RETENTION_SCORE), _family(m.LAST_SUCCESS)
         newest = (sa_select(func.max(Run.id)).where(col(Run.status) == "complete")
                   .group_by(col(Run.model), col(Run.version), col(Run.suite)))
@@ -53,7 +68,7 @@ class StoreCollector(Collector):
             labels = [run.model, run.version, run.suite, run.capability]
             if kind.mean_score is not None:
                 score.add_metric([*labels, kind.kind], kind.mean_score)
-            if run.id not in seen and run.finished_at is not None:
+            if run.id not in seen and run.finished_at is not None and (run.model, run.version) not in retired:
                 seen.add(run.id)
                 last.add_metric(labels, run.finished_at.timestamp())
         yield score
@@ -79,10 +94,19 @@ class StoreCollector(Collector):
         return family
 
     def _actions(self, s: Any) -> Iterator[Metric]:
+        """Every model measured gets every (kind, status) series, zeros included: a counter that
+        first appears at 1 has no increase for a rule to see."""
         counts = _family(m.ACTIONS)
         keys = (col(Action.model), col(Action.kind), col(Action.status))
-        for *labels, count in s.execute(sa_select(*keys, func.count()).group_by(*keys).order_by(*keys)).all():
-            counts.add_metric(labels, count)
+        found = {tuple(row[:3]): row[3] for row in
+                 s.execute(sa_select(*keys, func.count()).group_by(*keys)).all()}
+        kinds = sorted({*ACTION_KINDS, *(k for _, k, _ in found)})
+        statuses = sorted({*ACTION_STATUSES, *(st for _, _, st in found)})
+        measured = s.execute(sa_select(col(ModelVersion.model)).distinct()).scalars().all()
+        for model in sorted({*measured, *(model for model, _, _ in found)}):
+            for kind in kinds:
+                for status in statuses:
+                    counts.add_metric([model, kind, status], found.get((model, kind, status), 0))
         yield counts
         live = _family(m.LIVE_VERSION)
         pointers = (sa_select(col(LiveVersion.model), col(LiveVersion.version))
@@ -91,7 +115,7 @@ class StoreCollector(Collector):
             live.add_metric(list(row), 1)
         yield live
 
-    def _verdicts(self, s: Any) -> Iterator[Metric]:
+    def _verdicts(self, s: Any, retired: set[tuple[str, str]]) -> Iterator[Metric]:
         families = {spec.name: _family(spec) for spec in (
             m.RETENTION_DELTA, m.RETENTION_DELTA_LOWER, m.RETENTION_DELTA_UPPER, m.VERDICT_PHASE,
             m.VERDICT_INFO, m.VERDICT_TIMESTAMP, m.KNOWLEDGE_SCORE, m.ALIGNMENT_GAP)}
@@ -101,8 +125,21 @@ class StoreCollector(Collector):
                              .order_by(col(Verdict.id))).scalars().all()
         kinds = self.store.verdict_kinds([v.id for v in verdicts if v.id is not None])
         for verdict in verdicts:
-            _verdict_metrics(families, verdict, kinds.get(verdict.id or 0, []))
+            if (verdict.model, verdict.candidate) not in retired:
+                _verdict_metrics(families, verdict, kinds.get(verdict.id or 0, []))
         yield from families.values()
+
+
+def _retired(s: Any) -> set[tuple[str, str]]:
+    """Versions that no longer serve and are not the baseline: moved away from by an action, or
+    built by recovery retraining and never made live. Their last verdict and last run would
+    otherwise page (breach, stale) forever; their scores stay, as history."""
+    live = dict(s.execute(sa_select(col(LiveVersion.model), col(LiveVersion.version))).all())
+    left = s.execute(sa_select(col(Action.model), col(Action.from_version)).where(
+        col(Action.kind).in_(MOVES), col(Action.status) == "done")).all()
+    made = s.execute(sa_select(col(ModelVersion.model), col(ModelVersion.version)).where(
+        col(ModelVersion.path).is_not(None))).all()
+    return {(model, version) for model, version in (*left, *made) if version and live.get(model) != version}
 
 
 def _verdict_metrics(f: dict[str, Any], v: Verdict, kinds: list[VerdictKind]) -> None:

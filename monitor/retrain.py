@@ -199,14 +199,38 @@ def device_for(requested: str) -> str:
 
 
 def train(weights: Path, pairs: Sequence[Pair], spec: RetrainSpec, out: Path, device: str,
-          steps: Steps | None = None) -> str:
-    """LoRA on `weights`; writes merged weights to `out` (and the adapter to `out/adapter`)."""
+          steps: Steps | None = None, dtype_name: str = "auto") -> str:
+    """LoRA on `weights`; writes merged weights to `out` (and the adapter to `out/adapter`).
+    Nothing is left behind if it breaks part way, and GPU memory is handed back either way."""
+    import torch
+
+    partial = out.with_name(out.name + ".partial")
+    try:
+        return _train(weights, pairs, spec, out, partial, device, steps, _dtype(device, dtype_name))
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+def _dtype(device: str, name: str) -> Any:
+    """The policy's dtype, else bf16 on a GPU that has it and float32 elsewhere."""
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def _train(weights: Path, pairs: Sequence[Pair], spec: RetrainSpec, out: Path, partial: Path, device: str,
+           steps: Steps | None, dtype: Any) -> str:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     began = time.monotonic()
-    dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(weights)
     base: Any = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype)
     base = base.to(device)
@@ -218,7 +242,6 @@ def train(weights: Path, pairs: Sequence[Pair], spec: RetrainSpec, out: Path, de
                                       learning_rate=spec.learning_rate, seed=spec.seed)
     advance = steps(finetune.steps_for(pairs, settings), "recovery LoRA") if steps else None
     loss = finetune.fine_tune(model, tokenizer, pairs, settings, advance)
-    partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(str(partial / "adapter"))
     finetune.save(model.merge_and_unload(), tokenizer, partial)
@@ -250,13 +273,18 @@ def check(config: Config, model: str) -> None:
     if spec.deployer.kind == "vllm-lora":
         raise RetrainRefused(f"{model} is deployed as vLLM adapters; retraining makes merged weights, "
                              "which that deployer cannot serve")
+    if spec.deployer.kind == "kubernetes":
+        raise RetrainRefused(f"{model} is deployed on Kubernetes by image; retraining makes weights on the "
+                             "monitor's disk, and building an image from them is not forgetmenot's job")
 
 
 def recover(store: Store, config: Config, action: Action,
             hooks: Hooks | None = None) -> tuple[Config, Outcome]:
     """Train, register, probe and judge a recovered version of `action.from_version`."""
     hooks = hooks or Hooks()
-    model, source = action.model, action.from_version or config.models[action.model].live
+    from monitor.actions import live_version
+
+    model, source = action.model, action.from_version or live_version(store, config, action.model)
     check(config, model)
     suites = load_suites(config)
     the_plan = plan(config, suites, model, capabilities_for(store, config, action))
@@ -269,8 +297,9 @@ def recover(store: Store, config: Config, action: Action,
         raise RetrainRefused(f"{out} already exists; remove it or choose another retrain.output")
     weights = models.weights_dir(config, model, source)
     try:
-        device = device_for(config.models[model].backend.device)
-        trained = train(weights, the_plan.examples(), spec, out, device, hooks.steps)
+        backend = config.models[model].backend
+        trained = train(weights, the_plan.examples(), spec, out, device_for(backend.device), hooks.steps,
+                        backend.dtype)
     except (RuntimeError, ValueError, OSError) as exc:
         raise RetrainFailed(f"training {model}/{source} failed: {exc.__class__.__name__}: {exc}") from exc
     store.add_made_version(ModelVersion(model=model, version=name, source="retrain", path=str(out),

@@ -160,14 +160,24 @@ class Monitor:
             log.info("%s already claimed by another replica", name)
             return False
         with self.busy:
-            backend = self._load(model, version)
+            self._probe_all(model, version)
+            self._judge(model)
+            self._act(model)
+        return True
+
+    def _probe_all(self, model: str, version: str) -> None:
+        """Every suite on one loaded backend, released on return: a retraining that may follow
+        needs the memory."""
+        backend = self._load(model, version)
+        try:
             for suite in self.suites:
                 if self.stopping.is_set():
                     raise Stopping(f"stopping before {suite.name}")
                 self._probe(backend, suite, model, version)
-            self._judge(model)
-            self._act(model)
-        return True
+        finally:
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
 
     def _following_live(self, model: str, version: str) -> str:
         """The live job probes whatever an action has made live since the policy file was written."""
@@ -226,8 +236,21 @@ class Monitor:
     def _act(self, model: str) -> None:
         """The policy ladder on what the judge just settled; a verdict is acted on once."""
         from monitor.actions import act
+        from monitor.retrain import Hooks
 
-        for action in act(self.store, self.config, model, self.holder):
+        def steps(_total: int, _label: str) -> Callable[[int, float], None]:
+            def advance(_n: int, _loss: float) -> None:
+                if self.stopping.is_set():  # a retraining stops at its next step; the action fails
+                    raise Stopping("stop requested during retraining")
+            return advance
+
+        def track(_name: str, _total: int) -> Callable[[int], None]:
+            def advance(_n: int) -> None:
+                if self.stopping.is_set():
+                    raise Stopping("stop requested while probing a recovered version")
+            return advance
+
+        for action in act(self.store, self.config, model, self.holder, Hooks(steps=steps, track=track)):
             log.warning("action %s: %s %s/%s %s → %s: %s (%s)", action.id, action.kind, model,
                         action.capability, action.from_version, action.to_version, action.status,
                         action.detail)

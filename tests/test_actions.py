@@ -172,7 +172,8 @@ def test_webhook_deployer_posts_the_move_and_a_failed_post_changes_nothing(
         verdict(store, "v3", "FAIL")
         moved = actions.act(store, config, "bot", "r")[1]
         assert moved.status == "done" and store.live("bot") == "v1"
-        assert receiver.received[0][1] == {"model": "bot", "version": "v1", "action": moved.id}
+        assert receiver.received[0][1] == {"model": "bot", "version": "v1", "action": moved.id,
+                                           "path": str(tmp_path / "w1")}
     finally:
         receiver.stop()
     dead = f"{{kind: webhook, url: 'http://127.0.0.1:{free_port()}/'}}"

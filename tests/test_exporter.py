@@ -89,3 +89,29 @@ def test_cached_exposition_renders_again_only_when_the_store_changed(store: Stor
     changed = cached.render(wait=True)
     assert served in (first, changed)
     assert changed is not first and b'version="v3"' in changed and b'version="v3"' not in first
+
+
+def test_retired_versions_stop_paging_and_every_action_outcome_starts_at_zero(store: Store) -> None:
+    """v2 was rolled back: its FAIL verdict and its last run must not keep the breach and stale
+    alerts firing, while its scores stay as history. And a model's first rejected retraining must
+    be an increase from 0, or `ForgetmenotActionNeedsHuman` could never see it."""
+    _populate(store)
+
+    def exposition() -> list[str]:
+        registry = CollectorRegistry()
+        registry.register(StoreCollector(store))
+        return generate_latest(registry).decode().splitlines()
+
+    def about_v2(lines: list[str], family: str) -> list[str]:
+        return [line for line in lines if line.startswith(family + "{") and 'version="v2"' in line]
+
+    before = exposition()
+    assert about_v2(before, "forgetmenot_verdict_phase") and about_v2(
+        before, "forgetmenot_last_successful_run_timestamp_seconds")
+    assert 'forgetmenot_actions_total{kind="retrain",model="bot",status="rejected"} 0.0' in before
+    store.add_action(Action(model="bot", kind="rollback", trigger="manual", status="done",
+                            from_version="v2", to_version="v1"))
+    after = exposition()
+    assert not about_v2(after, "forgetmenot_verdict_phase")
+    assert not about_v2(after, "forgetmenot_last_successful_run_timestamp_seconds")
+    assert about_v2(after, "forgetmenot_retention_score")

@@ -121,6 +121,8 @@ def test_rollback_sends_the_recorded_patch_and_the_result_is_a_valid_deployment(
     config = load_config(_policy(tmp_path, api_server.server_address[1]))
     store = Store(config.database_url())
     done = actions.rollback(store, config, "support-bot", "v1", actor="sre")
+    live = store.live("support-bot")
+    store.close()
     assert done.status == "done", done.detail
     assert "patched deployment ml-serving/support-bot container vllm to v1" in done.detail
     contract = json.loads((CONTRACTS / "kubernetes-patch-deployment.json").read_text())
@@ -133,7 +135,7 @@ def test_rollback_sends_the_recorded_patch_and_the_result_is_a_valid_deployment(
     assert {"name": "FORGETMENOT_LIVE_VERSION", "value": "v1"} in vllm["env"]
     assert {"name": "VLLM_LOGGING_LEVEL", "value": "INFO"} in vllm["env"]  # merged, not replaced
     assert patched["spec"]["template"]["spec"]["containers"][1]["name"] == "log-shipper"
-    assert store.live("support-bot") == "v1"
+    assert live == "v1"
 
 
 def test_the_schema_check_catches_a_bad_patch() -> None:
@@ -153,12 +155,14 @@ def test_a_refused_patch_is_a_failed_action_and_live_stays(tmp_path: Path) -> No
         config = load_config(_policy(tmp_path, server.server_address[1]))
         store = Store(config.database_url())
         done = actions.rollback(store, config, "support-bot", "v1", actor="sre")
+        live = store.live("support-bot")
+        store.close()
     finally:
         server.shutdown()
         server.server_close()
     assert done.status == "failed"
     assert "patching deployment ml-serving/support-bot was refused: 403" in done.detail
-    assert store.live("support-bot") is None
+    assert live is None
 
 
 def test_an_unreachable_api_server_is_a_failed_action(tmp_path: Path) -> None:
@@ -166,5 +170,6 @@ def test_an_unreachable_api_server_is_a_failed_action(tmp_path: Path) -> None:
     assert isinstance(deployer_for(config, "support-bot"), KubernetesDeployer)
     store = Store(config.database_url())
     done = actions.rollback(store, config, "support-bot", "v1", actor="sre")
+    store.close()
     assert done.status == "failed"
     assert "could not be reached" in done.detail

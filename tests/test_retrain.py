@@ -63,12 +63,31 @@ def test_recovery_examples_come_only_from_the_recovery_split(tmp_path: Path, sto
     recovery = {render(suite.spec.kinds.generate_until.doc_to_text, i)  # type: ignore[union-attr]
                 for i in suite.select("recovery")}
     plan = retrain.plan(config, load_suites(config), "bot", ["arithmetic"])
-    prompts = [p for p, _ in plan.recovery["arithmetic"]]
+    prompts = [e.prompt for e in plan.recovery["arithmetic"]]
     assert len(prompts) == 8 and set(prompts) <= recovery
     assert all(p not in recovery for p in {render(suite.spec.kinds.generate_until.doc_to_text, i)
                                            for i in suite.select("probe")})
     assert len(plan.replay) == 4
     assert plan.describe() == "8 recovery examples (arithmetic 8) + 4 replay examples"
+
+
+def test_the_baselines_own_right_answers_replace_the_gold_targets(tmp_path: Path, store: Store,
+                                                                  tiny_model_dir: Path) -> None:
+    """Recovery restores the old behaviour: where the baseline answered right, its words are the
+    target; where it answered wrong, the gold target stays."""
+    from monitor.backends.fake import FakeBackend
+
+    config = policy(tmp_path, store, tiny_model_dir)
+    suites = load_suites(config)
+    plan = retrain.plan(config, suites, "bot", ["arithmetic"])
+    first, second = plan.recovery["arithmetic"][:2]
+    own_words = f"{first.item.targets()[0]}, since that is the sum."
+    teacher = FakeBackend(answers={first.prompt: own_words, second.prompt: "I would rather not say."})
+    taught = retrain.teach(plan, suites, teacher).recovery["arithmetic"]
+    assert (taught[0].answer, taught[0].taught) == (own_words, True)
+    assert (taught[1].answer, taught[1].taught) == (second.item.targets()[0], False)
+    assert retrain.teach(plan, suites, teacher).describe().endswith(
+        "(arithmetic 8; 1 in the baseline's own words) + 4 replay examples")
 
 
 def test_a_broken_replay_line_is_named(tmp_path: Path, store: Store, tiny_model_dir: Path) -> None:
@@ -107,17 +126,22 @@ def test_a_recovered_version_that_fails_the_gate_is_kept_and_alerted(tmp_path: P
     rules = Path(__file__).resolve().parent.parent / "alerts" / "forgetmenot.rules.yml"
     (tmp_path / "stack").mkdir()
     with stack(tmp_path / "stack", f"127.0.0.1:{free_port()}", rules) as real:
-        config = policy(tmp_path, store, tiny_model_dir, capability="{min_score: 0.99, min_items: 1}",
-                        extra=f"  alertmanager: {{url: '{real.alertmanager}', link_base: 'http://fmn:9108'}}\n")
+        policy(tmp_path, store, tiny_model_dir, capability="{min_score: 0.99, min_items: 1}",
+               extra=f"  alertmanager: {{url: '{real.alertmanager}', link_base: 'http://fmn:9108'}}\n")
+        config = _with_general_knowledge(tmp_path)
         failing(store)
+        failing(store, "general-knowledge")
         done = actions.act(store, config, "bot", "replica-a")
         deadline = time.monotonic() + 30
         while len(real.webhook.alerts()) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         delivered = {alert["labels"]["alertname"]: alert for _, alert in real.webhook.alerts()}
-    retrained = done[-1]
+    retrained, covered = [a for a in done if a.kind == "retrain"]
     assert (retrained.kind, retrained.status) == ("retrain", "rejected")
+    assert "(arithmetic 4, general-knowledge 4)" in retrained.detail
     assert "kept for inspection, not promoted: arithmetic FAIL against v1" in retrained.detail
+    assert (covered.status, covered.detail) == ("refused", f"covered by action {retrained.id} (rejected)")
+    assert [a.kind for a in done].count("alert") == 2  # live did not move: both capabilities alert
     assert store.live("bot") is None  # still the policy file's v2
     assert (tmp_path / "made" / str(retrained.to_version) / "config.json").is_file()
     rejected = delivered["ForgetmenotRecoveryRejected"]
@@ -136,24 +160,52 @@ def test_dry_run_plans_the_retraining_and_builds_nothing(tmp_path: Path, store: 
     assert not (tmp_path / "made").exists() and store.made_versions() == []
 
 
-def test_served_models_and_vllm_adapters_are_refused_with_the_reason(tmp_path: Path, store: Store,
-                                                                    tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize(("part", "kind", "why"), [
+    ("backend", "openai", "measured through a server"),
+    ("deployer", "vllm-lora", "which that deployer cannot serve"),
+    ("deployer", "kubernetes", "building an image from them is not forgetmenot's job"),
+])
+def test_what_retraining_cannot_serve_or_judge_is_refused_with_the_reason(
+        tmp_path: Path, store: Store, tiny_model_dir: Path, part: str, kind: str, why: str) -> None:
     config = policy(tmp_path, store, tiny_model_dir)
     spec = config.models["bot"]
-    served = spec.model_copy(update={"deployer": spec.deployer.model_copy(update={"kind": "vllm-lora"})})
-    config = config.model_copy(update={"models": {"bot": served}})
-    with pytest.raises(retrain.RetrainRefused, match="merged weights"):
+    changed = spec.model_copy(update={part: getattr(spec, part).model_copy(update={"kind": kind})})
+    config = config.model_copy(update={"models": {"bot": changed}})
+    with pytest.raises(retrain.RetrainRefused, match=why):
         retrain.check(config, "bot")
+
+
+def test_a_recovered_version_sits_right_after_the_one_it_was_made_from(tmp_path: Path, store: Store,
+                                                                      tiny_model_dir: Path) -> None:
+    """So a rollback from it goes to an older release, never to a newer one listed after v2."""
+    from monitor.store import ModelVersion
+    from monitor.versions import with_made
+
+    config = policy(tmp_path, store, tiny_model_dir)
+    spec = config.models["bot"]
+    v3 = spec.versions["v2"].model_copy()
+    config = config.model_copy(update={"models": {"bot": spec.model_copy(update={
+        "versions": {**spec.versions, "v3": v3}})}})
+    for name in ("v2-r1", "v2-r2"):
+        store.add_made_version(ModelVersion(model="bot", version=name, source="retrain",
+                                            path=str(tmp_path / name), parent="v2", action_id=1))
+    assert list(with_made(config, store).models["bot"].versions) == ["v1", "v2", "v2-r1", "v2-r2", "v3"]
+    store.set_live("bot", "v2-r2", None)
+    assert actions.rollback_target(store, with_made(config, store), "bot", "v2-r2") == "v1"
+
+
+def _with_general_knowledge(tmp_path: Path) -> Config:
+    shutil.copytree(PROBES / "general-knowledge", tmp_path / "probes" / "general-knowledge")
+    path = tmp_path / "forgetmenot.yaml"
+    path.write_text(path.read_text().replace("suites: [probes/arithmetic]",
+                                             "suites: [probes/arithmetic, probes/general-knowledge]"))
+    return load_config(path)
 
 
 def test_one_retraining_covers_every_failing_capability(tmp_path: Path, store: Store,
                                                         tiny_model_dir: Path) -> None:
-    shutil.copytree(PROBES / "general-knowledge", tmp_path / "probes" / "general-knowledge")
-    config = policy(tmp_path, store, tiny_model_dir, extra="  guards: {dry_run: true}\n")
-    path = tmp_path / "forgetmenot.yaml"
-    path.write_text(path.read_text().replace("suites: [probes/arithmetic]",
-                                             "suites: [probes/arithmetic, probes/general-knowledge]"))
-    config = load_config(path)
+    policy(tmp_path, store, tiny_model_dir, extra="  guards: {dry_run: true}\n")
+    config = _with_general_knowledge(tmp_path)
     failing(store, "arithmetic")
     failing(store, "general-knowledge")
     done = actions.act(store, config, "bot", "replica-a")
