@@ -24,11 +24,11 @@ from typing import Any
 from monitor import finetune, models
 from monitor.backends.base import Backend, GenerationRequest
 from monitor.config import Config, RetrainSpec, Rules
-from monitor.errors import ForgetmenotError
+from monitor.errors import BackendError, ForgetmenotError
 from monitor.judge import JudgeError, judge_runs, judge_suite
 from monitor.probing import VersionRef
 from monitor.runner import Track, probe_version
-from monitor.store import Action, ModelVersion, Store
+from monitor.store import Action, ModelVersion, Run, Store
 from monitor.suites import Item, Suite, generation_correct, render
 from monitor.validate import load_suites
 from monitor.versions import with_made
@@ -281,9 +281,9 @@ def check(config: Config, model: str) -> None:
 def recover(store: Store, config: Config, action: Action,
             hooks: Hooks | None = None) -> tuple[Config, Outcome]:
     """Train, register, probe and judge a recovered version of `action.from_version`."""
-    hooks = hooks or Hooks()
     from monitor.actions import live_version
 
+    hooks = hooks or Hooks()
     model, source = action.model, action.from_version or live_version(store, config, action.model)
     check(config, model)
     suites = load_suites(config)
@@ -311,8 +311,6 @@ def recover(store: Store, config: Config, action: Action,
 
 
 def _taught(config: Config, model: str, suites: Sequence[Suite], the_plan: Plan) -> Plan:
-    from monitor.errors import BackendError
-
     baseline = config.models[model].baseline
     try:
         teacher = models.backend_for(config, model, baseline)
@@ -363,10 +361,10 @@ def _not_better(store: Store, suite: Suite, rules: Rules, model: str, source: st
     drop below zero), so an unproven candidate never displaces live on a guess."""
     runs = []
     for version in (source, name):
-        found = [r for r in store.finished_runs(model, version, suite.content_hash) if r.status == "complete"]
-        if not found:
+        run = _latest(store, model, version, suite)
+        if run is None:
             return [f"{suite.capability}: {version} has no complete run to compare"]
-        runs.append([(found[-1], store.results(found[-1].id or 0))])
+        runs.append([(run, store.results(run.id or 0))])
     judgement = judge_runs(suite, rules, runs[0], runs[1])
     lost = _lost_kinds(store, model, source, suite.capability)
     worse = [k for k in judgement.kinds if (not lost or k.kind in lost)
@@ -408,15 +406,19 @@ def _measured(store: Store, config: Config, model: str, version: str, suites: Se
 def figures(store: Store, suite: Suite, model: str, baseline: str | None, source: str,
              name: str) -> list[Figure]:
     def scores(version: str | None) -> dict[str, float | None]:
-        runs = [r for r in store.finished_runs(model, version, suite.content_hash)
-                if r.status == "complete"] if version else []
-        if not runs or runs[-1].id is None:
+        run = _latest(store, model, version, suite) if version else None
+        if run is None or run.id is None:
             return {}
-        return {s.kind: s.mean_score for s in store.summaries([runs[-1].id])[runs[-1].id]}
+        return {s.kind: s.mean_score for s in store.summaries([run.id])[run.id]}
 
     base, before, after = scores(baseline), scores(source), scores(name)
     return [Figure(suite.name, kind, base.get(kind), before.get(kind), after.get(kind))
             for kind in suite.kinds if kind in after]
+
+
+def _latest(store: Store, model: str, version: str, suite: Suite) -> Run | None:
+    complete = [r for r in store.finished_runs(model, version, suite.content_hash) if r.status == "complete"]
+    return complete[-1] if complete else None
 
 
 def _words(fig: Figure) -> str:
