@@ -44,17 +44,17 @@ def run_loop(config_file: Path, hooks: Hooks | None = None) -> LoopResult:
     try:
         _go_live(store, config, "v2")
         verdicts = _judge(store, config)
-        actions = act(store, config, DEMO_MODEL, HOLDER, hooks)
+        act(store, config, DEMO_MODEL, HOLDER, hooks)
         live = live_version(store, config, DEMO_MODEL)
-        newest = max(store.made_versions(DEMO_MODEL), key=lambda v: v.id or 0, default=None)
-        candidate = newest.version if newest else None
+        made = store.made_versions(DEMO_MODEL)  # oldest first: the newest is this loop's
+        candidate = made[-1].version if made else None
         shown = _figures(store, config, candidate or live)
         kinds = store.verdict_kinds([v.id for v in verdicts if v.id is not None])
-        trail = store.actions(DEMO_MODEL)
+        trail = store.actions(DEMO_MODEL)  # the whole trail, the release included
     finally:
         store.close()
     rows = [(v, kinds.get(v.id or 0, [])) for v in verdicts]
-    return LoopResult(config, rows, trail if trail else actions, live, candidate, shown)
+    return LoopResult(config, rows, trail, live, candidate, shown)
 
 
 def _loop_config(config: Config) -> Config:
@@ -76,10 +76,8 @@ def _loop_config(config: Config) -> Config:
     model = spec.model_copy(update={
         "deployer": spec.deployer.model_copy(update={"path": str(folder / "live")}),
         "retrain": spec.retrain.model_copy(update={"output": str(folder / "models")})})
-    loop = config.model_copy(update={"database": f"sqlite:///{folder / 'forgetmenot.db'}",
+    return config.model_copy(update={"database": f"sqlite:///{folder / 'forgetmenot.db'}",
                                      "models": {**config.models, DEMO_MODEL: model}})
-    loop._base_dir = config.base_dir
-    return loop
 
 
 def _go_live(store: Store, config: Config, version: str) -> None:

@@ -30,39 +30,36 @@ def _wrap(name: str) -> str:
 
 def before_after_plot(rows: Sequence[Row], out: Path, before: str = "v1", after: str = "v2") -> Path:
     """Grouped bars per capability × kind (accuracy kinds only; fluency is on another scale)."""
-    plt = _pyplot()
     shown = [r for r in rows if r.kind != "loglikelihood_rolling"]
-    labels = [_wrap(r.capability) + "\n" + _SHORT[r.kind] for r in shown]
-    xs = range(len(shown))
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(shown)), 4.5))
-    ax.bar([x - 0.2 for x in xs], [r.before or 0 for r in shown], width=0.4, label=before)
-    ax.bar([x + 0.2 for x in xs], [r.after or 0 for r in shown], width=0.4, label=after)
-    ax.set_xticks(list(xs), labels, fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy on the probe split")
-    ax.set_title("What the fine-tune kept and what it forgot")
-    ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _grouped_bars([_wrap(r.capability) + "\n" + _SHORT[r.kind] for r in shown],
+                         [(before, [r.before or 0 for r in shown]), (after, [r.after or 0 for r in shown])],
+                         "What the fine-tune kept and what it forgot", out)
 
 
 def recovery_plot(figures: Sequence[Any], out: Path, names: tuple[str, str, str] = (
         "v1 (baseline)", "v2 (fine-tuned)", "recovered")) -> Path:
     """Three bars per suite × kind: what was there, what the fine-tune left, what retraining restored."""
-    plt = _pyplot()
     shown = [f for f in figures if f.kind != "loglikelihood_rolling"]
-    xs = range(len(shown))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(shown)), 4.5))
-    for offset, (label, attr) in zip((-0.27, 0, 0.27), zip(names, ("baseline", "before", "after"),
-                                                             strict=True), strict=True):
-        ax.bar([x + offset for x in xs], [getattr(f, attr) or 0 for f in shown], width=0.27, label=label)
-    ax.set_xticks(list(xs), [_wrap(f.suite) + "\n" + _SHORT[f.kind] for f in shown], fontsize=8)
+    series = [(name, [getattr(f, attr) or 0 for f in shown])
+              for name, attr in zip(names, ("baseline", "before", "after"), strict=True)]
+    return _grouped_bars([_wrap(f.suite) + "\n" + _SHORT[f.kind] for f in shown], series,
+                         "What recovery retraining brought back", out)
+
+
+def _grouped_bars(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], title: str,
+                  out: Path) -> Path:
+    """One group of bars per label, one bar per series, accuracy on a 0-1 axis."""
+    plt = _pyplot()
+    xs = range(len(labels))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6, (0.8 + 0.15 * len(series)) * len(labels)), 4.5))
+    for index, (name, values) in enumerate(series):
+        offset = (index - (len(series) - 1) / 2) * width
+        ax.bar([x + offset for x in xs], values, width=width, label=name)
+    ax.set_xticks(list(xs), labels, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy on the probe split")
-    ax.set_title("What recovery retraining brought back")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,4 @@ def with_made(config: Config, store: Store) -> Config:
                               f"{row.action_id}")
         models[row.model] = spec.model_copy(update={"versions": _after(spec.versions, row.parent,
                                                                         row.version, version)})
-    merged = config.model_copy(update={"models": models})
-    merged._base_dir = config.base_dir
-    return merged
+    return config.model_copy(update={"models": models})  # keeps the file's base dir
