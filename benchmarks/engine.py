@@ -143,7 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    from monitor.models import prepare_smollm2
+    from monitor.probing.weights import prepare_smollm2
 
     model = prepare_smollm2()
     times: dict[str, list[float]] = {"lm_eval": [], "forgetmenot": []}

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.config import Policy
 from monitor.judge import decide
-from monitor.stats import paired_binary
+from monitor.judge.stats import paired_binary
+from monitor.policy.schema import Policy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ACCURACY = 0.7

@@ -100,11 +100,11 @@ def scoring(url: str, model: Path, work: Path, rounds: int) -> dict[str, Any]:
 
 
 def generation(url: str, model: Path, levels: list[int], count: int) -> list[dict[str, Any]]:
-    from monitor.backends.endpoint import Endpoint
-    from monitor.backends.openai_backend import OpenAIBackend
-    from monitor.backends.tokens import LocalTokenizer
-    from monitor.probing import score_kind
-    from monitor.suites import load_suite
+    from monitor.policy.suites import load_suite
+    from monitor.probing.backends.endpoint import Endpoint
+    from monitor.probing.backends.openai import OpenAIBackend
+    from monitor.probing.backends.tokens import LocalTokenizer
+    from monitor.probing.run import score_kind
 
     suite = load_suite(SUITE)
     tokenizer = LocalTokenizer(str(model))
@@ -150,8 +150,8 @@ def main() -> None:
     parser.add_argument("--generate", type=int, default=96, help="generation items per level")
     parser.add_argument("--levels", default="1,2,4,8,16")
     args = parser.parse_args()
-    from monitor.models import prepare_smollm2
-    from monitor.servers import VLLM, vllm_server
+    from monitor.probing.weights import prepare_smollm2
+    from monitor.testing.servers import VLLM, vllm_server
 
     model = prepare_smollm2()
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,8 +24,8 @@ from typing import Any
 
 from sqlalchemy import create_engine, insert, text
 
-from monitor.api import Api, HttpServer
-from monitor.config import Config
+from monitor.policy.schema import Config
+from monitor.service.http import Api, HttpServer
 from monitor.store import Run, RunKind, Store, SuiteRecord, Verdict, VerdictKind
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -61,8 +61,8 @@ class TimedBackend:
 
 
 def overhead() -> dict[str, float]:
-    from monitor.models import prepare_smollm2
-    from monitor.service import open_monitor
+    from monitor.probing.weights import prepare_smollm2
+    from monitor.service.scheduler import open_monitor
 
     model = prepare_smollm2()
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +80,7 @@ suites: [{REPO}/probes/arithmetic, {REPO}/probes/general-knowledge, {REPO}/probe
         backends: dict[str, TimedBackend] = {}
 
         def load(config: Config, name: str, version: str) -> Any:
-            from monitor.models import backend_for
+            from monitor.probing.weights import backend_for
 
             backends[version] = TimedBackend(backend_for(config, name, version))
             return backends[version]

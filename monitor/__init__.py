@@ -4,15 +4,6 @@ The public surface is what `__all__` lists; everything else is private implement
 change. Heavy dependencies (torch, transformers) are imported only when a backend is built.
 """
 
-from monitor.backends.base import (
-    Backend,
-    BackendInfo,
-    GenerationRequest,
-    LoglikelihoodRequest,
-    RollingResult,
-)
-from monitor.backends.fake import FakeBackend
-from monitor.config import Config
 from monitor.errors import (
     BackendError,
     ConfigError,
@@ -22,11 +13,20 @@ from monitor.errors import (
     StoreError,
     SuiteError,
 )
-from monitor.probing import VersionRef, probe_suite
-from monitor.runner import probe_version
+from monitor.policy.loading import load_config, load_suites
+from monitor.policy.schema import Config
+from monitor.policy.suites import Item, Suite, load_suite
+from monitor.probing.backends.base import (
+    Backend,
+    BackendInfo,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    RollingResult,
+)
+from monitor.probing.backends.fake import FakeBackend
+from monitor.probing.run import VersionRef, probe_suite
+from monitor.probing.version import probe_version
 from monitor.store import Store
-from monitor.suites import Item, Suite, load_suite
-from monitor.validate import load_config, load_suites
 
 __version__ = "0.1.0"
 

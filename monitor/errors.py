@@ -1,11 +1,20 @@
-"""The exception tree, drawn once so callers know what to catch.
+"""Every exception forgetmenot raises on purpose, drawn once so callers know what to catch.
 
     ForgetmenotError
     ├── ConfigError         a policy file is wrong; carries every Problem found, not just the first
     ├── SuiteError          a probe suite is wrong; carries every Problem found
     ├── BackendError        the *measurement* broke (model will not load, endpoint down, OOM).
-    │                       Recorded as an error, never as forgetting.
+    │   │                   Recorded as an error, never as forgetting; `kind` is an ErrorKind.
+    │   └── TransientError  worth another try: the server may answer next time
+    ├── NotSupported        a server ignored a request option; the caller falls back (internal)
     ├── StoreError          the database is unreachable or refused a write
+    ├── JudgeError          the comparison asked for cannot be made (other content, no runs yet)
+    ├── ActionError         an action could not be carried out; its audit row says so
+    │   ├── DeployError     the deployer could not make the version live
+    │   ├── AlertError      Alertmanager did not take the alert
+    │   ├── RetrainRefused  retraining cannot run as configured; nothing was built
+    │   └── RetrainFailed   training itself broke (out of memory, bad weights); nothing registered
+    ├── Stopping            the monitor was asked to stop mid-run: the run is marked interrupted
     └── MissingExtra        an optional dependency is not installed (also an ImportError)
 
 Bad input is data about a file: each Problem names the file, the line and the key, so the
@@ -15,6 +24,8 @@ person fixing it never has to guess where to look.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from monitor.vocabulary import ErrorKind
 
 
 @dataclass(frozen=True)
@@ -52,13 +63,49 @@ class SuiteError(_ProblemsError):
 class BackendError(ForgetmenotError):
     """The measurement broke. `kind` is a short, bounded label (metrics use it)."""
 
-    def __init__(self, message: str, kind: str = "backend") -> None:
-        self.kind = kind
+    def __init__(self, message: str, kind: str = ErrorKind.BACKEND) -> None:
+        self.kind = ErrorKind(kind)
         super().__init__(message)
+
+
+class TransientError(BackendError):
+    """Worth another try: the server may answer next time."""
+
+
+class NotSupported(ForgetmenotError):
+    """The server ignored or refused a request option (`logprob_token_ids`); the caller falls back."""
 
 
 class StoreError(ForgetmenotError):
     """The store could not read or write."""
+
+
+class JudgeError(ForgetmenotError):
+    """The comparison asked for cannot be made (different content, no runs)."""
+
+
+class ActionError(ForgetmenotError):
+    """An action could not be carried out; the audit row records why."""
+
+
+class DeployError(ActionError):
+    """The deployer could not make the version live; the message says what state it left."""
+
+
+class AlertError(ActionError):
+    """Alertmanager did not take the alert."""
+
+
+class RetrainRefused(ActionError):
+    """Retraining cannot run as configured; nothing was built."""
+
+
+class RetrainFailed(ActionError):
+    """Training itself broke (out of memory, bad weights); nothing was registered."""
+
+
+class Stopping(ForgetmenotError):
+    """Raised inside a run when the monitor is asked to stop: the run is marked interrupted."""
 
 
 class MissingExtra(ForgetmenotError, ImportError):

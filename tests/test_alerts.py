@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.alerting import ALERTS, rule_tests_yaml, rules_yaml
+from monitor.metrics.rules import ALERTS, rule_tests_yaml, rules_yaml
 
 ALERTS_DIR = Path(__file__).resolve().parent.parent / "alerts"
 

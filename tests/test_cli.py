@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from monitor.cli import app
+from monitor.cli.app import app
 from monitor.store import Store
 from tests.conftest import PROBES
 
@@ -96,9 +96,9 @@ def test_unknown_model_prepare_name_is_refused() -> None:
 
 def _judged_policy(tmp_path: Path, tiny_model_dir: Path) -> Path:
     """Runs of v1 (right) and v2 (wrong in prose, same multiple-choice picks) stored for the CLI."""
-    from monitor.backends.fake import FakeBackend
-    from monitor.probing import VersionRef, probe_suite
-    from monitor.suites import load_suite
+    from monitor.policy.suites import load_suite
+    from monitor.probing.backends.fake import FakeBackend
+    from monitor.probing.run import VersionRef, probe_suite
 
     path = policy(tmp_path, tiny_model_dir)
     path.write_text(path.read_text().replace("broken: {path:", "v2: {path:").replace(

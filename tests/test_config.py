@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import parse_duration
 from monitor.errors import ConfigError
-from monitor.validate import load_config
+from monitor.policy.loading import load_config
+from monitor.policy.schema import parse_duration
 from tests.conftest import PROBES
 
 GOOD = """\

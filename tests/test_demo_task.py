@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from monitor import demo_task
-from monitor.finetune import chat_example
+from monitor.actions.retrain.sft import chat_example
+from monitor.demo import task as demo_task
 from tests.conftest import PROBES
 
 

@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monitor.api import Api, HttpServer
-from monitor.backends.fake import FakeBackend
-from monitor.localstack import query, stack
-from monitor.service import open_monitor
-from monitor.suites import load_suite
+from monitor.policy.suites import load_suite
+from monitor.probing.backends.fake import FakeBackend
+from monitor.service.http import Api, HttpServer
+from monitor.service.scheduler import open_monitor
+from monitor.testing.stack import query, stack
 from tests.test_judge import _answers, _gold
 from tests.test_service import policy
 

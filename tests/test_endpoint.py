@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from monitor.backends.answers import prompt_logprobs
-from monitor.backends.base import GenerationRequest, LoglikelihoodRequest
-from monitor.backends.endpoint import Endpoint
-from monitor.backends.openai_backend import OpenAIBackend
-from monitor.backends.tokens import ServerTokenizer
 from monitor.errors import BackendError, ConfigError
-from monitor.localstack import free_port
+from monitor.probing.backends.answers import prompt_logprobs
+from monitor.probing.backends.base import GenerationRequest, LoglikelihoodRequest
+from monitor.probing.backends.endpoint import Endpoint
+from monitor.probing.backends.openai import OpenAIBackend
+from monitor.probing.backends.tokens import ServerTokenizer
+from monitor.testing.stack import free_port
 from tests.conftest import PROBES
 
 Reply = tuple[int, Any]  # (status, JSON body or raw bytes)
@@ -225,7 +225,7 @@ def test_server_without_prompt_logprobs_fails_loglikelihood_but_generates(
 
 
 def test_next_token_requests_respect_the_server_limit_on_named_tokens() -> None:
-    from monitor.backends.next_token import MAX_IDS, _batches
+    from monitor.probing.backends.next_token import MAX_IDS, _batches
 
     nodes = [((i,), [1000 + 3 * i, 1001 + 3 * i, 1002 + 3 * i]) for i in range(200)]
     batches = _batches(nodes, 64)
@@ -280,7 +280,7 @@ def test_chat_only_server_says_why_loglikelihood_cannot_run(scripted: Callable[.
 # -- policy ---------------------------------------------------------------------------------
 
 def test_openai_policy_problems_are_located(tmp_path: Path) -> None:
-    from monitor.validate import load_config
+    from monitor.policy.loading import load_config
 
     shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")
     path = tmp_path / "forgetmenot.yaml"
@@ -304,8 +304,8 @@ suites: [probes/arithmetic]
 
 
 def test_missing_api_key_variable_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from monitor.models import backend_for
-    from monitor.validate import load_config
+    from monitor.policy.loading import load_config
+    from monitor.probing.weights import backend_for
 
     monkeypatch.delenv("FMN_TEST_KEY", raising=False)
     shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")
@@ -327,7 +327,7 @@ suites: [probes/arithmetic]
 def test_local_tokenizer_reads_tokenizer_json_exactly_as_transformers(
         tiny_model_dir: Path, tiny_parts: tuple[object, object]) -> None:
     """The openai backend tokenizes without transformers; it must split text identically."""
-    from monitor.backends.tokens import LocalTokenizer
+    from monitor.probing.backends.tokens import LocalTokenizer
 
     _, reference = tiny_parts
     local = LocalTokenizer(str(tiny_model_dir))

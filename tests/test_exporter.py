@@ -9,14 +9,14 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlmodel import Session, select
 
-from monitor import metrics
-from monitor.backends.fake import FakeBackend
-from monitor.config import Policy
-from monitor.exporter import StoreCollector
 from monitor.judge import judge_suite
-from monitor.probing import VersionRef, probe_suite
+from monitor.metrics import names as metrics
+from monitor.metrics.exporter import StoreCollector
+from monitor.policy.schema import Policy
+from monitor.policy.suites import load_suite
+from monitor.probing.backends.fake import FakeBackend
+from monitor.probing.run import VersionRef, probe_suite
 from monitor.store import Action, Run, Store, Verdict
-from monitor.suites import load_suite
 from tests.conftest import PROBES
 from tests.test_judge import _answers, _gold
 
@@ -77,7 +77,7 @@ def test_labels_never_carry_item_ids_or_free_text(store: Store) -> None:
 
 
 def test_cached_exposition_renders_again_only_when_the_store_changed(store: Store) -> None:
-    from monitor.exporter import CachedExposition
+    from monitor.metrics.exporter import CachedExposition
 
     _populate(store)
     cached = CachedExposition(store)

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from monitor.backends.base import LoglikelihoodRequest
-from monitor.backends.fake import FakeBackend
-from monitor.calibrate import batch_sizes, calibrate
-from monitor.config import Policy
 from monitor.judge import JudgeError, decide, diagnose, judge_kind, judge_suite, overall
-from monitor.probing import VersionRef, probe_suite
-from monitor.stats import PairedResult, paired_binary, paired_continuous
+from monitor.judge.calibrate import batch_sizes, calibrate
+from monitor.judge.stats import PairedResult, paired_binary, paired_continuous
+from monitor.policy.schema import Policy
+from monitor.policy.suites import Suite, load_suite
+from monitor.probing.backends.base import LoglikelihoodRequest
+from monitor.probing.backends.fake import FakeBackend
+from monitor.probing.run import VersionRef, probe_suite
 from monitor.store import ItemResult, Store
-from monitor.suites import Suite, load_suite
 from tests.conftest import PROBES
 
 RULES = Policy().rules_for("x")  # max_drop 0.05, confidence 0.95, min_items 20
@@ -214,19 +214,20 @@ def test_batch_sizes_for_calibration_differ_from_the_default() -> None:
 
 @pytest.mark.parametrize(("phases", "limits", "settled"), [
     (["FAIL"], {}, "FAIL"),                                      # failure_limit 1 (default)
-    (["FAIL"], {"failure_limit": 2}, "PENDING"),
+    (["FAIL"], {"failure_limit": 2}, None),
     (["FAIL", "ERROR", "FAIL"], {"failure_limit": 2}, "FAIL"),   # errors neither count nor reset
-    (["FAIL", "PASS", "FAIL"], {"failure_limit": 2}, "PENDING"),
-    (["ERROR", "ERROR"], {}, "PENDING"),                          # consecutive_error_limit 3
+    (["FAIL", "PASS", "FAIL"], {"failure_limit": 2}, None),
+    (["ERROR", "ERROR"], {}, None),                          # consecutive_error_limit 3
     (["ERROR", "ERROR", "ERROR"], {}, "ERROR"),
     (["FAIL", "ERROR", "ERROR", "ERROR"], {}, "ERROR"),           # broken probes: never act
-    (["INCONCLUSIVE"] * 3, {}, "PENDING"),                        # inconclusive_limit 3
+    (["INCONCLUSIVE"] * 3, {}, None),                        # inconclusive_limit 3
     (["INCONCLUSIVE"] * 4, {}, "INCONCLUSIVE"),
     (["FAIL", "PASS"], {}, "PASS"),
     (["MARGINAL", "ERROR"], {}, "MARGINAL"),
-    ([], {}, "PENDING"),
+    ([], {}, None),
 ])
-def test_settle_counts_verdicts_over_time(phases: list[str], limits: dict[str, int], settled: str) -> None:
+def test_settle_counts_verdicts_over_time(phases: list[str], limits: dict[str, int], settled: str | None) -> None:
+    """None: the history settles nothing yet (neither a phase to act on nor one that stands)."""
     from monitor.judge import settle
 
     assert settle(phases, Policy(defaults=limits).rules_for("x")) == settled

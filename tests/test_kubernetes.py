@@ -22,11 +22,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from monitor import actions
-from monitor.deployers import KubernetesDeployer, deployer_for
-from monitor.localstack import free_port
+from monitor.actions import ladder as actions
+from monitor.actions.deployers import KubernetesDeployer, deployer_for
+from monitor.policy.loading import load_config
 from monitor.store import Store
-from monitor.validate import load_config
+from monitor.testing.stack import free_port
 
 CONTRACTS = Path(__file__).parent / "contracts"
 KUBERNETES = "1.31"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.loop import run_loop
+from monitor.demo.loop import run_loop
 from tests.conftest import PROBES
 
 pytestmark = pytest.mark.realmodel

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from monitor.backends.fake import FakeBackend
 from monitor.errors import BackendError
-from monitor.probing import VersionRef, probe_suite, work_units
-from monitor.runner import probe_version
+from monitor.policy.suites import load_suite
+from monitor.probing.backends.fake import FakeBackend
+from monitor.probing.run import VersionRef, probe_suite, work_units
+from monitor.probing.version import probe_version
 from monitor.store import Store
-from monitor.suites import load_suite
 from tests.conftest import PROBES
 
 REF = VersionRef("bot", "v1")

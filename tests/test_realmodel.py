@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from monitor.backends.base import GenerationRequest, LoglikelihoodRequest
 from monitor.errors import SuiteError
-from monitor.probing import VersionRef, probe_suite
+from monitor.policy.suites import Suite, load_suite
+from monitor.probing.backends.base import GenerationRequest, LoglikelihoodRequest
+from monitor.probing.run import VersionRef, probe_suite
 from monitor.store import Store
-from monitor.suites import Suite, load_suite
 from tests.conftest import PROBES, postgres_database
 from tests.test_transformers_backend import naive_loglikelihood
 
@@ -94,8 +94,8 @@ def _round_trip(url: str, backend: Any, suite: Suite) -> list[tuple[Any, ...]]:
 
 
 def test_a_version_given_as_a_gguf_file_is_converted_once(tmp_path: Path) -> None:
-    from monitor.models import smollm2_gguf, weights_dir
-    from monitor.validate import load_config
+    from monitor.policy.loading import load_config
+    from monitor.probing.weights import smollm2_gguf, weights_dir
 
     shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")
     policy = tmp_path / "forgetmenot.yaml"
@@ -117,8 +117,8 @@ suites: [probes/arithmetic]
 
 def test_the_real_model_judged_against_itself_passes(smollm2: Any, tmp_path: Path) -> None:
     """Two independent measurements of unchanged SmolLM2 (different batch sizes): PASS, no flakiness."""
-    from monitor.config import Policy
     from monitor.judge import judge_suite
+    from monitor.policy.schema import Policy
 
     suite = small_suite(tmp_path, "general-knowledge", 24)
     store = Store(f"sqlite:///{tmp_path / 'fmn.db'}")

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from monitor import actions, retrain
-from monitor.config import Config
-from monitor.service import Monitor
+from monitor.actions import ladder as actions
+from monitor.actions.retrain import recover as retrain
+from monitor.policy.loading import load_config, load_suites
+from monitor.policy.schema import Config
+from monitor.policy.suites import load_suite, render
+from monitor.service.scheduler import Monitor
 from monitor.store import Store, Verdict
-from monitor.suites import load_suite, render
-from monitor.validate import load_config, load_suites
 from tests.conftest import PROBES
 
 
@@ -75,7 +76,7 @@ def test_the_baselines_own_right_answers_replace_the_gold_targets(tmp_path: Path
                                                                   tiny_model_dir: Path) -> None:
     """Recovery restores the old behaviour: where the baseline answered right, its words are the
     target; where it answered wrong, the gold target stays."""
-    from monitor.backends.fake import FakeBackend
+    from monitor.probing.backends.fake import FakeBackend
 
     config = policy(tmp_path, store, tiny_model_dir)
     suites = load_suites(config)
@@ -121,7 +122,7 @@ def test_a_recovered_version_that_passes_is_promoted_and_then_served(tmp_path: P
 
 def test_a_recovered_version_that_fails_the_gate_is_kept_and_alerted(tmp_path: Path, store: Store,
                                                                     tiny_model_dir: Path) -> None:
-    from monitor.localstack import free_port, stack
+    from monitor.testing.stack import free_port, stack
 
     rules = Path(__file__).resolve().parent.parent / "alerts" / "forgetmenot.rules.yml"
     (tmp_path / "stack").mkdir()
@@ -179,7 +180,7 @@ def test_a_recovered_version_sits_right_after_the_one_it_was_made_from(tmp_path:
                                                                       tiny_model_dir: Path) -> None:
     """So a rollback from it goes to an older release, never to a newer one listed after v2."""
     from monitor.store import ModelVersion
-    from monitor.versions import with_made
+    from monitor.store.versions import with_made
 
     config = policy(tmp_path, store, tiny_model_dir)
     spec = config.models["bot"]

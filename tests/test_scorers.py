@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor import scorers
+from monitor.policy import scorers
 
 
 @pytest.mark.parametrize(("output", "targets", "expected"), [

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from monitor.backends.endpoint import Endpoint
-from monitor.backends.openai_backend import OpenAIBackend
-from monitor.backends.tokens import LocalTokenizer, ServerTokenizer
-from monitor.backends.transformers_backend import TransformersBackend
-from monitor.cli import app
-from monitor.localstack import free_port
-from monitor.probing import score_kind
-from monitor.servers import Served, llama_cpp_server, transformers_server, vllm_server
+from monitor.cli.app import app
+from monitor.policy.suites import Suite, load_suite
+from monitor.probing.backends.endpoint import Endpoint
+from monitor.probing.backends.openai import OpenAIBackend
+from monitor.probing.backends.tokens import LocalTokenizer, ServerTokenizer
+from monitor.probing.backends.transformers import TransformersBackend
+from monitor.probing.run import score_kind
 from monitor.store import ItemResult, Store
-from monitor.suites import Suite, load_suite
+from monitor.testing.servers import Served, llama_cpp_server, transformers_server, vllm_server
+from monitor.testing.stack import free_port
 from tests.conftest import PROBES
 
 pytestmark = [pytest.mark.realmodel, pytest.mark.served, pytest.mark.timeout(1800)]
@@ -63,7 +63,7 @@ def vllm(smollm2_dir: Path, lora_adapter: Path, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture(scope="session")
 def llama_cpp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    from monitor.models import smollm2_gguf
+    from monitor.probing.weights import smollm2_gguf
 
     with llama_cpp_server(smollm2_gguf(), tmp_path_factory.mktemp("llama-logs")) as s:
         yield s
@@ -211,7 +211,7 @@ def test_probe_and_judge_served_versions_and_a_down_endpoint_is_an_error(
 
 def test_the_monitor_cycles_through_served_versions(vllm: Served, smollm2_dir: Path, tmp_path: Path) -> None:
     """`serve` loads one backend per cycle and probes suite after suite with it."""
-    from monitor.service import open_monitor
+    from monitor.service.scheduler import open_monitor
 
     monitor = open_monitor(policy(tmp_path, vllm.base_url, smollm2_dir, ("arithmetic", "fluency")))
     assert monitor.cycle("bot", "v1", slot=1) and monitor.cycle("bot", "v2", slot=1)
@@ -226,10 +226,10 @@ def test_the_monitor_cycles_through_served_versions(vllm: Served, smollm2_dir: P
 def test_rollback_through_vllm_lora_repoints_the_live_adapter_name(
         vllm: Served, smollm2_dir: Path, lora_adapter: Path, tmp_path: Path) -> None:
     """Users call `bot-live`; a rollback makes it answer as the earlier adapter does."""
-    from monitor import actions
-    from monitor.deployers import DeployError, deployer_for
+    from monitor.actions import ladder as actions
+    from monitor.actions.deployers import DeployError, deployer_for
+    from monitor.policy.loading import load_config
     from monitor.store import Verdict
-    from monitor.validate import load_config
 
     newer = make_adapter(smollm2_dir, tmp_path / "bot-v3", seed=1)
     shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from monitor.api import Api, HttpServer
-from monitor.backends.fake import FakeBackend
-from monitor.service import Monitor, open_monitor
+from monitor.probing.backends.fake import FakeBackend
+from monitor.service.http import Api, HttpServer
+from monitor.service.scheduler import Monitor, open_monitor
 from monitor.store import Store
 from tests.conftest import PROBES
 
@@ -147,7 +147,7 @@ def test_sigterm_stops_serve_gracefully(tmp_path: Path, tiny_model_dir: Path) ->
     """A real `forgetmenot serve` process: ready, probing, then SIGTERM; nothing left 'running'."""
     path = policy(tmp_path, tiny_model_dir)
     port = _free_port()
-    command = [sys.executable, "-m", "monitor.cli", "serve", "-c", str(path), "--port", str(port),
+    command = [sys.executable, "-m", "monitor.cli.app", "serve", "-c", str(path), "--port", str(port),
                "--run-now"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "200"})
@@ -176,7 +176,7 @@ def test_sigterm_stops_serve_gracefully(tmp_path: Path, tiny_model_dir: Path) ->
 def test_jitter_of_half_an_interval_or_more_is_refused(tmp_path: Path, tiny_model_dir: Path,
                                                      jitter: str) -> None:
     from monitor.errors import ConfigError
-    from monitor.validate import load_config
+    from monitor.policy.loading import load_config
 
     path = policy(tmp_path, tiny_model_dir)
     path.write_text(path.read_text().replace("jitter: 0s", f"jitter: {jitter}"))
@@ -188,10 +188,10 @@ def test_migrations_create_the_schema_and_refuse_pre_migration_databases(tmp_pat
     import sqlite3
 
     from monitor.errors import StoreError
-    from monitor.migrate import current
+    from monitor.store.migrate import current
 
     store = Store(f"sqlite:///{tmp_path / 'new.db'}")
-    assert current(store.engine) == "0003"
+    assert current(store.engine) == "0004"
     Store(f"sqlite:///{tmp_path / 'new.db'}")  # upgrading again is a no-op
     old = tmp_path / "old.db"
     with sqlite3.connect(old) as conn:
@@ -203,20 +203,20 @@ def test_migrations_create_the_schema_and_refuse_pre_migration_databases(tmp_pat
 def test_db_upgrade_command_on_postgres(tmp_path: Path, tiny_model_dir: Path) -> None:
     from typer.testing import CliRunner
 
-    from monitor.cli import app
+    from monitor.cli.app import app
     from tests.conftest import postgres_database
 
     with postgres_database() as url:
         path = policy(tmp_path, tiny_model_dir, database=url)
         result = CliRunner().invoke(app, ["db", "upgrade", "-c", str(path)])
-        assert result.exit_code == 0 and "database at revision 0003" in result.output
+        assert result.exit_code == 0 and "database at revision 0004" in result.output
 
 
 def test_runs_of_a_silent_monitor_are_reaped_others_are_not(store: Store) -> None:
     from datetime import timedelta
 
-    from monitor.probing import VersionRef, probe_suite
-    from monitor.suites import load_suite
+    from monitor.policy.suites import load_suite
+    from monitor.probing.run import VersionRef, probe_suite
 
     suite = load_suite(PROBES / "arithmetic")
     probe_suite(store, FakeBackend(), suite, VersionRef("bot", "v1"), holder="alive:1")
@@ -232,7 +232,7 @@ def test_runs_of_a_silent_monitor_are_reaped_others_are_not(store: Store) -> Non
 
 
 def _serve(path: Path, port: int, *extra: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "monitor.cli", "serve", "-c", str(path), "--port", str(port), *extra]
+    command = [sys.executable, "-m", "monitor.cli.app", "serve", "-c", str(path), "--port", str(port), *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "200"})
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitor.errors import SuiteError
-from monitor.suites import generation_correct, load_suite
+from monitor.policy.suites import generation_correct, load_suite
 from tests.conftest import PROBES
 
 SHIPPED = sorted(p.name for p in PROBES.iterdir() if (p / "suite.yaml").is_file())

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import torch
 
-from monitor.backends.base import GenerationRequest, LoglikelihoodRequest, cut_at_stops
-from monitor.backends.transformers_backend import TransformersBackend, pick_device, pick_dtype
 from monitor.errors import BackendError
+from monitor.probing.backends.base import GenerationRequest, LoglikelihoodRequest, cut_at_stops
+from monitor.probing.backends.transformers import TransformersBackend, pick_device, pick_dtype
 
 REQUESTS = [
     LoglikelihoodRequest("Question: What is the capital of France?\nAnswer:",

@@ -1,0 +1,76 @@
+"""Alerts pushed straight to Alertmanager's v2 API when the ladder says `alert`.
+
+The metric-based rules (alerts/forgetmenot.rules.yml) already page on a FAIL; this push carries
+what a metric cannot: the verdict's reason, its diagnosis, the action taken and a link to the
+evidence, so the on-call engineer starts from the facts. Same labels as the rules, so
+Alertmanager's routing and inhibition treat both alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monitor.errors import AlertError, BackendError
+from monitor.policy.schema import AlertmanagerSpec, Rules
+from monitor.probing.backends.endpoint import Endpoint
+from monitor.store import Action, Verdict, utcnow
+
+ALERTNAME = "ForgetmenotActionTaken"
+REJECTED = "ForgetmenotRecoveryRejected"
+STRANDED = "ForgetmenotNoRollbackTarget"
+
+
+def verdict_alert(verdict: Verdict, action: Action, rules: Rules, spec: AlertmanagerSpec) -> dict[str, Any]:
+    now = utcnow()
+    link = f"{spec.link_base.rstrip('/')}/api/v1/verdicts/{verdict.id}" if spec.link_base else ""
+    return {
+        "labels": {"alertname": ALERTNAME, "model": verdict.model, "version": verdict.candidate,
+                   "baseline": verdict.baseline, "capability": verdict.capability,
+                   "diagnosis": verdict.diagnosis, "severity": "critical" if rules.critical else "warning"},
+        "annotations": {
+            "summary": f"{verdict.model}/{verdict.candidate} lost {verdict.capability} "
+                       f"({verdict.diagnosis.replace('_', ' ')})",
+            "description": verdict.reason,
+            "ladder": f"action {action.id}: {action.kind}, from {action.from_version}",
+            "verdict": link or f"verdict {verdict.id}",
+            "report": verdict.report or "",
+        },
+        "startsAt": now.isoformat(),
+        "endsAt": (now + spec.resolve_after).isoformat(),
+        "generatorURL": link,
+    }
+
+
+def action_alert(action: Action, spec: AlertmanagerSpec, alertname: str, summary: str) -> dict[str, Any]:
+    """An action that needs a human (a rejected retraining, a rollback with nowhere to go): live
+    is still the failing version."""
+    now = utcnow()
+    link = f"{spec.link_base.rstrip('/')}/api/v1/actions?model={action.model}" if spec.link_base else ""
+    return {
+        "labels": {"alertname": alertname, "model": action.model, "version": action.from_version or "",
+                   "candidate": action.to_version or "", "capability": action.capability or "",
+                   "diagnosis": action.diagnosis or "", "severity": "warning"},
+        "annotations": {
+            "summary": summary,
+            "description": action.detail,
+            "ladder": f"action {action.id}: {action.kind}, {action.status}",
+        },
+        "startsAt": now.isoformat(),
+        "endsAt": (now + spec.resolve_after).isoformat(),
+        "generatorURL": link,
+    }
+
+
+def push(spec: AlertmanagerSpec, alerts: list[dict[str, Any]]) -> str:
+    """Retried on transient failures: Alertmanager merges repeated alerts with the same labels."""
+    endpoint = Endpoint(spec.url, timeout_s=10.0, max_retries=2, concurrency=1)
+    try:
+        endpoint.post_text("/api/v2/alerts", alerts)
+    except BackendError as exc:
+        raise AlertError(f"Alertmanager: {exc}") from exc
+    finally:
+        endpoint.close()
+    return f"pushed to {endpoint.base_url}/api/v2/alerts"
+
+
+

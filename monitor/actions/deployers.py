@@ -1,0 +1,188 @@
+"""How a model's live version is moved: one small protocol, one class per way of serving.
+
+The action ladder never touches serving directly; it asks the model's deployer to make a version
+live, and records what the deployer said. `registry` (the embedded default) keeps the pointer in
+the monitor's own database and mirrors it to a JSON file a serving process can watch; `webhook`
+posts the change to a URL and lets the receiver do it; `vllm-lora` re-points the adapter name
+users call on a running vLLM; `kubernetes` patches the serving Deployment and lets its rollout
+replace the pods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from monitor.errors import BackendError, DeployError, MissingExtra
+from monitor.policy.schema import Config
+from monitor.probing.backends.endpoint import Endpoint
+from monitor.probing.weights import home
+from monitor.store import utcnow
+
+
+class Deployer(Protocol):
+    def promote(self, model: str, version: str, action_id: int | None) -> str:
+        """Make `version` live; return what was done, for the audit trail."""
+        ...
+
+
+class RegistryDeployer:
+    """Writes `<dir>/<model>.json` atomically, for serving to read; the pointer in the database
+    is set by the ladder after every deployer's move."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def promote(self, model: str, version: str, action_id: int | None) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.directory / f"{model}.json"
+        record = {"model": model, "live": version, "updated_at": utcnow().isoformat(), "action": action_id}
+        with tempfile.NamedTemporaryFile("w", dir=self.directory, delete=False, suffix=".tmp") as out:
+            json.dump(record, out, indent=2)
+        os.replace(out.name, target)
+        return f"registry: {model} live = {version} ({target})"
+
+
+class WebhookDeployer:
+    """POSTs {model, version, action, path} once (a retry could deploy twice); any error or
+    non-2xx answer is a failed deployment. `path` is the version's weights folder where it has one
+    (a recovered version's is where retraining wrote it), for a receiver that shares the disk."""
+
+    def __init__(self, url: str, paths: Mapping[str, str] | None = None, timeout_s: float = 30.0) -> None:
+        self.endpoint = Endpoint(url, timeout_s=timeout_s, max_retries=0, concurrency=1)
+        self.paths = paths or {}
+
+    def promote(self, model: str, version: str, action_id: int | None) -> str:
+        payload = {"model": model, "version": version, "action": action_id, "path": self.paths.get(version)}
+        try:
+            self.endpoint.post_text("", payload)
+        except BackendError as exc:
+            raise DeployError(f"webhook: {exc}") from exc
+        return f"webhook {self.endpoint.base_url}: accepted"
+
+
+class VllmLoraDeployer:
+    """Re-points the adapter name users call (`alias`) on a running vLLM at another version's
+    adapter: unload the alias, then load it from that version's folder (vLLM's
+    `/v1/load_lora_adapter`; the server needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)."""
+
+    def __init__(self, endpoint: Endpoint, alias: str, adapters: Mapping[str, str]) -> None:
+        self.endpoint = endpoint
+        self.alias = alias
+        self.adapters = adapters
+
+    def promote(self, model: str, version: str, action_id: int | None) -> str:
+        folder = self.adapters.get(version)
+        if folder is None:
+            raise DeployError(f"vllm-lora can only make an adapter version live; {model}/{version} has no "
+                              "adapter folder (path)")
+        try:
+            self.endpoint.post_text("/unload_lora_adapter", {"lora_name": self.alias})
+        except BackendError as exc:
+            if exc.kind not in ("not_found", "rejected"):  # not loaded yet is fine
+                raise DeployError(f"vllm-lora {self.endpoint.base_url}: {exc}") from exc
+        try:
+            self.endpoint.post_text("/load_lora_adapter", {"lora_name": self.alias, "lora_path": folder})
+        except BackendError as exc:
+            raise DeployError(f"vllm-lora {self.endpoint.base_url}: '{self.alias}' was unloaded but "
+                              f"loading {folder} failed, so nothing answers to it now: {exc}") from exc
+        return f"vllm-lora {self.endpoint.base_url}: '{self.alias}' now serves {version} ({folder})"
+
+
+class KubernetesDeployer:
+    """Patches one container of a Deployment (strategic merge): its image when the version names
+    one, and always the FORGETMENOT_LIVE_VERSION variable and a pod-template annotation, so the
+    pods roll even when the image stays and the serving process can tell what it serves. The
+    rollout itself is Kubernetes' job; the patch is accepted or the move failed."""
+
+    CONTENT_TYPE = "application/strategic-merge-patch+json"
+
+    def __init__(self, api: Any, namespace: str, deployment: str, container: str,
+                 images: Mapping[str, str]) -> None:
+        self.api = api
+        self.namespace, self.deployment, self.container = namespace, deployment, container
+        self.images = images
+
+    def patch(self, model: str, version: str, action_id: int | None) -> dict[str, Any]:
+        container: dict[str, Any] = {"name": self.container,
+                                     "env": [{"name": "FORGETMENOT_LIVE_VERSION", "value": version}]}
+        if version in self.images:
+            container["image"] = self.images[version]
+        annotations = {"forgetmenot.io/model": model, "forgetmenot.io/live-version": version,
+                       "forgetmenot.io/action": str(action_id or "")}
+        return {"spec": {"template": {"metadata": {"annotations": annotations},
+                                      "spec": {"containers": [container]}}}}
+
+    def promote(self, model: str, version: str, action_id: int | None) -> str:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        where = f"deployment {self.namespace}/{self.deployment}"
+        try:
+            self.api.patch_namespaced_deployment(self.deployment, self.namespace,
+                                                 self.patch(model, version, action_id),
+                                                 _content_type=self.CONTENT_TYPE)
+        except ApiException as exc:
+            raise DeployError(f"kubernetes: patching {where} was refused: {exc.status} {exc.reason}; "
+                              "nothing changed") from exc
+        except HTTPError as exc:
+            raise DeployError(f"kubernetes: the API server could not be reached to patch {where}: "
+                              f"{exc.__class__.__name__}; nothing changed") from exc
+        image = f", image {self.images[version]}" if version in self.images else ""
+        return f"kubernetes: patched {where} container {self.container} to {version}{image}"
+
+
+def deployer_for(config: Config, model: str) -> Deployer:
+    spec = config.models[model].deployer
+    if spec.kind == "registry":
+        directory = config.resolve(spec.path) if spec.path else home() / "live"
+        return RegistryDeployer(directory)
+    if spec.kind == "webhook":
+        if not spec.url:
+            raise DeployError(f"{model}: the webhook deployer needs url")
+        versions = config.models[model].versions
+        return WebhookDeployer(spec.url, {name: str(config.resolve(v.path)) for name, v in versions.items()
+                                          if v.path})
+    if spec.kind == "vllm-lora":
+        return _vllm_lora(config, model)
+    return _kubernetes(config, model)
+
+
+def _kubernetes(config: Config, model: str) -> KubernetesDeployer:
+    try:
+        from kubernetes import client
+        from kubernetes import config as kube
+    except ImportError as exc:
+        raise MissingExtra("kubernetes", "kubernetes") from exc
+    spec = config.models[model]
+    deployer = spec.deployer
+    try:
+        if deployer.kubeconfig:
+            api_client = kube.new_client_from_config(str(config.resolve(deployer.kubeconfig)),
+                                                     context=deployer.context)
+        else:
+            try:
+                kube.load_incluster_config()
+            except kube.ConfigException:
+                kube.load_kube_config(context=deployer.context)
+            api_client = client.ApiClient()
+    except (kube.ConfigException, OSError) as exc:
+        raise DeployError(f"{model}: no Kubernetes credentials ({exc}); set deployer.kubeconfig") from exc
+    images = {name: v.image for name, v in spec.versions.items() if v.image}
+    name = deployer.deployment or model
+    return KubernetesDeployer(client.AppsV1Api(api_client), deployer.namespace, name,
+                              deployer.container or name, images)
+
+
+def _vllm_lora(config: Config, model: str) -> VllmLoraDeployer:
+    spec = config.models[model]
+    url = spec.deployer.url or spec.backend.base_url
+    if not url or not spec.deployer.alias:
+        raise DeployError(f"{model}: the vllm-lora deployer needs alias and url (or backend.base_url)")
+    adapters = {name: str(config.resolve(version.path)) for name, version in spec.versions.items()
+                if version.adapter and version.path}
+    return VllmLoraDeployer(Endpoint(url, max_retries=1), spec.deployer.alias, adapters)

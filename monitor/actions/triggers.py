@@ -1,0 +1,50 @@
+"""What the ladder acts on: capabilities of the live version whose verdict history settled as FAIL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monitor.judge import settle
+from monitor.policy.schema import Config
+from monitor.store import Store, Verdict
+from monitor.vocabulary import Diagnosis, Phase
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A capability whose verdict history settled as FAIL on the live version.
+
+    `episode` is the first verdict of the trailing run of FAILs (and ERRORs): the ladder runs once
+    per episode, not once per cycle while the capability stays failed.
+    """
+
+    verdict: Verdict
+    steps: tuple[str, ...]
+    episode: int
+
+
+
+def triggers(store: Store, config: Config, model: str) -> list[Trigger]:
+    """Newest verdict per capability of the live version, where the history settles as FAIL."""
+    live = store.live_version(config, model)
+    by_capability: dict[str, list[Verdict]] = {}
+    for verdict in store.verdicts(model=model, candidate=live):
+        by_capability.setdefault(verdict.capability, []).append(verdict)
+    found = []
+    for capability, history in by_capability.items():
+        rules = config.policy.rules_for(capability)
+        if rules.muted or settle([v.phase for v in history], rules) != Phase.FAIL:
+            continue
+        latest = history[-1]
+        ladder = rules.on_knowledge_loss if latest.diagnosis == Diagnosis.KNOWLEDGE_LOSS else rules.on_alignment_loss
+        found.append(Trigger(latest, tuple(ladder), _episode(history)))
+    return found
+
+
+def _episode(history: list[Verdict]) -> int:
+    start = history[-1]
+    for verdict in reversed(history):
+        if verdict.phase not in (Phase.FAIL, Phase.ERROR):
+            break
+        start = verdict
+    return start.id or 0

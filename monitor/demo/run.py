@@ -1,0 +1,113 @@
+"""The demo: watch a real fine-tune make a real model forget.
+
+v1 is SmolLM2-135M-Instruct as shipped. v2 is v1 fully fine-tuned on one narrow task (answer
+every message with a JSON sentiment verdict). Both are probed on every shipped suite and the
+scores are compared per capability. Everything built is kept under the demo folder, so a second
+run reuses the models and the stored runs and finishes in seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from monitor.actions.retrain import recover as retrain
+from monitor.actions.retrain import sft as finetune
+from monitor.demo import task as demo_task
+from monitor.policy.loading import load_config, load_suites
+from monitor.policy.schema import Config
+from monitor.policy.suites import Suite
+from monitor.present.tables import Row
+from monitor.probing import weights as models
+from monitor.probing.run import VersionRef
+from monitor.probing.version import Measured, Track, probe_version
+from monitor.store import Store
+
+DEMO_MODEL = "support-bot"
+TRAIN = finetune.TrainSettings(epochs=1, batch_size=8, learning_rate=5e-5, seed=0)
+Steps = Callable[[int], Callable[[int, float], None]]
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    config: Config
+    rows: list[Row]
+    measured: dict[str, list[Measured]]
+
+
+def build_v1(config: Config) -> Path:
+    return models.prepare_smollm2(_version_dir(config, "v1"))
+
+
+def build_v2(config: Config, steps: Steps | None = None) -> Path:
+    """Fine-tune v1 into v2 unless v2 is already there (its config.json marks it complete)."""
+    out = _version_dir(config, "v2")
+    if (out / "config.json").is_file():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = build_v1(config)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    pairs = demo_task.training_pairs()
+    advance = steps(finetune.steps_for(pairs, TRAIN)) if steps else None
+    finetune.fine_tune(model, tokenizer, pairs, TRAIN, advance)
+    finetune.save(model, tokenizer, out)
+    return out
+
+
+def write_replay(config: Config) -> None:
+    """The fine-tune's own data, where the policy's retrain.replay expects it (cheap: it is
+    generated, so it is written on every run)."""
+    replay = config.models[DEMO_MODEL].retrain.replay
+    if replay:
+        retrain.write_replay(demo_task.training_pairs(), config.resolve(replay))
+
+
+def _version_dir(config: Config, version: str) -> Path:
+    path = config.models[DEMO_MODEL].versions[version].path
+    assert path is not None, f"the demo policy must give {version} a path"
+    return config.resolve(path)
+
+
+def run_demo(config_file: Path, *, fresh: bool = False, steps: Steps | None = None,
+             track: Track | None = None) -> DemoResult:
+    config = load_config(config_file, check_paths=False)
+    build_v1(config)
+    build_v2(config, steps)
+    write_replay(config)
+    config = load_config(config_file)  # now every path must exist
+    suites = load_suites(config)
+    store = Store(config.database_url())
+    try:
+        measured = {v: _probe(config, store, v, suites, fresh, track) for v in ("v1", "v2")}
+    finally:
+        store.close()
+    return DemoResult(config, _rows(store, suites, measured), measured)
+
+
+def _probe(config: Config, store: Store, version: str, suites: list[Suite], fresh: bool,
+           track: Track | None) -> list[Measured]:
+    backend = config.models[DEMO_MODEL].backend
+    return probe_version(
+        store, VersionRef(DEMO_MODEL, version), suites,
+        lambda: models.backend_for(config, DEMO_MODEL, version),
+        reuse_on=None if fresh else (backend.kind, backend.dtype), track=track,
+    )
+
+
+def _rows(store: Store, suites: list[Suite], measured: dict[str, list[Measured]]) -> list[Row]:
+    runs = {v: {m.suite.name: m.run for m in ms} for v, ms in measured.items()}
+    ids = [r.id for by_suite in runs.values() for r in by_suite.values() if r.id is not None]
+    summaries = store.summaries(ids)
+    rows = []
+    for suite in suites:
+        before = {s.kind: s for s in summaries[runs["v1"][suite.name].id or 0]}
+        after = {s.kind: s for s in summaries[runs["v2"][suite.name].id or 0]}
+        for kind in suite.kinds:
+            b, a = before.get(kind), after.get(kind)
+            rows.append(Row(suite.capability, kind, b.mean_score if b else None,
+                            a.mean_score if a else None, b.scored if b else 0))
+    return rows

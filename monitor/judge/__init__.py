@@ -1,0 +1,13 @@
+"""Where a verdict is decided: paired statistics (`stats`), one suite's phase and diagnosis
+(`verdict`), a model's overall phase and a history settled over time (`settle`), judging from the
+store (`model`), and the noise floor (`calibrate`)."""
+
+from monitor.errors import JudgeError
+from monitor.judge.model import Judged, ModelJudgement, judge_model, judge_suite, verdict_rules
+from monitor.judge.settle import overall, settle
+from monitor.judge.verdict import Judgement, KindJudgement, decide, diagnose, judge_kind, judge_runs
+
+__all__ = [
+    "JudgeError", "Judged", "Judgement", "KindJudgement", "ModelJudgement", "decide", "diagnose",
+    "judge_kind", "judge_model", "judge_runs", "judge_suite", "overall", "settle", "verdict_rules",
+]

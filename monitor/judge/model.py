@@ -1,0 +1,127 @@
+"""Judging a model version against its baseline from the store, and keeping the verdicts.
+
+`judge_model` is the one loop over suites that the CLI, the service, the full-loop demo and
+recovery retraining's gate all use. Each verdict carries the rules it was judged by, so a later
+edit of the policy file cannot change what an old verdict meant (nor what is done about it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from monitor.errors import JudgeError
+from monitor.judge.settle import overall
+from monitor.judge.verdict import Judgement, KindJudgement, judge_runs
+from monitor.policy.schema import Config, Rules
+from monitor.policy.suites import Suite
+from monitor.store import Run, Store, Verdict, VerdictKind
+from monitor.vocabulary import Phase
+
+
+@dataclass(frozen=True)
+class Judged:
+    judgement: Judgement
+    verdict: Verdict
+
+
+@dataclass
+class ModelJudgement:
+    """Every suite's verdict on one candidate, and the suites that could not be judged (no
+    comparable runs yet), with why."""
+
+    model: str
+    candidate: str
+    baseline: str
+    judged: list[Judged] = field(default_factory=list)
+    missing: list[tuple[Suite, JudgeError]] = field(default_factory=list)
+
+    @property
+    def phase(self) -> Phase:
+        return overall([j.judgement for j in self.judged])
+
+    def verdicts(self) -> list[Verdict]:
+        return [j.verdict for j in self.judged]
+
+
+def judge_model(store: Store, config: Config, suites: Sequence[Suite], model: str,
+                candidate: str | None = None, baseline: str | None = None,
+                on_verdict: Callable[[Verdict], None] | None = None) -> ModelJudgement:
+    """Judge `candidate` (default: live) against `baseline` (default: the policy's) on each suite."""
+    cand = candidate or store.live_version(config, model)
+    base = baseline or config.models[model].baseline
+    out = ModelJudgement(model, cand, base)
+    for suite in suites:
+        try:
+            judgement, verdict = judge_suite(store, suite, config.policy.rules_for(suite.capability),
+                                             model, cand, base)
+        except JudgeError as exc:
+            out.missing.append((suite, exc))
+            continue
+        if on_verdict is not None:
+            on_verdict(verdict)
+        out.judged.append(Judged(judgement, verdict))
+    return out
+
+
+def verdict_rules(verdict: Verdict, config: Config) -> Rules:
+    """The rules a verdict was judged by; the current policy's for a verdict stored before
+    verdicts carried them."""
+    if verdict.rules:
+        return Rules.model_validate_json(verdict.rules)
+    return config.policy.rules_for(verdict.capability)
+
+
+def judge_suite(store: Store, suite: Suite, rules: Rules, model: str, candidate: str,
+                baseline: str) -> tuple[Judgement, Verdict]:
+    """Judge the newest comparable runs of candidate and baseline on `suite`, and store the verdict."""
+    base_run, cand_run = _latest_pair(store, suite, model, baseline, candidate)
+    quarantined = store.flaky(model, suite.content_hash, [baseline, candidate])
+    judgement = judge_runs(suite, rules, [(base_run, store.results(base_run.id or 0))],
+                           [(cand_run, store.results(cand_run.id or 0))], quarantined)
+    return judgement, save(store, judgement, model, candidate, baseline, suite.content_hash)
+
+
+def _latest_pair(store: Store, suite: Suite, model: str, baseline: str, candidate: str) -> tuple[Run, Run]:
+    def latest(version: str, back: int = 1) -> Run:
+        same = store.finished_runs(model, version, suite.content_hash)
+        if len(same) < back:
+            raise JudgeError(f"no finished run of {model}/{version} on the current content of suite "
+                             f"'{suite.name}' ({suite.content_hash[:12]}); run: forgetmenot probe "
+                             f"--version {version} --suite {suite.name}")
+        return same[-back]
+
+    # A version judged against itself compares its two newest runs: the noise floor.
+    base, cand = latest(baseline, 2 if baseline == candidate else 1), latest(candidate)
+    if (base.backend, base.dtype) != (cand.backend, cand.dtype) and "unavailable" not in (
+            base.backend, cand.backend):
+        raise JudgeError(f"refusing to compare {baseline} measured on {base.backend}/{base.dtype} with "
+                         f"{candidate} on {cand.backend}/{cand.dtype}: scores differ across backends")
+    return base, cand
+
+
+def save(store: Store, judgement: Judgement, model: str, candidate: str, baseline: str,
+         content_hash: str) -> Verdict:
+    head = judgement.headline()
+    result = head.result if head else None
+    verdict = Verdict(
+        model=model, candidate=candidate, baseline=baseline, suite=judgement.suite,
+        capability=judgement.capability, content_hash=content_hash, phase=judgement.phase,
+        diagnosis=judgement.diagnosis, reason=judgement.reason, muted=judgement.rules.muted,
+        critical=judgement.rules.critical, rules=judgement.rules.model_dump_json(),
+        candidate_runs=",".join(map(str, judgement.candidate_runs)),
+        baseline_runs=",".join(map(str, judgement.baseline_runs)),
+        drop=result.drop if result else None, low=result.low if result else None,
+        high=result.high if result else None, p_value=result.p_value if result else None)
+    return store.save_verdict(verdict, [_kind_row(k) for k in judgement.kinds])
+
+
+def _kind_row(k: KindJudgement) -> VerdictKind:
+    r, m = k.result, k.margin
+    return VerdictKind(
+        kind=k.kind, phase=k.phase, reason=k.reason, method=r.method if r else "", n=r.n if r else 0,
+        excluded=k.excluded, quarantined=k.quarantined, baseline_score=r.baseline if r else None,
+        candidate_score=r.candidate if r else None, drop=r.drop if r else None, low=r.low if r else None,
+        high=r.high if r else None, p_value=r.p_value if r else None, lost=r.lost if r else 0,
+        gained=r.gained if r else 0, margin_drop=m.drop if m else None, margin_low=m.low if m else None,
+        margin_high=m.high if m else None)

@@ -1,0 +1,49 @@
+"""From single verdicts to what to act on: a model's overall phase, and a capability's history
+settled over time, Argo-style."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monitor.judge.verdict import Judgement
+from monitor.policy.schema import Rules
+from monitor.vocabulary import Phase
+
+
+def overall(judgements: Sequence[Judgement]) -> Phase:
+    """The model's phase: a critical capability's FAIL fails it; muted capabilities never count."""
+    counted = [j for j in judgements if not j.rules.muted]
+    if any(j.rules.critical and j.phase == Phase.FAIL for j in counted):
+        return Phase.FAIL
+    return Phase.worst(j.phase for j in counted)
+
+
+def settle(phases: Sequence[str], rules: Rules) -> Phase | None:
+    """What a capability's recent verdicts (oldest first) add up to, for acting on; None while
+    they add up to nothing yet.
+
+    ERRORs neither count for nor against forgetting: `consecutive_error_limit` trailing ERRORs
+    settle as ERROR (probes broken, page the owner of the endpoint, never roll back). Otherwise the
+    trailing FAILs, ERRORs skipped, must reach `failure_limit` (at least 1) to settle as FAIL, and
+    more than `inconclusive_limit` trailing INCONCLUSIVEs settle as INCONCLUSIVE (a human decides).
+    Anything short of those settles nothing; a PASS or MARGINAL stands as it is.
+    """
+    if _trailing(phases, Phase.ERROR, skip=()) >= rules.consecutive_error_limit:
+        return Phase.ERROR
+    if _trailing(phases, Phase.FAIL, skip=(Phase.ERROR,)) >= max(rules.failure_limit, 1):
+        return Phase.FAIL
+    if _trailing(phases, Phase.INCONCLUSIVE, skip=(Phase.ERROR,)) > rules.inconclusive_limit:
+        return Phase.INCONCLUSIVE
+    latest = next((Phase(p) for p in reversed(phases) if p != Phase.ERROR), None)
+    return latest if latest in (Phase.PASS, Phase.MARGINAL) else None
+
+
+def _trailing(phases: Sequence[str], wanted: Phase, skip: tuple[Phase, ...]) -> int:
+    count = 0
+    for phase in reversed(phases):
+        if phase in skip:
+            continue
+        if phase != wanted:
+            break
+        count += 1
+    return count

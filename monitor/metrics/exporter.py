@@ -1,0 +1,210 @@
+"""A Prometheus Collector that reads the store at scrape time (see monitor.metrics for why).
+
+Four grouped queries per scrape, whatever the history size: newest complete run per version and
+suite (with its per-kind scores), run counts by status, error counts by kind, and newest verdict
+per candidate and capability (with its per-kind statistics).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func
+from sqlalchemy import select as sa_select
+from sqlmodel import col
+
+from monitor.metrics import names as m
+from monitor.store import (
+    Action,
+    LiveVersion,
+    ModelVersion,
+    Run,
+    RunError,
+    RunKind,
+    Store,
+    Verdict,
+    VerdictKind,
+)
+from monitor.vocabulary import MOVES, ActionKind, ActionStatus, Kind, Phase, RunStatus
+
+# Every (kind, status) series exists from the start; `planned` is a moment, not an outcome.
+ACTION_STATUSES = tuple(s for s in ActionStatus if s is not ActionStatus.PLANNED)
+
+
+def _family(spec: m.MetricSpec) -> Any:
+    cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
+    name = spec.full_name.removesuffix("_total") if spec.kind == "counter" else spec.full_name
+    return cls(name, spec.help, labels=list(spec.labels))
+
+
+class StoreCollector(Collector):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def describe(self) -> list[Metric]:
+        return []  # registering must not touch the database
+
+    def collect(self) -> Iterator[Metric]:
+        with self.store.session() as s:
+            retired = _retired(s)
+            yield from self._runs(s, retired)
+            yield from self._verdicts(s, retired)
+            yield from self._actions(s)
+
+    def _runs(self, s: Any, retired: set[tuple[str, str]]) -> Iterator[Metric]:
+        score, last = _family(m.RETENTION_SCORE), _family(m.LAST_SUCCESS)
+        newest = (sa_select(func.max(Run.id)).where(col(Run.status) == RunStatus.COMPLETE)
+                  .group_by(col(Run.model), col(Run.version), col(Run.suite)))
+        query = (sa_select(Run, RunKind).join(RunKind, col(RunKind.run_id) == col(Run.id))
+                 .where(col(Run.id).in_(newest)).order_by(col(Run.id), col(RunKind.kind)))
+        seen: set[int] = set()
+        for run, kind in s.execute(query).all():
+            labels = [run.model, run.version, run.suite, run.capability]
+            if kind.mean_score is not None:
+                score.add_metric([*labels, kind.kind], kind.mean_score)
+            if run.id not in seen and run.finished_at is not None and (run.model, run.version) not in retired:
+                seen.add(run.id)
+                last.add_metric(labels, run.finished_at.timestamp())
+        yield score
+        yield last
+        yield self._run_counts(s)
+        yield self._error_counts(s)
+
+    def _run_counts(self, s: Any) -> Metric:
+        family = _family(m.RUNS)
+        keys = (col(Run.model), col(Run.version), col(Run.suite), col(Run.capability), col(Run.status))
+        for *labels, count in s.execute(sa_select(*keys, func.count()).group_by(*keys).order_by(*keys)).all():
+            family.add_metric(labels, count)
+        return family
+
+    def _error_counts(self, s: Any) -> Metric:
+        family = _family(m.PROBE_ERRORS)
+        keys = (col(Run.model), col(Run.version), col(Run.suite), col(Run.capability),
+                col(RunError.error_kind))
+        query = (sa_select(*keys, func.sum(RunError.count)).join(Run, col(Run.id) == col(RunError.run_id))
+                 .group_by(*keys).order_by(*keys))
+        for *labels, count in s.execute(query).all():
+            family.add_metric(labels, int(count))
+        return family
+
+    def _actions(self, s: Any) -> Iterator[Metric]:
+        """Every model measured gets every (kind, status) series, zeros included: a counter that
+        first appears at 1 has no increase for a rule to see."""
+        counts = _family(m.ACTIONS)
+        keys = (col(Action.model), col(Action.kind), col(Action.status))
+        found = {tuple(row[:3]): row[3] for row in
+                 s.execute(sa_select(*keys, func.count()).group_by(*keys)).all()}
+        kinds = sorted({*ActionKind, *(k for _, k, _ in found)})
+        statuses = sorted({*ACTION_STATUSES, *(st for _, _, st in found)})
+        measured = s.execute(sa_select(col(ModelVersion.model)).distinct()).scalars().all()
+        for model in sorted({*measured, *(model for model, _, _ in found)}):
+            for kind in kinds:
+                for status in statuses:
+                    counts.add_metric([model, kind, status], found.get((model, kind, status), 0))
+        yield counts
+        live = _family(m.LIVE_VERSION)
+        pointers = (sa_select(col(LiveVersion.model), col(LiveVersion.version))
+                    .order_by(col(LiveVersion.model)))
+        for row in s.execute(pointers):
+            live.add_metric(list(row), 1)
+        yield live
+
+    def _verdicts(self, s: Any, retired: set[tuple[str, str]]) -> Iterator[Metric]:
+        families = {spec.name: _family(spec) for spec in (
+            m.RETENTION_DELTA, m.RETENTION_DELTA_LOWER, m.RETENTION_DELTA_UPPER, m.VERDICT_PHASE,
+            m.VERDICT_INFO, m.VERDICT_TIMESTAMP, m.KNOWLEDGE_SCORE, m.ALIGNMENT_GAP)}
+        newest = (sa_select(func.max(Verdict.id)).group_by(
+            col(Verdict.model), col(Verdict.candidate), col(Verdict.baseline), col(Verdict.capability)))
+        verdicts = s.execute(sa_select(Verdict).where(col(Verdict.id).in_(newest))
+                             .order_by(col(Verdict.id))).scalars().all()
+        kinds = self.store.verdict_kinds([v.id for v in verdicts if v.id is not None])
+        for verdict in verdicts:
+            if (verdict.model, verdict.candidate) not in retired:
+                _verdict_metrics(families, verdict, kinds.get(verdict.id or 0, []))
+        yield from families.values()
+
+
+def _retired(s: Any) -> set[tuple[str, str]]:
+    """Versions that no longer serve and are not the baseline: moved away from by an action, or
+    built by recovery retraining and never made live. Their last verdict and last run would
+    otherwise page (breach, stale) forever; their scores stay, as history."""
+    live = dict(s.execute(sa_select(col(LiveVersion.model), col(LiveVersion.version))).all())
+    left = s.execute(sa_select(col(Action.model), col(Action.from_version)).where(
+        col(Action.kind).in_(MOVES), col(Action.status) == ActionStatus.DONE)).all()
+    made = s.execute(sa_select(col(ModelVersion.model), col(ModelVersion.version)).where(
+        col(ModelVersion.path).is_not(None))).all()
+    return {(model, version) for model, version in (*left, *made) if version and live.get(model) != version}
+
+
+def _verdict_metrics(f: dict[str, Any], v: Verdict, kinds: list[VerdictKind]) -> None:
+    labels = [v.model, v.candidate, v.baseline, v.capability]
+    for phase in Phase:
+        f[m.VERDICT_PHASE.name].add_metric([*labels, phase], 1.0 if v.phase == phase else 0.0)
+    flags = [v.diagnosis, str(v.critical).lower(), str(v.muted).lower()]
+    f[m.VERDICT_INFO.name].add_metric([*labels, *flags], 1)
+    f[m.VERDICT_TIMESTAMP.name].add_metric(labels, v.created_at.timestamp())
+    by_kind = {k.kind: k for k in kinds}
+    for k in kinds:
+        if k.drop is not None and k.low is not None and k.high is not None:
+            f[m.RETENTION_DELTA.name].add_metric([*labels, k.kind], 0.0 - k.drop)
+            f[m.RETENTION_DELTA_LOWER.name].add_metric([*labels, k.kind], 0.0 - k.high)
+            f[m.RETENTION_DELTA_UPPER.name].add_metric([*labels, k.kind], 0.0 - k.low)
+    mc, gen = by_kind.get(Kind.MULTIPLE_CHOICE), by_kind.get(Kind.GENERATE_UNTIL)
+    if mc is not None and mc.candidate_score is not None:
+        f[m.KNOWLEDGE_SCORE.name].add_metric(labels, mc.candidate_score)
+    if mc is not None and gen is not None and mc.drop is not None and gen.drop is not None:
+        f[m.ALIGNMENT_GAP.name].add_metric(labels, gen.drop - mc.drop)
+
+
+class CachedExposition:
+    """The store's exposition text, rendered again only when the store changed.
+
+    State moves when a run finishes or a verdict is stored: every few minutes, while Prometheus
+    scrapes every few seconds. Each scrape asks the database one cheap question (newest run id,
+    newest finish time, newest verdict id). When the answer changed, the text is rendered again in
+    the background and the scrape gets the previous text, at most one render behind; only the
+    very first scrape waits for a render. So a scrape stays fast however large the store is.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._registry = CollectorRegistry()
+        self._registry.register(StoreCollector(store))
+        self._key: tuple[Any, ...] | None = None
+        self._text: bytes | None = None
+        self._lock = threading.Lock()
+        self._rendering: threading.Thread | None = None
+
+    def _change_key(self) -> tuple[Any, ...]:
+        with self.store.session() as s:
+            runs = s.execute(sa_select(func.max(Run.id), func.max(Run.finished_at),
+                                        func.count(col(Run.id)))).one()
+            verdict = s.execute(sa_select(func.max(Verdict.id))).one()
+            acted = s.execute(sa_select(func.max(Action.id), func.max(Action.finished_at))).one()
+        return (*runs, *verdict, *acted)
+
+    def render(self, wait: bool = False) -> bytes:
+        """The newest finished render; `wait=True` renders a changed store before answering."""
+        key = self._change_key()
+        with self._lock:
+            stale = key != self._key
+            first = self._text is None
+            busy = self._rendering is not None and self._rendering.is_alive()
+            if stale and not busy:
+                self._rendering = threading.Thread(target=self._refresh, args=(key,), daemon=True)
+                self._rendering.start()
+            thread = self._rendering
+        if thread is not None and (first or (wait and stale)):
+            thread.join()
+        assert self._text is not None
+        return self._text
+
+    def _refresh(self, key: tuple[Any, ...]) -> None:
+        text = generate_latest(self._registry)
+        with self._lock:
+            self._text, self._key = text, key

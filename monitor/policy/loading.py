@@ -1,0 +1,231 @@
+"""Load a policy file, or explain every way in which it is wrong.
+
+Three layers, each reported with file, line and key: YAML syntax, the schema (`monitor.config`),
+then the rules that span fields (a baseline must be a version, a suite directory must exist and
+load, a policy must name a capability some suite measures).
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from monitor.errors import ConfigError, Problem, SuiteError
+from monitor.policy import positions as yamlpos
+from monitor.policy.schema import Config
+from monitor.policy.suites import Suite, load_suite
+
+
+def load_config(path: Path | str, *, check_paths: bool = True) -> Config:
+    """Parse and check `path`; raise ConfigError listing every problem found."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([Problem(str(path), None, "", "policy file not found")])
+    located = yamlpos.load(path)
+    if not isinstance(located.data, dict):
+        raise ConfigError([located.problem((), "the policy file must be a mapping of keys")])
+    try:
+        config = Config.model_validate(located.data)
+    except ValidationError as exc:
+        raise ConfigError([_schema_problem(located, e) for e in exc.errors()]) from exc
+    config._base_dir = path.parent.resolve()
+    problems = _cross_field_problems(config, located, check_paths)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_suites(config: Config) -> list[Suite]:
+    return [load_suite(config.resolve(s)) for s in config.suites]
+
+
+def _schema_problem(located: yamlpos.Located, error: ErrorDetails) -> Problem:
+    loc = tuple(error["loc"])
+    if error["type"] == "extra_forbidden":
+        return located.problem(loc, _unknown_key_message(loc))
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return located.problem(loc, "required key is missing")
+    if "input" in error and not isinstance(error["input"], dict | list):
+        message += f" (got {error['input']!r})"
+    return located.problem(loc, message)
+
+
+def _unknown_key_message(loc: tuple[str | int, ...]) -> str:
+    known = _known_keys(Config, loc[:-1])
+    message = f"unknown key '{loc[-1]}'"
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    if close:
+        return f"{message} (did you mean '{close[0]}'?)"
+    return f"{message}; allowed here: {', '.join(known)}" if known else message
+
+
+def _known_keys(model: Any, loc: tuple[str | int, ...]) -> list[str]:
+    """Walk the schema along `loc` to list the keys allowed at that point."""
+    current: Any = model
+    for part in loc:
+        current = _step(current, part)
+        if current is None:
+            return []
+    model_type = _model_in(current)
+    return list(model_type.model_fields) if model_type else []
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    model_type = _model_in(annotation)
+    if model_type is not None and isinstance(part, str) and part in model_type.model_fields:
+        return model_type.model_fields[part].annotation
+    args = [a for a in typing.get_args(_unwrap(annotation)) if a is not type(None)]
+    return args[-1] if args else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    annotation = _unwrap(annotation)
+    candidates = [annotation, *typing.get_args(annotation)]
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _cross_field_problems(config: Config, located: yamlpos.Located, check_paths: bool) -> list[Problem]:
+    problems = _version_problems(config, located, check_paths)
+    suites, suite_problems = _suite_problems(config, located)
+    problems += suite_problems
+    problems += _capability_problems(config, located, suites)
+    problems += _retrain_problems(config, located, suites, check_paths)
+    problems += _database_problems(config, located)
+    problems += _schedule_problems(config, located)
+    return problems
+
+
+def _schedule_problems(config: Config, located: yamlpos.Located) -> list[Problem]:
+    """Replicas agree on a firing's slot only if jitter cannot push it half an interval away."""
+    every, jitter = config.schedule.every, config.schedule.jitter
+    if every is not None and jitter * 2 >= every:
+        return [located.problem(("schedule", "jitter"), "must be under half of schedule.every")]
+    return []
+
+
+def _choice_message(value: str, allowed: list[str], what: str) -> str:
+    message = f"'{value}' is not one of the {what} ({', '.join(allowed)})"
+    close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
+    return f"{message}; did you mean '{close[0]}'?" if close else message
+
+
+def _version_problems(config: Config, located: yamlpos.Located, check_paths: bool) -> list[Problem]:
+    problems = []
+    for name, model in config.models.items():
+        versions = list(model.versions)
+        for role in ("baseline", "live"):
+            value = getattr(model, role)
+            if value not in model.versions:
+                loc = ("models", name, role)
+                problems.append(located.problem(loc, _choice_message(value, versions, "versions")))
+        for version, spec in model.versions.items():
+            problems += _version_source_problems(config, located, (name, version), spec, check_paths)
+        if model.backend.kind == "openai":
+            problems += _openai_problems(config, located, name, check_paths)
+        if model.deployer.kind == "webhook" and not model.deployer.url:
+            problems.append(located.problem(("models", name, "deployer", "url"),
+                                            "the webhook deployer needs url"))
+    return problems
+
+
+def _openai_problems(config: Config, located: yamlpos.Located, name: str, check_paths: bool) -> list[Problem]:
+    """A served model is measured where it is served: by URL and served name, not by weights."""
+    model = config.models[name]
+    backend = ("models", name, "backend")
+    problems = []
+    url = model.backend.base_url
+    if not url:
+        problems.append(located.problem((*backend, "base_url"), "the openai backend needs base_url"))
+    elif not url.startswith(("http://", "https://")):
+        problems.append(located.problem((*backend, "base_url"),
+                                        f"'{url}' is not an http:// or https:// URL"))
+    tokenizer = model.backend.tokenizer
+    if check_paths and tokenizer and not config.resolve(tokenizer).exists():
+        problems.append(located.problem((*backend, "tokenizer"),
+                                        f"{config.resolve(tokenizer)} does not exist"))
+    for version, spec in model.versions.items():
+        if not (spec.served_name or spec.adapter):
+            problems.append(located.problem(
+                ("models", name, "versions", version),
+                "with the openai backend a version is a served_name or a LoRA adapter name on the server"))
+    return problems
+
+
+def _version_source_problems(config: Config, located: yamlpos.Located, key: tuple[str, str],
+                             spec: Any, check_paths: bool) -> list[Problem]:
+    loc = ("models", key[0], "versions", key[1])
+    if not (spec.path or spec.served_name or spec.adapter or spec.image):
+        return [located.problem(loc, "a version needs path (weights), served_name, adapter or image")]
+    if check_paths and spec.path and not config.resolve(spec.path).exists():
+        return [located.problem((*loc, "path"), f"{config.resolve(spec.path)} does not exist")]
+    return []
+
+
+def _suite_problems(config: Config, located: yamlpos.Located) -> tuple[list[Suite], list[Problem]]:
+    suites, problems = [], []
+    for index, entry in enumerate(config.suites):
+        directory = config.resolve(entry)
+        if not directory.is_dir():
+            problems.append(located.problem(("suites", index), f"suite directory {directory} not found"))
+            continue
+        try:
+            suites.append(load_suite(directory))
+        except SuiteError as exc:
+            problems += exc.problems
+    return suites, problems
+
+
+def _retrain_problems(config: Config, located: yamlpos.Located, suites: list[Suite],
+                      check_paths: bool) -> list[Problem]:
+    problems = []
+    names = sorted(s.name for s in suites)
+    for model, spec in config.models.items():
+        loc = ("models", model, "retrain")
+        target = spec.retrain.target_suite
+        if target and len(suites) == len(config.suites) and target not in names:
+            problems.append(located.problem((*loc, "target_suite"),
+                                            _choice_message(target, names, "suites")))
+        replay = spec.retrain.replay
+        if check_paths and replay and not config.resolve(replay).is_file():
+            problems.append(located.problem((*loc, "replay"), f"{config.resolve(replay)} does not exist"))
+    return problems
+
+
+def _capability_problems(config: Config, located: yamlpos.Located, suites: list[Suite]) -> list[Problem]:
+    if len(suites) != len(config.suites):
+        return []  # a missing suite was already reported; its capability is unknown
+    measured = sorted({s.capability for s in suites})
+    return [
+        located.problem(("policy", "capabilities", name),
+                        _choice_message(name, measured, "capabilities the suites measure"))
+        for name in config.policy.capabilities
+        if name not in measured
+    ]
+
+
+def _database_problems(config: Config, located: yamlpos.Located) -> list[Problem]:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(config.database)
+    except ArgumentError:
+        return [located.problem(("database",), f"'{config.database}' is not a database URL")]
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        return [located.problem(("database",), "use sqlite:///FILE or postgresql+psycopg://...")]
+    return []

@@ -1,0 +1,240 @@
+"""The policy file's schema: what an ML lead may write in forgetmenot.yaml.
+
+Every model is strict (`extra="forbid"`): a misspelt key is an error, never a silently ignored
+setting. Cross-field rules that need a precise location (a baseline that is not a version, a
+suite directory that does not exist) live in `monitor.validate`, which can point at the line.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> object:
+    """Accept '15m', '30s', '1h', '2d' or plain seconds; anything else goes to pydantic as is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"'{value}' is not a duration; write e.g. 30s, 15m, 1h or 2d")
+        return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+Action = Literal["alert", "rollback", "retrain"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Schedule(Strict):
+    every: Duration | None = timedelta(minutes=15)
+    cron: str | None = None
+    jitter: Duration = timedelta(0)
+
+
+class BackendSpec(Strict):
+    """How versions are measured. For `openai`, `batch_size` is prompts per completions request,
+    `dtype` records what the server runs (scores compare only within one dtype), and `tokenizer`
+    names a local copy of the served tokenizer (else the server's /tokenize is used)."""
+
+    kind: Literal["transformers", "openai"] = "transformers"
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    batch_size: Annotated[int, Field(gt=0)] = 16
+    base_url: str | None = None
+    api_key_env: str | None = None
+    tokenizer: str | None = None
+    prefix_token: Annotated[int, Field(ge=0)] | None = None
+    concurrency: Annotated[int, Field(gt=0, le=256)] = 4
+    timeout: Duration = timedelta(seconds=120)
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+
+
+class VersionSpec(Strict):
+    """Where a version's weights are: a transformers directory, a GGUF file, or a served name."""
+
+    path: str | None = None
+    gguf_file: str | None = None
+    served_name: str | None = None
+    adapter: str | None = None
+    image: str | None = None
+    description: str = ""
+
+
+class DeployerSpec(Strict):
+    """How live is moved. `path` is the registry's folder for `<model>.json` (default
+    `<FORGETMENOT_HOME>/live`); `url` is the webhook's, or vLLM's (default: the backend's
+    base_url); `alias` is the adapter name users call on vLLM, re-pointed at the live version.
+    For `kubernetes`: the Deployment (default: the model's name) and container (default: the
+    deployment's name) in `namespace`, reached through `kubeconfig` (default: in-cluster, then
+    ~/.kube/config) and its `context`."""
+
+    kind: Literal["registry", "vllm-lora", "kubernetes", "webhook"] = "registry"
+    url: str | None = None
+    path: str | None = None
+    alias: str | None = None
+    namespace: str = "default"
+    deployment: str | None = None
+    container: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+class RetrainSpec(Strict):
+    """Recovery retraining (the `retrain` action): a LoRA on the failing capabilities' recovery
+    splits, mixed with replay of the fine-tune's own data so the skill it was made for is kept.
+
+    `answers: baseline` trains on the baseline's own answer wherever it got the item right (the
+    gold target elsewhere): recovery restores the old behaviour. `replay` is a JSONL file of
+    {"prompt", "answer"} lines (the fine-tune's training data, or a sample of it). The result
+    becomes live only if every counted capability PASSes against the baseline and `target_suite`
+    (the fine-tune's own task) loses at most `target_max_drop` against the version it was
+    retrained from. `promote_when: no_worse` also accepts INCONCLUSIVE (a suite too small to show
+    the tolerance) provided no capability FAILs or is MARGINAL and every retrained capability is
+    confidently better than the version it replaces; otherwise it is kept for inspection and alerted.
+    """
+
+    max_examples: Annotated[int, Field(gt=0)] = 20
+    answers: Literal["baseline", "target"] = "baseline"
+    replay: str | None = None
+    replay_examples: Annotated[int, Field(ge=0)] = 20
+    target_suite: str | None = None
+    target_max_drop: Fraction = 0.05
+    promote_when: Literal["pass", "no_worse"] = "pass"
+    epochs: Annotated[int, Field(gt=0, le=100)] = 4
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    rank: Annotated[int, Field(gt=0, le=256)] = 16
+    alpha: Annotated[int, Field(gt=0)] = 32
+    batch_size: Annotated[int, Field(gt=0)] = 8
+    seed: int = 0
+    output: str | None = None
+
+
+class ModelSpec(Strict):
+    backend: BackendSpec = BackendSpec()
+    versions: Annotated[dict[str, VersionSpec], Field(min_length=1)]
+    baseline: str
+    live: str
+    deployer: DeployerSpec = DeployerSpec()
+    retrain: RetrainSpec = RetrainSpec()
+
+
+class CapabilityPolicy(Strict):
+    """Per-capability overrides; anything left out comes from `policy.defaults`."""
+
+    max_drop: Fraction | None = None
+    max_drop_nats: NonNegative | None = None
+    min_score: Fraction | None = None
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] | None = None
+    critical: bool = False
+    muted: bool = False
+    min_items: Annotated[int, Field(ge=1)] | None = None
+    failure_limit: Annotated[int, Field(ge=0)] | None = None
+    inconclusive_limit: Annotated[int, Field(ge=0)] | None = None
+    consecutive_error_limit: Annotated[int, Field(ge=1)] | None = None
+    on_knowledge_loss: list[Action] | None = None
+    on_alignment_loss: list[Action] | None = None
+
+
+class PolicyDefaults(Strict):
+    """`max_drop` is a fraction of items (accuracy); `max_drop_nats` is the tolerance of
+    `loglikelihood_rolling` in nats per token: two units, so two settings."""
+
+    max_drop: Fraction = 0.05
+    max_drop_nats: NonNegative = 0.05
+    min_items: Annotated[int, Field(ge=1)] = 20
+    min_score: Fraction | None = None
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+    failure_limit: Annotated[int, Field(ge=0)] = 1
+    inconclusive_limit: Annotated[int, Field(ge=0)] = 3
+    consecutive_error_limit: Annotated[int, Field(ge=1)] = 3
+
+
+class Rules(Strict):
+    """One capability's policy with every default filled in: what the judge applies."""
+
+    max_drop: float
+    max_drop_nats: float
+    min_score: float | None
+    confidence: float
+    min_items: int
+    critical: bool
+    muted: bool
+    failure_limit: int
+    inconclusive_limit: int
+    consecutive_error_limit: int
+    on_knowledge_loss: list[Action]
+    on_alignment_loss: list[Action]
+
+
+class Guards(Strict):
+    cooldown: Duration = timedelta(hours=1)
+    max_actions_per_day: Annotated[int, Field(ge=0)] = 2
+    dry_run: bool = False
+    approval: Literal["auto", "manual"] = "auto"
+
+
+class AlertmanagerSpec(Strict):
+    """Where `alert` actions go (Alertmanager's v2 API), and the monitor's public URL for links."""
+
+    url: str
+    link_base: str | None = None
+    resolve_after: Duration = timedelta(hours=4)
+
+
+class Policy(Strict):
+    defaults: PolicyDefaults = PolicyDefaults()
+    alertmanager: AlertmanagerSpec | None = None
+    capabilities: dict[str, CapabilityPolicy] = {}
+    on_knowledge_loss: list[Action] = ["alert", "rollback"]
+    on_alignment_loss: list[Action] = ["alert", "retrain"]
+    guards: Guards = Guards()
+
+    def rules_for(self, capability: str) -> Rules:
+        own = self.capabilities.get(capability, CapabilityPolicy())
+        merged = self.defaults.model_dump()
+        merged.update({k: v for k, v in own.model_dump().items() if v is not None})
+        merged.setdefault("on_knowledge_loss", self.on_knowledge_loss)
+        merged.setdefault("on_alignment_loss", self.on_alignment_loss)
+        return Rules(**merged)
+
+
+class Config(Strict):
+    database: str = "sqlite:///forgetmenot.db"
+    schedule: Schedule = Schedule()
+    models: Annotated[dict[str, ModelSpec], Field(min_length=1)]
+    suites: Annotated[list[str], Field(min_length=1)]
+    policy: Policy = Policy()
+    _base_dir: Path = PrivateAttr(default=Path("."))
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the file are relative to the file, not to where you ran from."""
+        return self._base_dir
+
+    def resolve(self, relative: str) -> Path:
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else self._base_dir / path
+
+    def database_url(self) -> str:
+        """SQLite paths are made relative to the policy file, like every other path in it."""
+        prefix = "sqlite:///"
+        if self.database.startswith(prefix) and not self.database.startswith(prefix + "/"):
+            rest = self.database[len(prefix) :]
+            if rest and rest != ":memory:":
+                return prefix + str(self.resolve(rest).resolve())
+        return self.database

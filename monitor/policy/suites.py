@@ -1,0 +1,289 @@
+"""Probe suites: a versioned, hashed set of items for one capability.
+
+A suite is a folder: `suite.yaml` (what it measures and how it is asked) and `items.jsonl` (one
+item a line). Items are split deterministically into a *probe* split, which is scored, and a
+*recovery* split, which only recovery retraining may see. The split hashes each item id with the
+suite's seed, so adding an item never moves the others between splits.
+
+The content hash covers the parsed spec and every item, so two scores are only ever compared
+when they were measured on the same content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from string import Formatter
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from monitor.errors import ConfigError, Problem, SuiteError
+from monitor.policy import positions as yamlpos
+from monitor.policy import scorers
+from monitor.policy.schema import Strict
+from monitor.vocabulary import Kind, Split
+
+KINDS: tuple[Kind, ...] = tuple(Kind)
+
+
+class MultipleChoiceSpec(Strict):
+    doc_to_text: str = "Question: {question}\nAnswer:"
+    target_delimiter: str = " "
+
+
+class GenerateSpec(Strict):
+    doc_to_text: str = "{question}"
+    scorer: scorers.ScorerName = "contains"
+    max_new_tokens: Annotated[int, Field(gt=0, le=4096)] = 32
+    until: tuple[str, ...] = ()
+    system_prompt: str | None = None
+
+
+class RollingSpec(Strict):
+    doc_to_text: str = "{text}"
+
+
+class KindsSpec(Strict):
+    multiple_choice: MultipleChoiceSpec | None = None
+    generate_until: GenerateSpec | None = None
+    loglikelihood_rolling: RollingSpec | None = None
+
+    def declared(self) -> list[Kind]:
+        return [k for k in KINDS if getattr(self, k) is not None]
+
+
+class SplitSpec(Strict):
+    recovery_fraction: Annotated[float, Field(ge=0.0, le=0.9)] = 0.15
+    seed: int = 0
+
+
+class SuiteSpec(Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    version: Annotated[int, Field(ge=1)]
+    capability: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    description: str = ""
+    items: str = "items.jsonl"
+    split: SplitSpec = SplitSpec()
+    kinds: KindsSpec
+
+
+class Item(BaseModel):
+    """One probe item. Extra fields are allowed: templates may use them."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: Annotated[str, Field(min_length=1)]
+    question: str | None = None
+    choices: list[str] | None = None
+    gold: int | None = None
+    target: str | list[str] | None = None
+    scorer: scorers.ScorerName | None = None
+    pattern: str | None = None
+    keys: list[str] = []
+    should_refuse: bool | None = None
+    text: str | None = None
+    tags: list[str] = []
+
+    def targets(self) -> list[str]:
+        if self.target is not None:
+            return [self.target] if isinstance(self.target, str) else list(self.target)
+        if self.choices is not None and self.gold is not None and 0 <= self.gold < len(self.choices):
+            return [self.choices[self.gold]]
+        return []
+
+    def fields(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+@dataclass(frozen=True)
+class Suite:
+    spec: SuiteSpec
+    directory: Path
+    items: tuple[Item, ...]
+    content_hash: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def capability(self) -> str:
+        return self.spec.capability
+
+    @property
+    def kinds(self) -> list[Kind]:
+        return self.spec.kinds.declared()
+
+    def split_of(self, item: Item) -> Split:
+        digest = hashlib.sha256(f"{self.spec.split.seed}:{item.id}".encode()).digest()
+        share = int.from_bytes(digest[:8], "big") / 2**64
+        return Split.RECOVERY if share < self.spec.split.recovery_fraction else Split.PROBE
+
+    def only(self, kinds: Sequence[Kind]) -> Suite:
+        """The same suite measured only as `kinds`: same items and prompts, so the same hash."""
+        unknown = [k for k in kinds if k not in self.kinds]
+        if unknown:
+            raise SuiteError([Problem(str(self.directory / "suite.yaml"), None, "kinds",
+                                      f"suite '{self.name}' does not declare {', '.join(unknown)}")])
+        kept = {k: getattr(self.spec.kinds, k) if k in kinds else None for k in KINDS}
+        spec = self.spec.model_copy(update={"kinds": KindsSpec(**kept)})
+        return replace(self, spec=spec)
+
+    def select(self, split: Split = Split.PROBE) -> list[Item]:
+        return [i for i in self.items if split == Split.ALL or self.split_of(i) == split]
+
+
+def render(template: str, item: Item) -> str:
+    return template.format_map(item.fields())
+
+
+def generation_correct(item: Item, spec: GenerateSpec, output: str) -> bool:
+    """Score one generated answer with the item's scorer (or the suite's)."""
+    name = item.scorer or spec.scorer
+    if name == "regex":
+        return scorers.regex(output, item.pattern or "")
+    if name == "json_valid":
+        return scorers.json_valid(output, item.keys)
+    if name == "refusal":
+        return scorers.refusal(output, bool(item.should_refuse))
+    if name == "choice_letter":
+        return scorers.choice_letter(output, item.targets()[0])
+    if name == "exact":
+        return scorers.exact(output, item.targets())
+    return scorers.contains(output, item.targets())
+
+
+def load_suite(directory: Path | str) -> Suite:
+    """Load and check a suite; every problem found is reported at once, with file and line."""
+    directory = Path(directory)
+    spec_file = directory / "suite.yaml"
+    if not spec_file.is_file():
+        raise SuiteError([Problem(str(directory), None, "", "not a probe suite: no suite.yaml")])
+    spec = _load_spec(spec_file)
+    items_file = directory / spec.items
+    items, problems = _load_items(items_file, spec)
+    if spec.name != directory.name:
+        problems.insert(0, Problem(str(spec_file), None, "name", f"'{spec.name}' differs from "
+                                   f"the folder name '{directory.name}'"))
+    if problems:
+        raise SuiteError(problems)
+    return Suite(spec, directory, tuple(items), _content_hash(spec, items))
+
+
+def _load_spec(spec_file: Path) -> SuiteSpec:
+    try:
+        located = yamlpos.load(spec_file)
+    except ConfigError as exc:
+        raise SuiteError(exc.problems) from exc
+    try:
+        spec = SuiteSpec.model_validate(located.data)
+    except ValidationError as exc:
+        raise SuiteError([located.problem(tuple(e["loc"]), e["msg"]) for e in exc.errors()]) from exc
+    if not spec.kinds.declared():
+        raise SuiteError([located.problem(("kinds",), f"declare at least one of {', '.join(KINDS)}")])
+    return spec
+
+
+def _load_items(path: Path, spec: SuiteSpec) -> tuple[list[Item], list[Problem]]:
+    if not path.is_file():
+        return [], [Problem(str(path), None, "", "items file not found")]
+    items: list[Item] = []
+    problems: list[Problem] = []
+    first_line: dict[str, int] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        item, found = _parse_item(raw, spec)
+        problems += [Problem(str(path), number, key, msg) for key, msg in found]
+        if item is None:
+            continue
+        if item.id in first_line:
+            problems.append(Problem(str(path), number, "id",
+                                    f"duplicate item id '{item.id}' (first on line {first_line[item.id]})"))
+            continue
+        first_line[item.id] = number
+        items.append(item)
+    if not items and not problems:
+        problems.append(Problem(str(path), None, "", "no items"))
+    return items, problems
+
+
+def _parse_item(raw: str, spec: SuiteSpec) -> tuple[Item | None, list[tuple[str, str]]]:
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        return None, [("", f"not valid JSON: {exc}")]
+    if not isinstance(data, dict):
+        return None, [("", "an item must be a JSON object")]
+    try:
+        item = Item.model_validate(data)
+    except ValidationError as exc:
+        return None, [(yamlpos.dotted(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+    return item, _check_item(item, spec)
+
+
+def _check_item(item: Item, spec: SuiteSpec) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    kinds = spec.kinds
+    if kinds.multiple_choice:
+        found += _check_template(kinds.multiple_choice.doc_to_text, item, Kind.MULTIPLE_CHOICE)
+        found += _check_choices(item)
+    if kinds.generate_until:
+        found += _check_template(kinds.generate_until.doc_to_text, item, Kind.GENERATE_UNTIL)
+        found += _check_generation(item, kinds.generate_until)
+    if kinds.loglikelihood_rolling:
+        found += _check_template(kinds.loglikelihood_rolling.doc_to_text, item, Kind.LOGLIKELIHOOD_ROLLING)
+    return found
+
+
+def _check_template(template: str, item: Item, kind: str) -> list[tuple[str, str]]:
+    fields = item.fields()
+    missing = [f for _, f, _, _ in Formatter().parse(template) if f and fields.get(f) is None]
+    return [(f, f"missing field '{f}' used by the {kind} prompt") for f in missing]
+
+
+def _check_choices(item: Item) -> list[tuple[str, str]]:
+    if not item.choices or len(item.choices) < 2:
+        return [("choices", "multiple_choice needs at least two choices")]
+    if item.gold is None:
+        return [("gold", "multiple_choice needs 'gold', the index of the right choice")]
+    if not 0 <= item.gold < len(item.choices):
+        return [("gold", f"index {item.gold} is out of range for {len(item.choices)} choices")]
+    if len(set(item.choices)) != len(item.choices):
+        return [("choices", "duplicate choices")]
+    return []
+
+
+def _check_generation(item: Item, spec: GenerateSpec) -> list[tuple[str, str]]:
+    name = item.scorer or spec.scorer
+    if name == "regex":
+        return _check_pattern(item.pattern)
+    if name == "refusal" and item.should_refuse is None:
+        return [("should_refuse", "the refusal scorer needs should_refuse: true or false")]
+    if name == "choice_letter" and not re.fullmatch(r"\s*[A-J]\s*", (item.targets() or [""])[0]):
+        return [("target", "the choice_letter scorer needs a target letter A-J")]
+    if name in ("exact", "contains") and not item.targets():
+        return [("target", f"the {name} scorer needs 'target' (or 'choices' with 'gold')")]
+    return []
+
+
+def _check_pattern(pattern: str | None) -> list[tuple[str, str]]:
+    if not pattern:
+        return [("pattern", "the regex scorer needs 'pattern'")]
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return [("pattern", f"invalid regular expression: {exc}")]
+    return []
+
+
+def _content_hash(spec: SuiteSpec, items: list[Item]) -> str:
+    digest = hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True).encode())
+    for item in items:
+        digest.update(json.dumps(item.model_dump(), sort_keys=True).encode())
+    return digest.hexdigest()

@@ -1,0 +1,57 @@
+"""A scripted backend shipped for tests and dry runs: no model, fully predictable.
+
+It answers from tables keyed by prompt text and can be told to fail, so callers test how they
+handle a broken measurement without monkeypatching anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from monitor.errors import BackendError
+from monitor.probing.backends.base import (
+    BackendInfo,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    RollingResult,
+)
+
+
+class FakeBackend:
+    def __init__(
+        self,
+        answers: Mapping[str, str] | None = None,
+        preferred: Callable[[LoglikelihoodRequest], int] | None = None,
+        fail_on: Callable[[str], bool] | None = None,
+        name: str = "fake",
+    ) -> None:
+        self._answers = dict(answers or {})
+        self._preferred = preferred or (lambda request: 0)
+        self._fail_on = fail_on or (lambda text: False)
+        self._info = BackendInfo(kind="fake", model=name, device="cpu", dtype="none")
+
+    @property
+    def info(self) -> BackendInfo:
+        return self._info
+
+    def _check(self, text: str) -> None:
+        if self._fail_on(text):
+            raise BackendError(f"fake backend told to fail on {text[:40]!r}", kind="scripted")
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[list[float]]:
+        results = []
+        for request in requests:
+            self._check(request.context)
+            best = self._preferred(request)
+            results.append([-1.0 if i == best else -5.0 for i in range(len(request.continuations))])
+        return results
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[RollingResult]:
+        for text in texts:
+            self._check(text)
+        return [RollingResult(logprob=-2.0 * len(t.split()), tokens=len(t.split())) for t in texts]
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        for request in requests:
+            self._check(request.prompt)
+        return [self._answers.get(r.prompt, "I don't know.") for r in requests]

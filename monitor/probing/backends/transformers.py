@@ -1,0 +1,318 @@
+"""In-process backend: a transformers causal LM on CUDA when present, else CPU.
+
+Multiple-choice scoring packs a batch of questions and all their choices into one token trie and
+runs it in one forward pass (see `_Pack`): each context is encoded once for all its choices, and
+questions that start alike share their common tokens. lm-evaluation-harness runs each context
+once per choice instead. Token boundaries between context and
+continuation follow lm-evaluation-harness exactly (trailing spaces move to the continuation;
+the continuation is what encoding the whole string adds after the context), so the two agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from monitor.errors import BackendError, MissingExtra
+from monitor.probing.backends.base import (
+    BackendInfo,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    RollingResult,
+    cut_at_stops,
+)
+from monitor.probing.backends.tokens import fit_context, rolling_windows, split_pair
+from monitor.vocabulary import ErrorKind
+
+if TYPE_CHECKING:
+    import torch
+
+_MAX_LENGTH_CAP = 2048
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingExtra("torch", "model") from exc
+    return torch
+
+
+def pick_device(requested: str = "auto") -> str:
+    torch = _torch()
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(requested: str, device: str) -> torch.dtype:
+    """fp32 on CPU (bf16 matmuls there are slow and noisy); bf16 on GPUs that support it."""
+    torch = _torch()
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+class TransformersBackend:
+    """Wraps a loaded model and tokenizer; build one with `load` or from objects in tests."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int = 16) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.batch_size = batch_size
+        device = str(next(model.parameters()).device)
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        self._info = BackendInfo(kind="transformers", model=name, device=device, dtype=dtype)
+        limit = getattr(model.config, "max_position_embeddings", _MAX_LENGTH_CAP)
+        self.max_length = min(limit or _MAX_LENGTH_CAP, _MAX_LENGTH_CAP)
+
+    @classmethod
+    def load(cls, path: str, *, device: str = "auto", dtype: str = "auto",
+             batch_size: int = 16) -> TransformersBackend:
+        try:
+            import transformers
+        except ImportError as exc:
+            raise MissingExtra("transformers", "model") from exc
+        chosen = pick_device(device)
+        try:
+            auto_model: Any = transformers.AutoModelForCausalLM
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+            model = auto_model.from_pretrained(path, dtype=pick_dtype(dtype, chosen))
+            model.to(chosen)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise BackendError(f"cannot load model from {path}: {exc}", kind="load") from exc
+        return cls(model, tokenizer, name=str(path), batch_size=batch_size)
+
+    @property
+    def _attention(self) -> str | None:
+        return getattr(self.model.config, "_attn_implementation", None)
+
+    @property
+    def info(self) -> BackendInfo:
+        return self._info
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    # -- log-likelihood -------------------------------------------------------------------
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        return split_pair(self._encode, self._prefix_token(), context, continuation)
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _prefix_token(self) -> int:
+        tok = self.tokenizer
+        return int(tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[list[float]]:
+        """Questions are packed in token order, so those that start alike share a pack."""
+        encoded = self._guarded(lambda rs: [self._encode_request(r) for r in rs], requests)
+        order = sorted(range(len(encoded)), key=lambda i: encoded[i][0])
+        results: list[list[float]] = [[] for _ in encoded]
+        for start in range(0, len(order), self.batch_size):
+            picked = order[start : start + self.batch_size]
+            scored = self._guarded(self._loglikelihood_pack, [encoded[i] for i in picked])
+            for index, scores in zip(picked, scored, strict=True):
+                results[index] = scores
+        return results
+
+    def _encode_request(self, request: LoglikelihoodRequest) -> tuple[list[int], list[list[int]]]:
+        pairs = [self.encode_pair(request.context, c) for c in request.continuations]
+        context = pairs[0][0]
+        conts = [cont for _, cont in pairs]
+        if any(not cont for cont in conts):
+            raise BackendError("a continuation encodes to no tokens", kind="tokenization")
+        return fit_context(context, conts, self.max_length), conts
+
+    def _loglikelihood_pack(self, encoded: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
+        """One forward pass for a whole batch of questions, without padding."""
+        torch = _torch()
+        pack = _Pack.build(encoded)
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=pack.tensor(pack.ids, self.device)[None],
+                position_ids=pack.tensor(pack.positions, self.device)[None],
+                attention_mask=pack.mask(self.device, self._attention, self.model.dtype),
+                logits_to_keep=pack.tensor(pack.keep, self.device), use_cache=False,
+            )
+            logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)
+            rows = pack.tensor([row for row, _, _ in pack.scored], self.device)
+            tokens = pack.tensor([token for _, token, _ in pack.scored], self.device)
+            owners = pack.tensor([owner for _, _, owner in pack.scored], self.device)
+            totals = torch.zeros(sum(pack.shape), dtype=torch.float64, device=self.device)
+            totals.index_add_(0, owners, logprobs[rows, tokens].double())
+        flat = totals.tolist()
+        out_scores, i = [], 0
+        for width in pack.shape:
+            out_scores.append(flat[i : i + width])
+            i += width
+        return out_scores
+
+    def _pad(self, sequences: list[list[int]]) -> tuple[Any, Any]:
+        """Right-padded ids and attention mask."""
+        torch = _torch()
+        width = max(len(s) for s in sequences)
+        pad = int(self.tokenizer.pad_token_id)
+        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # -- rolling log-likelihood (perplexity) ----------------------------------------------
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[RollingResult]:
+        results: list[RollingResult] = []
+        for start in range(0, len(texts), self.batch_size):
+            results += self._guarded(self._rolling_batch, texts[start : start + self.batch_size])
+        return results
+
+    def _rolling_batch(self, texts: Sequence[str]) -> list[RollingResult]:
+        """Each text is scored from a prefix token, in windows of at most max_length tokens."""
+        windows: list[tuple[int, list[int]]] = []
+        for index, text in enumerate(texts):
+            tokens = [self._prefix_token(), *self._encode(text)]
+            windows += [(index, w) for w in rolling_windows(tokens, self.max_length)]
+        totals = [0.0] * len(texts)
+        for (index, _), value in zip(windows, self._sequence_logprobs([w for _, w in windows]),
+                                     strict=True):
+            totals[index] += value
+        return [RollingResult(totals[i], len(self._encode(t))) for i, t in enumerate(texts)]
+
+    def _sequence_logprobs(self, sequences: list[list[int]]) -> list[float]:
+        torch = _torch()
+        ids, mask = self._pad(sequences)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            picked = torch.log_softmax(logits, dim=-1).gather(2, ids[:, 1:].unsqueeze(-1))
+        return (picked.squeeze(-1) * mask[:, 1:]).sum(dim=1).tolist()
+
+    # -- generation -----------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        results: list[str] = []
+        for start in range(0, len(requests), self.batch_size):
+            results += self._guarded(self._generate_batch, requests[start : start + self.batch_size])
+        return results
+
+    def _generate_batch(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        torch = _torch()
+        conversations = [self._messages(r) for r in requests]
+        self.tokenizer.padding_side = "left"
+        batch = self.tokenizer.apply_chat_template(
+            conversations, add_generation_prompt=True, tokenize=True, padding=True,
+            return_dict=True, return_tensors="pt",
+        ).to(self.device)
+        longest = max(r.max_new_tokens for r in requests)
+        with torch.inference_mode():
+            out = self.model.generate(
+                **batch, do_sample=False, max_new_tokens=longest,
+                pad_token_id=self.tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None,
+            )
+        new_tokens = out[:, batch["input_ids"].shape[1] :]
+        return [self._decode(tokens, r) for tokens, r in zip(new_tokens, requests, strict=True)]
+
+    def _decode(self, tokens: Any, request: GenerationRequest) -> str:
+        text = self.tokenizer.decode(tokens[: request.max_new_tokens], skip_special_tokens=True)
+        return cut_at_stops(text, request.until).strip()
+
+    @staticmethod
+    def _messages(request: GenerationRequest) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": request.system_prompt}] if request.system_prompt else []
+        return [*system, {"role": "user", "content": request.prompt}]
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def _guarded(self, call: Any, chunk: Any) -> list[Any]:
+        """Turn out-of-memory and similar runtime failures into a BackendError (a measurement error)."""
+        try:
+            return list(call(chunk))
+        except BackendError:
+            raise
+        except (RuntimeError, ValueError, IndexError) as exc:
+            kind = ErrorKind.OOM if "out of memory" in str(exc).lower() else ErrorKind.RUNTIME
+            raise BackendError(f"{type(exc).__name__}: {exc}", kind=kind) from exc
+
+
+class _Pack:
+    """A batch of questions and all their choices as one token trie, run in one forward pass.
+
+    Every (context, choice) sequence is inserted into a prefix trie: a question's context is
+    stored once for all of its choices, and questions that start alike ("Question: What is the
+    capital city of") share those tokens too. Each trie node keeps the position it has in its
+    own sequences and attends to exactly its ancestors, so every score equals the one a separate
+    forward pass over that sequence would give. Only nodes whose next token is scored go through
+    the vocabulary projection.
+    """
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.positions: list[int] = []
+        self.ancestors: list[list[int]] = []
+        self._children: dict[tuple[int, int], int] = {}
+        self.keep: list[int] = []
+        self._rows: dict[int, int] = {}
+        self.scored: list[tuple[int, int, int]] = []  # (kept row, next token, (question, choice) slot)
+        self.shape: list[int] = []
+
+    @classmethod
+    def build(cls, encoded: Sequence[tuple[list[int], list[list[int]]]]) -> _Pack:
+        pack = cls()
+        for context, conts in encoded:
+            pack._add_question(context, conts)
+        return pack
+
+    def _node(self, parent: int, token: int) -> int:
+        found = self._children.get((parent, token))
+        if found is not None:
+            return found
+        node = len(self.ids)
+        self.ids.append(token)
+        self.positions.append(self.positions[parent] + 1 if parent >= 0 else 0)
+        self.ancestors.append([*(self.ancestors[parent] if parent >= 0 else []), node])
+        self._children[(parent, token)] = node
+        return node
+
+    def _row(self, node: int) -> int:
+        if node not in self._rows:
+            self._rows[node] = len(self.keep)
+            self.keep.append(node)
+        return self._rows[node]
+
+    def _add_question(self, context: list[int], conts: list[list[int]]) -> None:
+        end = -1
+        for token in context:
+            end = self._node(end, token)
+        slot = sum(self.shape)
+        for k, cont in enumerate(conts):
+            node = end
+            for m, token in enumerate(cont):
+                self.scored.append((self._row(node), token, slot + k))
+                if m + 1 < len(cont):
+                    node = self._node(node, token)
+        self.shape.append(len(conts))
+
+    @staticmethod
+    def tensor(values: list[int], device: Any) -> Any:
+        return _torch().tensor(values, dtype=_torch().long, device=device)
+
+    def mask(self, device: Any, implementation: str | None, dtype: Any) -> Any:
+        """(1, 1, N, N): each node sees itself and its ancestors, nothing else."""
+        torch = _torch()
+        rows = [node for node, chain in enumerate(self.ancestors) for _ in chain]
+        cols = [a for chain in self.ancestors for a in chain]
+        allowed = torch.zeros((len(self.ids), len(self.ids)), dtype=torch.bool)
+        allowed[rows, cols] = True
+        allowed = allowed.to(device)[None, None]
+        if implementation == "sdpa":
+            return allowed
+        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
+            ~allowed, torch.finfo(dtype).min)

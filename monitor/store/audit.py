@@ -1,0 +1,77 @@
+"""The audit trail of actions, and the registry deployer's pointer to the live version."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete
+from sqlmodel import col, select
+
+from monitor.errors import StoreError
+from monitor.store.engine import Database
+from monitor.store.tables import Action, Claim, LiveVersion, ModelVersion, utcnow
+
+if TYPE_CHECKING:
+    from monitor.policy.schema import Config
+
+class Audit(Database):
+    def add_action(self, action: Action) -> Action:
+        with self.session() as s:
+            s.add(action)
+            s.commit()
+            return action
+
+    def finish_action(self, action_id: int, status: str, detail: str = "", actor: str = "") -> Action:
+        changes: dict[str, Any] = {"status": status, "finished_at": utcnow()}
+        changes |= {"detail": detail} if detail else {}
+        return self.revise_action(action_id, **changes | ({"actor": actor} if actor else {}))
+
+    def revise_action(self, action_id: int, **changes: Any) -> Action:
+        with self.session() as s:
+            action = s.get(Action, action_id)
+            if action is None:
+                raise StoreError(f"action {action_id} does not exist")
+            for name, value in changes.items():
+                setattr(action, name, value)
+            s.add(action)
+            s.commit()
+            return action
+
+    def get_action(self, action_id: int) -> Action | None:
+        with self.session() as s:
+            return s.get(Action, action_id)
+
+    def actions(self, model: str | None = None, since: datetime | None = None) -> list[Action]:
+        query = select(Action).order_by(col(Action.id))
+        if model is not None:
+            query = query.where(Action.model == model)
+        if since is not None:
+            query = query.where(col(Action.created_at) >= since)
+        with self.session() as s:
+            return list(s.exec(query).all())
+
+    def live(self, model: str) -> str | None:
+        with self.session() as s:
+            row = s.get(LiveVersion, model)
+            return row.version if row else None
+
+    def set_live(self, model: str, version: str, action_id: int | None) -> None:
+        with self.session() as s:
+            row = s.get(LiveVersion, model) or LiveVersion(model=model, version=version)
+            row.version, row.updated_at, row.action_id = version, utcnow(), action_id
+            s.add(row)
+            s.commit()
+
+    def reset_actions(self) -> None:
+        """Empty the audit trail, the live pointer, the claims and the versions the monitor made.
+        Only for a throwaway copy: the full-loop demo starts every run from the same state."""
+        with self.session() as s:
+            for table in (Action, LiveVersion, Claim):
+                s.exec(delete(table))
+            s.exec(delete(ModelVersion).where(col(ModelVersion.path).is_not(None)))
+            s.commit()
+
+    def live_version(self, config: Config, model: str) -> str:
+        """The registry's pointer once an action has moved it, else what the policy file says."""
+        return self.live(model) or config.models[model].live

@@ -1,0 +1,78 @@
+"""Replicas working on one database: heartbeats, reaping the runs of the dead, claims and locks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+from sqlalchemy import select as sa_select
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlmodel import Session, col, select
+
+from monitor.errors import StoreError
+from monitor.store.engine import Database, redact
+from monitor.store.tables import Claim, Heartbeat, Run, utcnow
+from monitor.vocabulary import RunStatus
+
+
+class Coordination(Database):
+    def beat(self, holder: str) -> None:
+        with self.session() as s:
+            row = s.get(Heartbeat, holder) or Heartbeat(holder=holder)
+            row.seen_at = utcnow()
+            s.add(row)
+            s.commit()
+
+    def reap(self, silent_for: timedelta) -> int:
+        """Mark interrupted the running runs of monitors silent for `silent_for`; returns how many."""
+        cutoff = utcnow() - silent_for
+        alive = sa_select(col(Heartbeat.holder)).where(col(Heartbeat.seen_at) >= cutoff)
+        with self.session() as s:
+            stale = s.exec(select(Run).where(Run.status == RunStatus.RUNNING, col(Run.holder).is_not(None),
+                                             col(Run.holder).not_in(alive))).all()
+            for run in stale:
+                run.status, run.finished_at = RunStatus.INTERRUPTED, utcnow()
+                run.error = f"monitor {run.holder} stopped beating while this run was in progress"
+                s.add(run)
+            s.commit()
+            return len(stale)
+
+    @contextmanager
+    def exclusive(self, key: int) -> Iterator[None]:
+        """One process at a time across replicas: a PostgreSQL advisory lock, or for a SQLite file
+        an exclusive lock on a file beside it (SQLite replicas share one host anyway)."""
+        if self.engine.dialect.name != "postgresql":
+            database = self.engine.url.database
+            if not database or database == ":memory:":
+                yield
+                return
+            import fcntl
+
+            with open(f"{database}.lock-{key}", "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.commit()
+
+    def claim(self, name: str, holder: str) -> bool:
+        """True for exactly one caller per `name`, whichever replica or process asks first."""
+        try:
+            with Session(self.engine) as s:
+                s.add(Claim(name=name, holder=holder))
+                s.commit()
+            return True
+        except IntegrityError:
+            return False
+        except DBAPIError as exc:
+            raise StoreError(f"database {redact(self.url)} failed: {str(exc).splitlines()[0]}") from exc

@@ -1,0 +1,53 @@
+"""The versions and suite contents the store has seen: every score refers to one of each."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from monitor.errors import StoreError
+from monitor.store.engine import Database
+from monitor.store.tables import ModelVersion, SuiteRecord
+
+
+class Registry(Database):
+    def register_version(self, model: str, version: str, source: str = "") -> ModelVersion:
+        with self.session() as s:
+            found = s.exec(select(ModelVersion).where(ModelVersion.model == model,
+                                                      ModelVersion.version == version)).first()
+            if found:
+                return found
+            row = ModelVersion(model=model, version=version, source=source)
+            s.add(row)
+            s.commit()
+            return row
+
+    def add_made_version(self, row: ModelVersion) -> ModelVersion:
+        """Record a version the monitor built; its name must be new for the model."""
+        with self.session() as s:
+            taken = s.exec(select(ModelVersion).where(ModelVersion.model == row.model,
+                                                      ModelVersion.version == row.version)).first()
+            if taken:
+                raise StoreError(f"{row.model} already has a version '{row.version}'")
+            s.add(row)
+            s.commit()
+            return row
+
+    def made_versions(self, model: str | None = None) -> list[ModelVersion]:
+        """Versions the monitor built (they have a path), oldest first."""
+        with self.session() as s:
+            query = select(ModelVersion).where(ModelVersion.path.is_not(None))  # type: ignore[union-attr]
+            if model:
+                query = query.where(ModelVersion.model == model)
+            return list(s.exec(query.order_by(ModelVersion.id)))  # type: ignore[arg-type]
+
+    def ensure_suite(self, name: str, version: int, capability: str, content_hash: str) -> SuiteRecord:
+        with self.session() as s:
+            found = s.exec(select(SuiteRecord).where(SuiteRecord.name == name,
+                                                     SuiteRecord.content_hash == content_hash)).first()
+            if found:
+                return found
+            row = SuiteRecord(name=name, version=version, capability=capability,
+                              content_hash=content_hash)
+            s.add(row)
+            s.commit()
+            return row

@@ -1,0 +1,116 @@
+"""Runs and their item results: written as a probe goes, summed once when it finishes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from monitor.errors import StoreError
+from monitor.store.engine import Database
+from monitor.store.tables import ItemResult, KindSummary, Run, RunError, RunKind, SuiteRecord, utcnow
+from monitor.vocabulary import RunStatus
+
+
+class Runs(Database):
+    def start_run(self, **fields: Any) -> Run:
+        with self.session() as s:
+            run = Run(**fields)
+            s.add(run)
+            s.commit()
+            return run
+
+    def add_results(self, run_id: int, results: Iterable[ItemResult]) -> None:
+        with self.session() as s:
+            for result in results:
+                result.run_id = run_id
+                s.add(result)
+            s.commit()
+
+    def finish_run(self, run_id: int, status: str, error: str | None = None) -> Run:
+        if status not in set(RunStatus):
+            raise ValueError(f"unknown run status {status!r}")
+        with self.session() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise StoreError(f"run {run_id} does not exist")
+            counts = s.exec(select(func.count(), func.count(col(ItemResult.error_kind)))
+                            .where(ItemResult.run_id == run_id)).one()
+            run.item_count, run.error_count = int(counts[0]), int(counts[1])
+            run.status, run.error, run.finished_at = status, error, utcnow()
+            s.add(run)
+            _add_aggregates(s, run_id)
+            s.commit()
+            return run
+
+    def get_run(self, run_id: int) -> Run | None:
+        with self.session() as s:
+            return s.get(Run, run_id)
+
+    def runs(self, model: str | None = None, version: str | None = None, suite: str | None = None,
+             status: str | None = None) -> list[Run]:
+        query = select(Run).order_by(col(Run.started_at), col(Run.id))
+        for column, value in ((Run.model, model), (Run.version, version), (Run.suite, suite),
+                              (Run.status, status)):
+            if value is not None:
+                query = query.where(column == value)
+        with self.session() as s:
+            return list(s.exec(query).all())
+
+    def latest_complete_run(self, model: str, version: str, suite_hash: str, backend: str,
+                            dtype: str) -> Run | None:
+        """The newest complete run of exactly this suite content on this backend and dtype."""
+        query = (select(Run).join(SuiteRecord, col(Run.suite_id) == col(SuiteRecord.id))
+                 .where(Run.model == model, Run.version == version, Run.status == RunStatus.COMPLETE,
+                        SuiteRecord.content_hash == suite_hash, Run.backend == backend,
+                        Run.dtype == dtype)
+                 .order_by(col(Run.id).desc()))
+        with self.session() as s:
+            return s.exec(query).first()
+
+    def finished_runs(self, model: str, version: str, content_hash: str) -> list[Run]:
+        """Runs of exactly this suite content that ended (complete, error or interrupted), oldest first."""
+        query = (select(Run).join(SuiteRecord, col(Run.suite_id) == col(SuiteRecord.id))
+                 .where(Run.model == model, Run.version == version, Run.status != RunStatus.RUNNING,
+                        SuiteRecord.content_hash == content_hash)
+                 .order_by(col(Run.id)))
+        with self.session() as s:
+            return list(s.exec(query).all())
+
+    def results(self, run_id: int, kind: str | None = None) -> list[ItemResult]:
+        query = select(ItemResult).where(ItemResult.run_id == run_id).order_by(col(ItemResult.id))
+        if kind is not None:
+            query = query.where(ItemResult.kind == kind)
+        with self.session() as s:
+            return list(s.exec(query).all())
+
+    def summaries(self, run_ids: Sequence[int]) -> dict[int, list[KindSummary]]:
+        """Mean score per kind for each run, computed in the database."""
+        out: dict[int, list[KindSummary]] = {run_id: [] for run_id in run_ids}
+        with self.session() as s:
+            for run_id, summary in _kind_summaries(s, run_ids):
+                out[run_id].append(summary)
+        return out
+
+
+def _kind_summaries(s: Session, run_ids: Sequence[int]) -> list[tuple[int, KindSummary]]:
+    query = (sa_select(col(ItemResult.run_id), col(ItemResult.kind), func.avg(ItemResult.score),
+                       func.count(col(ItemResult.score)), func.count(col(ItemResult.error_kind)))
+             .where(col(ItemResult.run_id).in_(list(run_ids)))
+             .group_by(col(ItemResult.run_id), col(ItemResult.kind)))
+    return [(int(run_id), KindSummary(kind, None if mean is None else float(mean), int(scored), int(errors)))
+            for run_id, kind, mean, scored, errors in s.execute(query).all()]
+
+
+def _add_aggregates(s: Session, run_id: int) -> None:
+    for _, summary in _kind_summaries(s, [run_id]):
+        s.add(RunKind(run_id=run_id, kind=summary.kind, mean_score=summary.mean_score,
+                      scored=summary.scored, errors=summary.errors))
+    per_error = sa_select(col(ItemResult.error_kind), func.count()).where(
+        col(ItemResult.run_id) == run_id, col(ItemResult.error_kind).is_not(None)).group_by(
+        col(ItemResult.error_kind))
+    for error_kind, count in s.execute(per_error).all():
+        s.add(RunError(run_id=run_id, error_kind=str(error_kind), count=int(count)))

@@ -1,0 +1,226 @@
+"""The tables: every score, verdict and action, as rows that are appended and never rewritten
+(a run's own status line as it finishes is the one exception).
+
+Columns hold plain strings; the values are those of `monitor.vocabulary`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from monitor.vocabulary import ActionStatus, RunStatus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ModelVersion(SQLModel, table=True):
+    """Every version ever measured. Those the monitor made itself (recovery retraining) also
+    carry their weights' folder, the version they were made from and the action that made them:
+    they join the policy file's versions (`monitor.store.versions`)."""
+
+    __tablename__ = "model_version"
+    __table_args__ = (UniqueConstraint("model", "version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(index=True)
+    version: str
+    source: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    path: str | None = None
+    parent: str | None = None
+    action_id: int | None = None
+
+
+class SuiteRecord(SQLModel, table=True):
+    __tablename__ = "suite"
+    __table_args__ = (UniqueConstraint("name", "content_hash"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    version: int
+    capability: str
+    content_hash: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Run(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(index=True)
+    version: str = Field(index=True)
+    suite_id: int = Field(foreign_key="suite.id", index=True)
+    suite: str
+    capability: str
+    split: str = "probe"
+    backend: str
+    device: str
+    dtype: str
+    status: str = RunStatus.RUNNING
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    item_count: int = 0
+    error_count: int = 0
+    error: str | None = None
+    holder: str | None = Field(default=None, index=True)
+
+
+class RunKind(SQLModel, table=True):
+    """A finished run's score per kind, kept so history and scrapes never re-scan item results."""
+
+    __tablename__ = "run_kind"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    kind: str
+    mean_score: float | None = None
+    scored: int = 0
+    errors: int = 0
+
+
+class RunError(SQLModel, table=True):
+    """A finished run's failed item measurements, counted per error kind."""
+
+    __tablename__ = "run_error"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    error_kind: str
+    count: int
+
+
+class ItemResult(SQLModel, table=True):
+    __tablename__ = "item_result"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int | None = Field(default=None, foreign_key="run.id", index=True, nullable=False)
+    item_id: str
+    kind: str
+    score: float | None = None
+    correct: bool | None = None
+    margin: float | None = None
+    output: str | None = None
+    latency_ms: float | None = None
+    error_kind: str | None = None
+    error: str | None = None
+
+
+class Verdict(SQLModel, table=True):
+    """A candidate judged against the baseline on one suite (one capability)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    model: str = Field(index=True)
+    candidate: str = Field(index=True)
+    baseline: str
+    suite: str
+    capability: str = Field(index=True)
+    content_hash: str
+    phase: str
+    diagnosis: str
+    reason: str
+    muted: bool = False
+    critical: bool = False
+    candidate_runs: str = ""
+    baseline_runs: str = ""
+    drop: float | None = None
+    low: float | None = None
+    high: float | None = None
+    p_value: float | None = None
+    report: str | None = None
+    rules: str = ""  # the Rules it was judged by, as JSON: a policy edit never rewrites history
+
+
+class VerdictKind(SQLModel, table=True):
+    """The statistics behind a verdict, one row per kind it was measured as."""
+
+    __tablename__ = "verdict_kind"
+    id: int | None = Field(default=None, primary_key=True)
+    verdict_id: int | None = Field(default=None, foreign_key="verdict.id", index=True, nullable=False)
+    kind: str
+    phase: str
+    reason: str
+    method: str = ""
+    n: int = 0
+    excluded: int = 0
+    quarantined: int = 0
+    baseline_score: float | None = None
+    candidate_score: float | None = None
+    drop: float | None = None
+    low: float | None = None
+    high: float | None = None
+    p_value: float | None = None
+    lost: int = 0
+    gained: int = 0
+    margin_drop: float | None = None
+    margin_low: float | None = None
+    margin_high: float | None = None
+
+
+class FlakyItem(SQLModel, table=True):
+    """An item whose result changed across repeated runs of one unchanged version."""
+
+    __tablename__ = "flaky_item"
+    __table_args__ = (UniqueConstraint("model", "version", "content_hash", "item_id", "kind"),)
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(index=True)
+    version: str
+    content_hash: str = Field(index=True)
+    item_id: str
+    kind: str
+    runs: int
+    flips: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Heartbeat(SQLModel, table=True):
+    """A monitor process saying it is alive; its runs are reaped when it falls silent."""
+
+    holder: str = Field(primary_key=True)
+    seen_at: datetime = Field(default_factory=utcnow)
+
+
+class Claim(SQLModel, table=True):
+    """One row per scheduled slot of work: the unique name makes it exactly-once across replicas."""
+
+    name: str = Field(primary_key=True)
+    holder: str
+    claimed_at: datetime = Field(default_factory=utcnow)
+
+
+class Action(SQLModel, table=True):
+    """One step of the policy ladder, proposed, refused or carried out: the audit trail."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    model: str = Field(index=True)
+    kind: str  # an ActionKind
+    trigger: str  # a TriggeredBy
+    verdict_id: int | None = Field(default=None, foreign_key="verdict.id")
+    capability: str | None = None
+    diagnosis: str | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    status: str = ActionStatus.PLANNED  # an ActionStatus
+    dry_run: bool = False
+    reason: str = ""
+    detail: str = ""
+    actor: str = ""
+
+
+class LiveVersion(SQLModel, table=True):
+    """The registry deployer's pointer: which version of a model is live now."""
+
+    __tablename__ = "live_version"
+    model: str = Field(primary_key=True)
+    version: str
+    updated_at: datetime = Field(default_factory=utcnow)
+    action_id: int | None = None
+
+
+@dataclass(frozen=True)
+class KindSummary:
+    kind: str
+    mean_score: float | None
+    scored: int
+    errors: int

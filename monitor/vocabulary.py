@@ -1,0 +1,131 @@
+"""The words forgetmenot decides in, each spelled once.
+
+They are `StrEnum`s so a value is still the plain string the database, the metrics and the
+policy file hold (`Phase.FAIL == "FAIL"`), while the code can only name values that exist.
+Every layer may import this module; it imports nothing of forgetmenot's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """How an item is scored, named as lm-evaluation-harness names its request types."""
+
+    MULTIPLE_CHOICE = "multiple_choice"
+    GENERATE_UNTIL = "generate_until"
+    LOGLIKELIHOOD_ROLLING = "loglikelihood_rolling"
+
+    @property
+    def binary(self) -> bool:
+        """Scored right or wrong per item (a paired test on discordant pairs applies)."""
+        return self is not Kind.LOGLIKELIHOOD_ROLLING
+
+
+class Split(StrEnum):
+    """Which items of a suite: probe items are scored, recovery items only ever train."""
+
+    PROBE = "probe"
+    RECOVERY = "recovery"
+    ALL = "all"
+
+
+class Phase(StrEnum):
+    """A verdict's outcome, as Argo Rollouts and Kayenta users know it."""
+
+    PASS = "PASS"
+    MARGINAL = "MARGINAL"
+    FAIL = "FAIL"
+    INCONCLUSIVE = "INCONCLUSIVE"
+    ERROR = "ERROR"
+
+    @property
+    def severity(self) -> int:
+        """Order for "the worst of": an ERROR outranks no evidence but never a measured drop."""
+        return _SEVERITY[self]
+
+    @property
+    def bad(self) -> bool:
+        """A measured drop past (FAIL) or near (MARGINAL) the tolerance."""
+        return self in (Phase.FAIL, Phase.MARGINAL)
+
+    @classmethod
+    def worst(cls, phases: Iterable[str], default: str = "INCONCLUSIVE") -> Phase:
+        return max((cls(p) for p in phases), key=lambda p: p.severity, default=cls(default))
+
+
+_SEVERITY = {Phase.PASS: 0, Phase.INCONCLUSIVE: 1, Phase.ERROR: 2, Phase.MARGINAL: 3, Phase.FAIL: 4}
+
+
+class Diagnosis(StrEnum):
+    """Why a capability dropped: the idea the whole monitor is built around."""
+
+    KNOWLEDGE_LOSS = "knowledge_loss"  # both kinds dropped: the weights forgot (roll back)
+    ALIGNMENT_LOSS = "alignment_loss"  # generation dropped, choice held: still known (retrain)
+    UNDIAGNOSED = "undiagnosed"  # dropped, but measured one way only
+    NONE = "none"
+
+
+class ActionKind(StrEnum):
+    ALERT = "alert"
+    ROLLBACK = "rollback"
+    RETRAIN = "retrain"
+
+    @property
+    def moves(self) -> bool:
+        """Changes what serves users; the guards count these."""
+        return self in MOVES
+
+
+MOVES = (ActionKind.ROLLBACK, ActionKind.RETRAIN)
+
+
+class ActionStatus(StrEnum):
+    PLANNED = "planned"
+    PENDING_APPROVAL = "pending_approval"
+    DRY_RUN = "dry_run"
+    DONE = "done"
+    REFUSED = "refused"  # a guard held it (cooldown, daily limit, no target)
+    FAILED = "failed"  # the deployer or the retraining broke
+    REJECTED = "rejected"  # retraining ran, but the gate kept the result out of service
+
+    @property
+    def succeeded(self) -> bool:
+        return self in (ActionStatus.DONE, ActionStatus.DRY_RUN)
+
+
+class TriggeredBy(StrEnum):
+    """What set an action off: a settled verdict, or a person at the CLI."""
+
+    VERDICT = "verdict"
+    MANUAL = "manual"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETE = "complete"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
+
+
+class ErrorKind(StrEnum):
+    """Why a measurement broke: a bounded label (metrics carry it), never forgetting."""
+
+    BACKEND = "backend"
+    CONFIG = "config"
+    LOAD = "load"
+    DEPLOY = "deploy"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    SERVER = "server"  # a 5xx or 429: retried
+    REJECTED = "rejected"  # any other 4xx: not retried
+    AUTH = "auth"
+    NOT_FOUND = "not_found"
+    OOM = "oom"
+    RUNTIME = "runtime"
+    INVALID_RESPONSE = "invalid_response"
+    UNSUPPORTED = "unsupported"
+    TOKENIZATION = "tokenization"
+    SCRIPTED = "scripted"  # the fake backend, told to fail
