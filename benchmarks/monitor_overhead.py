@@ -80,7 +80,7 @@ suites: [{REPO}/probes/arithmetic, {REPO}/probes/general-knowledge, {REPO}/probe
         backends: dict[str, TimedBackend] = {}
 
         def load(config: Config, name: str, version: str) -> Any:
-            from monitor.probing.weights import backend_for
+            from monitor.probing.factory import backend_for
 
             backends[version] = TimedBackend(backend_for(config, name, version))
             return backends[version]

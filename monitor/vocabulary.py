@@ -72,6 +72,7 @@ class ActionKind(StrEnum):
     ALERT = "alert"
     ROLLBACK = "rollback"
     RETRAIN = "retrain"
+    DEPLOY = "deploy"  # a release made outside the ladder, recorded like any move (the demo's)
 
     @property
     def moves(self) -> bool:
@@ -80,6 +81,7 @@ class ActionKind(StrEnum):
 
 
 MOVES = (ActionKind.ROLLBACK, ActionKind.RETRAIN)
+LADDER = (ActionKind.ALERT, *MOVES)  # the steps a policy may list
 
 
 class ActionStatus(StrEnum):

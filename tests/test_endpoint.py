@@ -305,7 +305,7 @@ suites: [probes/arithmetic]
 
 def test_missing_api_key_variable_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from monitor.policy.loading import load_config
-    from monitor.probing.weights import backend_for
+    from monitor.probing.factory import backend_for
 
     monkeypatch.delenv("FMN_TEST_KEY", raising=False)
     shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")

@@ -226,7 +226,8 @@ def test_batch_sizes_for_calibration_differ_from_the_default() -> None:
     (["MARGINAL", "ERROR"], {}, "MARGINAL"),
     ([], {}, None),
 ])
-def test_settle_counts_verdicts_over_time(phases: list[str], limits: dict[str, int], settled: str | None) -> None:
+def test_settle_counts_verdicts_over_time(phases: list[str], limits: dict[str, int],
+                                          settled: str | None) -> None:
     """None: the history settles nothing yet (neither a phase to act on nor one that stands)."""
     from monitor.judge import settle
 

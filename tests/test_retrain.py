@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from monitor.actions import ladder as actions
-from monitor.actions.retrain import recover as retrain
+from monitor.actions import retrain
 from monitor.policy.loading import load_config, load_suites
 from monitor.policy.schema import Config
 from monitor.policy.suites import load_suite, render

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -136,22 +137,53 @@ class KubernetesDeployer:
         return f"kubernetes: patched {where} container {self.container} to {version}{image}"
 
 
+@dataclass(frozen=True)
+class DeployerKind:
+    """How to build one kind of deployer, and what it can serve. `merged_weights`: it can make a
+    folder of merged weights live, which is what recovery retraining produces; `why_not` says
+    otherwise, in words for the audit trail."""
+
+    build: Callable[[Config, str], Deployer]
+    merged_weights: bool = True
+    why_not: str = ""
+
+
+DEPLOYERS: dict[str, DeployerKind] = {}
+
+
+Build = Callable[[Config, str], Deployer]
+
+
+def deploys(kind: str, merged_weights: bool = True, why_not: str = "") -> Callable[[Build], Build]:
+    def register(build: Build) -> Build:
+        DEPLOYERS[kind] = DeployerKind(build, merged_weights, why_not)
+        return build
+
+    return register
+
+
 def deployer_for(config: Config, model: str) -> Deployer:
+    return DEPLOYERS[config.models[model].deployer.kind].build(config, model)
+
+
+@deploys("registry")
+def _registry(config: Config, model: str) -> Deployer:
     spec = config.models[model].deployer
-    if spec.kind == "registry":
-        directory = config.resolve(spec.path) if spec.path else home() / "live"
-        return RegistryDeployer(directory)
-    if spec.kind == "webhook":
-        if not spec.url:
-            raise DeployError(f"{model}: the webhook deployer needs url")
-        versions = config.models[model].versions
-        return WebhookDeployer(spec.url, {name: str(config.resolve(v.path)) for name, v in versions.items()
-                                          if v.path})
-    if spec.kind == "vllm-lora":
-        return _vllm_lora(config, model)
-    return _kubernetes(config, model)
+    return RegistryDeployer(config.resolve(spec.path) if spec.path else home() / "live")
 
 
+@deploys("webhook")
+def _webhook(config: Config, model: str) -> Deployer:
+    spec = config.models[model].deployer
+    if not spec.url:
+        raise DeployError(f"{model}: the webhook deployer needs url")
+    versions = config.models[model].versions
+    paths = {name: str(config.resolve(v.path)) for name, v in versions.items() if v.path}
+    return WebhookDeployer(spec.url, paths)
+
+
+@deploys("kubernetes", merged_weights=False, why_not="deployed on Kubernetes by image; retraining makes "
+         "weights on the monitor's disk, and building an image from them is not forgetmenot's job")
 def _kubernetes(config: Config, model: str) -> KubernetesDeployer:
     try:
         from kubernetes import client
@@ -178,6 +210,8 @@ def _kubernetes(config: Config, model: str) -> KubernetesDeployer:
                               deployer.container or name, images)
 
 
+@deploys("vllm-lora", merged_weights=False, why_not="deployed as vLLM adapters; retraining makes merged "
+         "weights, which that deployer cannot serve")
 def _vllm_lora(config: Config, model: str) -> VllmLoraDeployer:
     spec = config.models[model]
     url = spec.deployer.url or spec.backend.base_url

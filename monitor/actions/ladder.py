@@ -17,9 +17,10 @@ from datetime import timedelta
 
 from monitor.actions.alertmanager import REJECTED, STRANDED, AlertError, action_alert, push, verdict_alert
 from monitor.actions.deployers import DeployError, deployer_for
-from monitor.actions.retrain.recover import Hooks
+from monitor.actions.retrain import Hooks
 from monitor.actions.triggers import triggers
 from monitor.errors import ForgetmenotError
+from monitor.judge import verdict_rules
 from monitor.policy.loading import load_suites
 from monitor.policy.schema import Config, Guards
 from monitor.store import Action, Store, Verdict, utcnow
@@ -50,7 +51,7 @@ def qualifies(store: Store, config: Config, model: str, version: str) -> bool:
     latest: dict[str, Verdict] = {}
     for verdict in store.verdicts(model=model, candidate=version):
         latest[verdict.capability] = verdict
-    counted = [v for v in latest.values() if not config.policy.rules_for(v.capability).muted]
+    counted = [v for v in latest.values() if not v.muted]  # muted as judged
     return bool(counted) and all(v.phase == Phase.PASS for v in counted)
 
 
@@ -70,8 +71,8 @@ def act(store: Store, config: Config, model: str, holder: str, hooks: Hooks | No
         for step in trigger.steps:
             action = _record(store, config, model, step, trigger.verdict, holder)
             if step == ActionKind.RETRAIN and retrained is not None:
-                recorded.append(store.finish_action(action.id or 0, ActionStatus.REFUSED, detail=f"covered by "
-                                                    f"action {retrained.id} ({retrained.status})"))
+                covered = f"covered by action {retrained.id} ({retrained.status})"
+                recorded.append(store.finish_action(action.id or 0, ActionStatus.REFUSED, detail=covered))
                 continue
             recorded.append(_run(store, config, action, hooks=hooks))
             retrained = recorded[-1] if step == ActionKind.RETRAIN else retrained
@@ -87,13 +88,14 @@ def rollback(store: Store, config: Config, model: str, to: str, actor: str, *,
     versions = config.models[model].versions
     if to not in versions:
         raise DeployError(f"{model} has no version '{to}' (versions: {', '.join(versions)})")
-    action = store.add_action(Action(model=model, kind=ActionKind.ROLLBACK, trigger=TriggeredBy.MANUAL, actor=actor,
+    action = store.add_action(Action(model=model, kind=ActionKind.ROLLBACK, trigger=TriggeredBy.MANUAL,
+                                     actor=actor,
                                      from_version=store.live_version(config, model), to_version=to,
                                      dry_run=dry_run or config.policy.guards.dry_run))
     assert action.id is not None
     if not qualifies(store, config, model, to):
-        return store.finish_action(action.id, ActionStatus.REFUSED, detail=f"{to} is not the baseline and its last "
-                                   "verdicts are not all PASS")
+        return store.finish_action(action.id, ActionStatus.REFUSED,
+                                   detail=f"{to} is not the baseline and its last verdicts are not all PASS")
     return _run(store, config, action, approved=True)
 
 
@@ -117,7 +119,8 @@ def _record(store: Store, config: Config, model: str, step: str, verdict: Verdic
     live = store.live_version(config, model)
     target = rollback_target(store, config, model, live) if step == ActionKind.ROLLBACK else None
     return store.add_action(Action(
-        model=model, kind=step, trigger=TriggeredBy.VERDICT, verdict_id=verdict.id, capability=verdict.capability,
+        model=model, kind=step, trigger=TriggeredBy.VERDICT, verdict_id=verdict.id,
+        capability=verdict.capability,
         diagnosis=verdict.diagnosis, from_version=live, to_version=target, actor=holder,
         dry_run=config.policy.guards.dry_run, reason=f"{verdict.capability}: {verdict.reason}"[:500]))
 
@@ -152,7 +155,7 @@ def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None, 
     """Train, gate, then promote through the deployer like a rollback, or keep it and alert why.
     Whatever breaks in between (training, probing, a library) ends the action as `failed`: a
     retraining must never leave its audit row open or take the monitor's cycle down."""
-    from monitor.actions.retrain import recover as retrain
+    from monitor.actions import retrain
 
     assert action.id is not None
     try:
@@ -160,8 +163,8 @@ def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None, 
             retrain.check(config, action.model)
             the_plan = retrain.plan(config, load_suites(config), action.model,
                                     retrain.capabilities_for(store, config, action))
-            return store.finish_action(action.id, ActionStatus.DRY_RUN, detail=f"would retrain {action.from_version} "
-                                       f"on {the_plan.describe()}")
+            return store.finish_action(action.id, ActionStatus.DRY_RUN,
+                                       detail=f"would retrain {action.from_version} on {the_plan.describe()}")
         merged, outcome = retrain.recover(store, config, action, hooks)
     except retrain.RetrainRefused as exc:
         return store.finish_action(action.id, ActionStatus.REFUSED, detail=str(exc))
@@ -169,7 +172,8 @@ def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None, 
         return store.finish_action(action.id, ActionStatus.FAILED, detail=str(exc))
     except Exception as exc:
         log.exception("retraining for action %s broke", action.id)
-        return store.finish_action(action.id, ActionStatus.FAILED, detail=f"{exc.__class__.__name__}: {exc}")
+        return store.finish_action(action.id, ActionStatus.FAILED,
+                                   detail=f"{exc.__class__.__name__}: {exc}")
     trained = store.revise_action(action.id, to_version=outcome.version)
     if outcome.problems:
         why = f"{outcome.summary}; kept for inspection, not promoted: {'; '.join(outcome.problems)}"
@@ -180,8 +184,9 @@ def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None, 
     with store.exclusive(lock):
         live = store.live_version(config, action.model)
         if live != action.from_version:  # another replica or a human moved it while this trained
-            return store.finish_action(action.id, ActionStatus.REFUSED, detail=f"{outcome.summary}; not promoted: "
-                                       f"live moved from {action.from_version} to {live} meanwhile")
+            return store.finish_action(action.id, ActionStatus.REFUSED,
+                                       detail=f"{outcome.summary}; not promoted: live moved from "
+                                       f"{action.from_version} to {live} meanwhile")
         return _move(store, merged, trained, note=outcome.summary)
 
 
@@ -202,13 +207,14 @@ def _alert(store: Store, config: Config, action: Action) -> Action:
     assert action.id is not None
     spec = config.policy.alertmanager
     if spec is None:
-        return store.finish_action(action.id, ActionStatus.DRY_RUN if action.dry_run else "done",
+        return store.finish_action(action.id, ActionStatus.DRY_RUN if action.dry_run else ActionStatus.DONE,
                                    detail="no policy.alertmanager: the metric rules alert on their own")
     found = store.get_verdict(action.verdict_id) if action.verdict_id else None
     if found is None:
-        return store.finish_action(action.id, ActionStatus.FAILED, detail="the alert has no verdict to report")
+        return store.finish_action(action.id, ActionStatus.FAILED,
+                                   detail="the alert has no verdict to report")
     verdict = found[0]
-    alert = verdict_alert(verdict, action, config.policy.rules_for(verdict.capability), spec)
+    alert = verdict_alert(verdict, action, verdict_rules(verdict, config), spec)
     if action.dry_run:
         summary = alert["annotations"]["summary"]
         return store.finish_action(action.id, ActionStatus.DRY_RUN, detail=f"would push: {summary}")
@@ -228,15 +234,17 @@ def _move(store: Store, config: Config, action: Action, note: str = "") -> Actio
                   "earlier version qualifies for a rollback; it stays live")
         return stranded
     if action.dry_run:
-        return store.finish_action(action.id, ActionStatus.DRY_RUN, detail=f"would make {action.to_version} live "
-                                   f"instead of {action.from_version}")
+        return store.finish_action(action.id, ActionStatus.DRY_RUN,
+                                   detail=f"would make {action.to_version} live instead of "
+                                   f"{action.from_version}")
     try:
         detail = deployer_for(config, action.model).promote(action.model, action.to_version, action.id)
     except ForgetmenotError as exc:  # a DeployError, or the deployer's extra is not installed
         return store.finish_action(action.id, ActionStatus.FAILED, detail=str(exc))
     except Exception as exc:  # a deployer's library broke in a way it does not document
         log.exception("deploying action %s broke", action.id)
-        return store.finish_action(action.id, ActionStatus.FAILED, detail=f"{exc.__class__.__name__}: {exc}")
+        return store.finish_action(action.id, ActionStatus.FAILED,
+                                   detail=f"{exc.__class__.__name__}: {exc}")
     store.set_live(action.model, action.to_version, action.id)
     return store.finish_action(action.id, ActionStatus.DONE, detail=f"{note}; {detail}" if note else detail)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monitor.judge import settle
+from monitor.judge import settle, verdict_rules
 from monitor.policy.schema import Config
 from monitor.store import Store, Verdict
 from monitor.vocabulary import Diagnosis, Phase
@@ -23,20 +23,21 @@ class Trigger:
     episode: int
 
 
-
 def triggers(store: Store, config: Config, model: str) -> list[Trigger]:
-    """Newest verdict per capability of the live version, where the history settles as FAIL."""
+    """Newest verdict per capability of the live version, where the history settles as FAIL under
+    the rules the newest verdict was judged by."""
     live = store.live_version(config, model)
     by_capability: dict[str, list[Verdict]] = {}
     for verdict in store.verdicts(model=model, candidate=live):
         by_capability.setdefault(verdict.capability, []).append(verdict)
     found = []
-    for capability, history in by_capability.items():
-        rules = config.policy.rules_for(capability)
+    for history in by_capability.values():
+        latest = history[-1]
+        rules = verdict_rules(latest, config)  # as judged, whatever the file says since
         if rules.muted or settle([v.phase for v in history], rules) != Phase.FAIL:
             continue
-        latest = history[-1]
-        ladder = rules.on_knowledge_loss if latest.diagnosis == Diagnosis.KNOWLEDGE_LOSS else rules.on_alignment_loss
+        knowledge = latest.diagnosis == Diagnosis.KNOWLEDGE_LOSS
+        ladder = rules.on_knowledge_loss if knowledge else rules.on_alignment_loss
         found.append(Trigger(latest, tuple(ladder), _episode(history)))
     return found
 

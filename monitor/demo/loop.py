@@ -15,14 +15,14 @@ from pathlib import Path
 
 from monitor.actions.deployers import deployer_for
 from monitor.actions.ladder import act
-from monitor.actions.retrain.recover import Figure, Hooks, figures
+from monitor.actions.retrain import Figure, Hooks, figures
 from monitor.demo.run import DEMO_MODEL, run_demo
 from monitor.errors import ForgetmenotError
 from monitor.judge import JudgeError, judge_suite
 from monitor.policy.loading import load_config, load_suites
 from monitor.policy.schema import Config
 from monitor.store import Action, Store, Verdict, VerdictKind
-from monitor.vocabulary import ActionStatus, TriggeredBy
+from monitor.vocabulary import ActionKind, ActionStatus, TriggeredBy
 
 HOLDER = "forgetmenot-demo-loop"
 
@@ -83,7 +83,8 @@ def _loop_config(config: Config) -> Config:
 
 def _go_live(store: Store, config: Config, version: str) -> None:
     """The release that starts the story, recorded like any other move."""
-    action = store.add_action(Action(model=DEMO_MODEL, kind="deploy", trigger=TriggeredBy.MANUAL, actor=HOLDER,
+    action = store.add_action(Action(model=DEMO_MODEL, kind=ActionKind.DEPLOY, trigger=TriggeredBy.MANUAL,
+                                     actor=HOLDER,
                                      from_version=config.models[DEMO_MODEL].baseline, to_version=version,
                                      reason="the fine-tuned v2 is released"))
     detail = deployer_for(config, DEMO_MODEL).promote(DEMO_MODEL, version, action.id)

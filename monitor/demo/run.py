@@ -12,14 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from monitor.actions.retrain import recover as retrain
+from monitor.actions import retrain
 from monitor.actions.retrain import sft as finetune
 from monitor.demo import task as demo_task
+from monitor.judge import judge_runs
 from monitor.policy.loading import load_config, load_suites
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
-from monitor.present.tables import Row
-from monitor.probing import weights as models
+from monitor.present.tables import Conclusion, Row
+from monitor.probing import weights
+from monitor.probing.factory import backend_for
 from monitor.probing.run import VersionRef
 from monitor.probing.version import Measured, Track, probe_version
 from monitor.store import Store
@@ -34,10 +36,11 @@ class DemoResult:
     config: Config
     rows: list[Row]
     measured: dict[str, list[Measured]]
+    conclusions: list[Conclusion]
 
 
 def build_v1(config: Config) -> Path:
-    return models.prepare_smollm2(_version_dir(config, "v1"))
+    return weights.prepare_smollm2(_version_dir(config, "v1"))
 
 
 def build_v2(config: Config, steps: Steps | None = None) -> Path:
@@ -83,9 +86,26 @@ def run_demo(config_file: Path, *, fresh: bool = False, steps: Steps | None = No
     store = Store(config.database_url())
     try:
         measured = {v: _probe(config, store, v, suites, fresh, track) for v in ("v1", "v2")}
+        conclusions = _conclude(config, store, suites, measured)
     finally:
         store.close()
-    return DemoResult(config, _rows(store, suites, measured), measured)
+    return DemoResult(config, _rows(store, suites, measured), measured, conclusions)
+
+
+def _conclude(config: Config, store: Store, suites: list[Suite],
+              measured: dict[str, list[Measured]]) -> list[Conclusion]:
+    """v2 judged against v1 on the runs just measured, as the monitor would judge it (without
+    storing a verdict: the full-loop demo starts from this database and judges for itself)."""
+    runs = {v: {m.suite.name: m.run for m in ms} for v, ms in measured.items()}
+    out = []
+    for suite in suites:
+        base, cand = runs["v1"][suite.name], runs["v2"][suite.name]
+        quarantined = store.flaky(DEMO_MODEL, suite.content_hash, ["v1", "v2"])
+        judgement = judge_runs(suite, config.policy.rules_for(suite.capability),
+                               [(base, store.results(base.id or 0))], [(cand, store.results(cand.id or 0))],
+                               quarantined)
+        out.append(Conclusion.of(judgement))
+    return out
 
 
 def _probe(config: Config, store: Store, version: str, suites: list[Suite], fresh: bool,
@@ -93,7 +113,7 @@ def _probe(config: Config, store: Store, version: str, suites: list[Suite], fres
     backend = config.models[DEMO_MODEL].backend
     return probe_version(
         store, VersionRef(DEMO_MODEL, version), suites,
-        lambda: models.backend_for(config, DEMO_MODEL, version),
+        lambda: backend_for(config, DEMO_MODEL, version),
         reuse_on=None if fresh else (backend.kind, backend.dtype), track=track,
     )
 

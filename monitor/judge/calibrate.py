@@ -19,8 +19,6 @@ from monitor.probing.run import Advance, score_kind
 from monitor.store import FlakyItem, ItemResult, Store
 from monitor.vocabulary import Kind, Split
 
-BINARY = (Kind.MULTIPLE_CHOICE, Kind.GENERATE_UNTIL)
-
 
 @dataclass(frozen=True)
 class Calibration:
@@ -41,7 +39,7 @@ def calibrate(store: Store, backend: Backend, suite: Suite, model: str, version:
               seed: int = 0, track: Callable[[str, int], Advance] | None = None) -> Calibration:
     """Score the probe split 1 + `repeats` times and record which items flip."""
     items = suite.select(Split.PROBE)
-    default = getattr(backend, "batch_size", 16)
+    default = backend.batch_size
     plans = [(default, None), *((size, seed + i) for i, size in enumerate(batch_sizes(default, repeats)))]
     measured: list[list[ItemResult]] = []
     for size, order_seed in plans:
@@ -57,15 +55,12 @@ def _measure(backend: Backend, suite: Suite, items: Sequence[object], size: int,
     order = list(items)
     if order_seed is not None:
         random.Random(order_seed).shuffle(order)
-    previous = getattr(backend, "batch_size", None)
-    if previous is not None:
-        backend.batch_size = size  # type: ignore[attr-defined]
+    previous, backend.batch_size = backend.batch_size, size
     try:
-        return [r for kind in suite.kinds if kind in BINARY
+        return [r for kind in suite.kinds if Kind(kind).binary
                 for r in score_kind(backend, suite, kind, order, advance)]  # type: ignore[arg-type]
     finally:
-        if previous is not None:
-            backend.batch_size = previous  # type: ignore[attr-defined]
+        backend.batch_size = previous
 
 
 def _flaky(measured: list[list[ItemResult]], model: str, version: str, content_hash: str) -> list[FlakyItem]:

@@ -77,7 +77,8 @@ def decide(result: PairedResult, rules: Rules, unit: str = "pts") -> tuple[Phase
     if result.high <= limit:
         return Phase.PASS, f"{drop} is within the tolerance {tolerance}"
     if result.drop > limit:
-        return Phase.MARGINAL, f"{drop} is past the tolerance {tolerance}, not yet with {rules.confidence:.0%}"
+        return Phase.MARGINAL, (f"{drop} is past the tolerance {tolerance}, not yet with "
+                                f"{rules.confidence:.0%}")
     return Phase.INCONCLUSIVE, f"{drop}: within the tolerance {tolerance} but not confidently"
 
 
@@ -155,7 +156,8 @@ def judge_runs(suite: Suite, rules: Rules, baseline: Sequence[tuple[Run, list[It
     if broken:
         reason = f"run {broken[0].id} of {broken[0].version} is {broken[0].status}: {broken[0].error or ''}"
         kinds = [KindJudgement(k, Phase.ERROR, reason) for k in suite.kinds]
-        return Judgement(suite.name, suite.capability, Phase.ERROR, Diagnosis.NONE, reason, kinds, rules, *ids)
+        return Judgement(suite.name, suite.capability, Phase.ERROR, Diagnosis.NONE, reason, kinds, rules,
+                         *ids)
     kinds = [judge_kind(kind, _of(baseline, kind), _of(candidate, kind), rules, quarantined)
              for kind in suite.kinds]
     worst = max(kinds, key=lambda k: k.phase.severity)

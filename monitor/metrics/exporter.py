@@ -30,7 +30,7 @@ from monitor.store import (
     Verdict,
     VerdictKind,
 )
-from monitor.vocabulary import MOVES, ActionKind, ActionStatus, Kind, Phase, RunStatus
+from monitor.vocabulary import LADDER, MOVES, ActionStatus, Kind, Phase, RunStatus
 
 # Every (kind, status) series exists from the start; `planned` is a moment, not an outcome.
 ACTION_STATUSES = tuple(s for s in ActionStatus if s is not ActionStatus.PLANNED)
@@ -99,7 +99,7 @@ class StoreCollector(Collector):
         keys = (col(Action.model), col(Action.kind), col(Action.status))
         found = {tuple(row[:3]): row[3] for row in
                  s.execute(sa_select(*keys, func.count()).group_by(*keys)).all()}
-        kinds = sorted({*ActionKind, *(k for _, k, _ in found)})
+        kinds = sorted({*LADDER, *(k for _, k, _ in found)})
         statuses = sorted({*ACTION_STATUSES, *(st for _, _, st in found)})
         measured = s.execute(sa_select(col(ModelVersion.model)).distinct()).scalars().all()
         for model in sorted({*measured, *(model for model, _, _ in found)}):

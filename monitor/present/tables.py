@@ -6,16 +6,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rich import box
+from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
+from monitor.judge import Judgement
 from monitor.store import KindSummary, Run
-from monitor.vocabulary import ActionKind, Kind, Phase
+from monitor.vocabulary import ActionKind, ActionStatus, Diagnosis, Kind, Phase, RunStatus
 
-KIND_LABELS = {
-    "multiple_choice": "knows (multiple-choice log-likelihood)",
-    "generate_until": "uses it (generated answer)",
-    "loglikelihood_rolling": "fluency (mean log-prob per token)",
+KIND_LABELS: dict[str, str] = {
+    Kind.MULTIPLE_CHOICE: "knows (multiple-choice log-likelihood)",
+    Kind.GENERATE_UNTIL: "uses it (generated answer)",
+    Kind.LOGLIKELIHOOD_ROLLING: "fluency (mean log-prob per token)",
 }
+SHORT_KINDS: dict[str, str] = {Kind.MULTIPLE_CHOICE: "choice", Kind.GENERATE_UNTIL: "generate",
+               Kind.LOGLIKELIHOOD_ROLLING: "perplexity"}
+NARROW = 120  # below this many columns, tables drop their secondary columns
 
 
 def fmt(value: float | None, kind: str) -> str:
@@ -49,7 +56,8 @@ def runs_table(runs: Sequence[Run], summaries: dict[int, list[KindSummary]], tit
 
 
 def _status(run: Run) -> str:
-    colour = {"complete": "green", "error": "red", "interrupted": "yellow"}.get(run.status, "white")
+    colour = {RunStatus.COMPLETE: "green", RunStatus.ERROR: "red",
+              RunStatus.INTERRUPTED: "yellow"}.get(RunStatus(run.status), "white")
     return f"[{colour}]{run.status}[/{colour}]"
 
 
@@ -60,6 +68,38 @@ class Row:
     before: float | None
     after: float | None
     items: int
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    """One capability as the monitor sees it: the phase, the diagnosis, and the ladder the policy
+    would climb (nothing unless it FAILs and is not muted)."""
+
+    capability: str
+    phase: Phase
+    diagnosis: Diagnosis
+    muted: bool
+    steps: tuple[str, ...]
+
+    @classmethod
+    def of(cls, judgement: Judgement) -> Conclusion:
+        rules = judgement.rules
+        acts = judgement.phase == Phase.FAIL and not rules.muted
+        ladder = rules.on_knowledge_loss if judgement.diagnosis == Diagnosis.KNOWLEDGE_LOSS else (
+            rules.on_alignment_loss)
+        return cls(judgement.capability, judgement.phase, judgement.diagnosis, rules.muted,
+                   tuple(ladder) if acts else ())
+
+
+def conclusions_table(conclusions: Sequence[Conclusion], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("capability", "phase", "diagnosis", "the policy would"):
+        table.add_column(column)
+    for c in conclusions:
+        would = " → ".join(c.steps) if c.steps else ("nothing (muted)" if c.muted else "nothing")
+        diagnosis = "—" if c.diagnosis == Diagnosis.NONE else c.diagnosis.replace("_", " ")
+        table.add_row(c.capability, phase(c.phase), diagnosis, would)
+    return table
 
 
 def comparison_table(rows: Sequence[Row], before: str, after: str, title: str) -> Table:
@@ -78,8 +118,13 @@ def comparison_table(rows: Sequence[Row], before: str, after: str, title: str) -
     return table
 
 
-PHASE_COLOURS = {"PASS": "green", Phase.FAIL: "red", Phase.MARGINAL: "yellow", Phase.INCONCLUSIVE: "cyan",
-                 "ERROR": "magenta"}
+PHASE_COLOURS: dict[str, str] = {Phase.PASS: "green", Phase.FAIL: "red", Phase.MARGINAL: "yellow",
+                 Phase.INCONCLUSIVE: "cyan", Phase.ERROR: "magenta"}
+
+
+STATUS_COLOURS: dict[str, str] = {
+    ActionStatus.DONE: "green", ActionStatus.FAILED: "red", ActionStatus.REFUSED: "yellow",
+    ActionStatus.REJECTED: "magenta", ActionStatus.PENDING_APPROVAL: "cyan", ActionStatus.DRY_RUN: "blue"}
 
 
 def phase(text: str) -> str:
@@ -87,23 +132,37 @@ def phase(text: str) -> str:
     return f"[bold {colour}]{text}[/bold {colour}]"
 
 
-def verdicts_table(rows: Sequence[tuple[Any, Sequence[Any]]], title: str) -> Table:
-    """One line per capability and kind: the numbers, the phase, and why."""
-    table = Table(title=title, show_lines=True)
-    for column in ("verdict", "capability", "kind", "baseline", "candidate", "drop", "bounds", "p",
-                   "phase", "diagnosis"):
+def verdicts_table(rows: Sequence[tuple[Any, Sequence[Any]]], title: str, width: int = NARROW) -> Table:
+    """One line per capability and kind: the numbers, the phase, and why. Under `NARROW` columns
+    the verdict id, the baseline's score, the bounds and p are left out (the reasons printed
+    after the table carry the bounds), so nothing that remains is cut."""
+    narrow = width < NARROW
+    table = Table(title=title, show_lines=not narrow, box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD)
+    for column in _verdict_columns(narrow):
         numeric = column in ("baseline", "candidate", "drop", "p")
-        table.add_column(column, justify="right" if numeric else "left")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=narrow)
     for verdict, kinds in rows:
         for i, k in enumerate(kinds):
-            first = i == 0
-            table.add_row(
-                str(verdict.id) if first else "", verdict.capability + (" (muted)" if verdict.muted else "")
-                if first else "", k.kind, fmt(k.baseline_score, k.kind), fmt(k.candidate_score, k.kind),
-                fmt_signed(k.drop, k.kind), _bounds(k.low, k.high, k.kind),
-                f"{k.p_value:.2g}" if k.p_value is not None else "—", phase(k.phase),
-                verdict.diagnosis if first else "")
+            table.add_row(*_verdict_cells(verdict, k, first=i == 0, narrow=narrow))
     return table
+
+
+def _verdict_columns(narrow: bool) -> tuple[str, ...]:
+    if narrow:
+        return ("capability", "kind", "candidate", "drop", "phase", "diagnosis")
+    return ("verdict", "capability", "kind", "baseline", "candidate", "drop", "bounds", "p", "phase",
+            "diagnosis")
+
+
+def _verdict_cells(verdict: Any, k: Any, first: bool, narrow: bool) -> list[str]:
+    capability = verdict.capability + (" (muted)" if verdict.muted else "") if first else ""
+    diagnosis = verdict.diagnosis if first else ""
+    if narrow:
+        return [capability, SHORT_KINDS.get(k.kind, k.kind), fmt(k.candidate_score, k.kind),
+                fmt_signed(k.drop, k.kind), phase(k.phase), diagnosis.replace("_loss", "")]
+    return [str(verdict.id) if first else "", capability, k.kind, fmt(k.baseline_score, k.kind),
+            fmt(k.candidate_score, k.kind), fmt_signed(k.drop, k.kind), _bounds(k.low, k.high, k.kind),
+            f"{k.p_value:.2g}" if k.p_value is not None else "—", phase(k.phase), diagnosis]
 
 
 def fmt_signed(value: float | None, kind: str) -> str:
@@ -121,20 +180,42 @@ def _bounds(low: float | None, high: float | None, kind: str) -> str:
     return f"{low * 100:+.1f} … {high * 100:+.1f}"
 
 
-def actions_table(actions: Sequence[Any], title: str) -> Table:
-    """The audit trail: what the ladder (or a human) did, when, and why."""
+def actions_table(actions: Sequence[Any], title: str, width: int = NARROW) -> RenderableType:
+    """The audit trail: what the ladder (or a human) did, when, and why. Under `NARROW` columns
+    the table keeps the short facts and each action's reason and detail follow it as paragraphs,
+    instead of columns wrapped a few characters a line."""
+    narrow = width < NARROW
+    columns = ("action", "when (UTC)", "kind", "from → to", "status", "by") if narrow else (
+        "action", "when (UTC)", "model", "kind", "trigger", "from → to", "status", "why", "detail", "by")
     table = Table(title=title)
-    for column in ("action", "when (UTC)", "model", "kind", "trigger", "from → to", "status", "why",
-                   "detail", "by"):
+    for column in columns:
         table.add_column(column, overflow="fold")
-    colors = {"done": "green", "failed": "red", "refused": "yellow", "rejected": "magenta",
-              "pending_approval": "cyan", "dry_run": "blue"}
     for a in actions:
-        moved = f"{a.from_version or '—'} → {a.to_version or '—'}" if a.kind != ActionKind.ALERT else "—"
-        status = f"[{colors.get(a.status, 'white')}]{a.status}[/]"
-        trigger = f"verdict {a.verdict_id}" if a.verdict_id else a.trigger
-        table.add_row(str(a.id), a.created_at.strftime("%Y-%m-%d %H:%M:%S"), a.model, a.kind, trigger,
-                      moved, status, a.reason, a.detail, a.actor)
+        cells = _action_cells(a)
+        table.add_row(*(cells[c] for c in columns))
+    if not narrow:
+        return table
+    notes = [Text.assemble((f"action {a.id}", "bold"), f" why: {a.reason}" if a.reason else "",
+                           f"\n  detail: {a.detail}" if a.detail else "") for a in actions]
+    return Group(table, *notes)
+
+
+def _action_cells(a: Any) -> dict[str, str]:
+    moved = f"{a.from_version or '—'} → {a.to_version or '—'}" if a.kind != ActionKind.ALERT else "—"
+    return {"action": str(a.id), "when (UTC)": a.created_at.strftime("%Y-%m-%d %H:%M:%S"), "model": a.model,
+            "kind": a.kind, "trigger": f"verdict {a.verdict_id}" if a.verdict_id else a.trigger,
+            "from → to": moved, "status": f"[{STATUS_COLOURS.get(a.status, 'white')}]{a.status}[/]",
+            "why": a.reason, "detail": a.detail, "by": a.actor}
+
+
+def noise_table(found: Sequence[Any]) -> Table:
+    """What calibration found per suite: how often it measured, and which items flipped."""
+    table = Table(title="noise floor")
+    for column in ("suite", "measurements", "items", "flaky (quarantined)", "examples"):
+        table.add_column(column)
+    for c in found:
+        examples = ", ".join(f"{f.item_id}/{f.kind}" for f in c.flaky[:4])
+        table.add_row(c.suite, str(c.measurements), str(c.items), str(len(c.flaky)), examples or "—")
     return table
 
 

@@ -96,7 +96,7 @@ def spool(run: Run, results: Sequence[ItemResult]) -> Path:
 
 def score_kind(backend: Backend, suite: Suite, kind: Kind, items: Sequence[Item],
                advance: Advance | None = None) -> list[ItemResult]:
-    size = getattr(backend, "chunk_size", getattr(backend, "batch_size", 16))
+    size = backend.chunk_size
     results: list[ItemResult] = []
     for start in range(0, len(items), size):
         chunk = items[start : start + size]

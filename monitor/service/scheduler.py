@@ -38,8 +38,8 @@ from monitor.metrics import names as metrics
 from monitor.policy.loading import load_config, load_suites
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
-from monitor.probing import weights as models
 from monitor.probing.backends.base import Backend
+from monitor.probing.factory import backend_for
 from monitor.probing.run import VersionRef
 from monitor.store import Store
 
@@ -55,7 +55,7 @@ class Monitor:
     config: Config
     store: Store
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    load_backend: BackendLoader = models.backend_for
+    load_backend: BackendLoader = backend_for
     holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     beat_every: float = 10.0
     stale_after: float = 60.0
@@ -172,9 +172,8 @@ class Monitor:
                     raise Stopping(f"stopping before {suite.name}")
                 self._probe(backend, suite, model, version)
         finally:
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()
+            if backend is not None:
+                backend.close()
 
     def _following_live(self, model: str, version: str) -> str:
         """The live job probes whatever an action has made live since the policy file was written."""
@@ -231,7 +230,7 @@ class Monitor:
     def _act(self, model: str) -> None:
         """The policy ladder on what the judge just settled; a verdict is acted on once."""
         from monitor.actions.ladder import act
-        from monitor.actions.retrain.recover import Hooks
+        from monitor.actions.retrain import Hooks
 
         def steps(_total: int, _label: str) -> Callable[[int, float], None]:
             def advance(_n: int, _loss: float) -> None:
@@ -270,6 +269,6 @@ def run_job(monitor_id: str, model: str, version: str) -> None:
         log.error("%s/%s cycle failed: %s", model, version, exc)
 
 
-def open_monitor(config_path: Path, load_backend: BackendLoader = models.backend_for) -> Monitor:
+def open_monitor(config_path: Path, load_backend: BackendLoader = backend_for) -> Monitor:
     config = load_config(config_path)
     return Monitor(config_path, config, Store(config.database_url()), load_backend=load_backend)

@@ -60,14 +60,17 @@ class Runs(Database):
         with self.session() as s:
             return list(s.exec(query).all())
 
-    def latest_complete_run(self, model: str, version: str, suite_hash: str, backend: str,
-                            dtype: str) -> Run | None:
-        """The newest complete run of exactly this suite content on this backend and dtype."""
+    def latest_complete_run(self, model: str, version: str, content_hash: str, backend: str | None = None,
+                            dtype: str | None = None) -> Run | None:
+        """The newest complete run of exactly this suite content (on this backend and dtype, when
+        given): the one definition every caller uses."""
         query = (select(Run).join(SuiteRecord, col(Run.suite_id) == col(SuiteRecord.id))
                  .where(Run.model == model, Run.version == version, Run.status == RunStatus.COMPLETE,
-                        SuiteRecord.content_hash == suite_hash, Run.backend == backend,
-                        Run.dtype == dtype)
+                        SuiteRecord.content_hash == content_hash)
                  .order_by(col(Run.id).desc()))
+        for column, value in ((Run.backend, backend), (Run.dtype, dtype)):
+            if value is not None:
+                query = query.where(column == value)
         with self.session() as s:
             return s.exec(query).first()
 
@@ -88,13 +91,17 @@ class Runs(Database):
             return list(s.exec(query).all())
 
     def summaries(self, run_ids: Sequence[int]) -> dict[int, list[KindSummary]]:
-        """Mean score per kind for each run, computed in the database."""
+        """Mean score per kind for each run: kept with a finished run (`run_kind`), summed in the
+        database only for a run still in progress."""
         out: dict[int, list[KindSummary]] = {run_id: [] for run_id in run_ids}
+        query = select(RunKind).where(col(RunKind.run_id).in_(list(run_ids))).order_by(col(RunKind.id))
         with self.session() as s:
-            for run_id, summary in _kind_summaries(s, run_ids):
+            for row in s.exec(query).all():
+                out[row.run_id].append(KindSummary(row.kind, row.mean_score, row.scored, row.errors))
+            pending = [run_id for run_id, found in out.items() if not found]
+            for run_id, summary in _kind_summaries(s, pending) if pending else []:
                 out[run_id].append(summary)
         return out
-
 
 def _kind_summaries(s: Session, run_ids: Sequence[int]) -> list[tuple[int, KindSummary]]:
     query = (sa_select(col(ItemResult.run_id), col(ItemResult.kind), func.avg(ItemResult.score),

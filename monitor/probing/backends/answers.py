@@ -1,6 +1,6 @@
 """Checks on what an OpenAI-compatible server answers, before any of it is scored.
 
-Shared by both ways of reading log-probabilities (echo in `openai_backend`, next-token in
+Shared by both ways of reading log-probabilities (echo in `openai`, next-token in
 `next_token`): a wrong count, a shifted position, a token that was not sent or a value that is
 not a log-probability is a measurement error (`invalid_response`), never a score.
 """

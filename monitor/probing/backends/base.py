@@ -48,8 +48,19 @@ class BackendInfo:
 
 @runtime_checkable
 class Backend(Protocol):
+    """A model to measure. `batch_size` is how many requests go to the model at once (calibration
+    changes it to see which items flip); `chunk_size` how many items the prober hands over per
+    call, which is also how often progress moves; `close` releases connections or memory."""
+
+    batch_size: int
+
     @property
     def info(self) -> BackendInfo: ...
+
+    @property
+    def chunk_size(self) -> int: ...
+
+    def close(self) -> None: ...
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[list[float]]:
         """Summed log-probability of each continuation given its context."""

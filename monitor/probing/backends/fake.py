@@ -15,6 +15,7 @@ from monitor.probing.backends.base import (
     LoglikelihoodRequest,
     RollingResult,
 )
+from monitor.vocabulary import ErrorKind
 
 
 class FakeBackend:
@@ -29,14 +30,23 @@ class FakeBackend:
         self._preferred = preferred or (lambda request: 0)
         self._fail_on = fail_on or (lambda text: False)
         self._info = BackendInfo(kind="fake", model=name, device="cpu", dtype="none")
+        self.batch_size = 16
+        self.closed = False
 
     @property
     def info(self) -> BackendInfo:
         return self._info
 
+    @property
+    def chunk_size(self) -> int:
+        return self.batch_size
+
+    def close(self) -> None:
+        self.closed = True
+
     def _check(self, text: str) -> None:
         if self._fail_on(text):
-            raise BackendError(f"fake backend told to fail on {text[:40]!r}", kind="scripted")
+            raise BackendError(f"fake backend told to fail on {text[:40]!r}", kind=ErrorKind.SCRIPTED)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[list[float]]:
         results = []

@@ -88,6 +88,17 @@ class TransformersBackend:
         return cls(model, tokenizer, name=str(path), batch_size=batch_size)
 
     @property
+    def chunk_size(self) -> int:
+        return self.batch_size
+
+    def close(self) -> None:
+        """Hand a GPU's cached blocks back: a retraining or another version may load next."""
+        import torch
+
+        if self._info.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    @property
     def _attention(self) -> str | None:
         return getattr(self.model.config, "_attn_implementation", None)
 

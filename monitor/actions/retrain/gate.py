@@ -1,0 +1,166 @@
+"""The gate a recovered version must pass before it may serve: judged against the baseline like any
+candidate, better than the version it replaces where it was retrained, and the fine-tune's own
+task kept within `target_max_drop` by the same paired test and bounds as every other tolerance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from monitor.actions.retrain.plan import Plan
+from monitor.judge import judge_model, judge_runs
+from monitor.policy.schema import Config, Rules
+from monitor.policy.suites import Suite
+from monitor.probing.factory import backend_for
+from monitor.probing.run import VersionRef
+from monitor.probing.version import Track, probe_version
+from monitor.store import Store
+from monitor.vocabulary import Kind, Phase
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One kind of one suite: baseline, the version retrained from, and the retrained candidate."""
+
+    suite: str
+    kind: str
+    baseline: float | None
+    before: float | None
+    after: float | None
+
+    def recovered(self) -> float | None:
+        """Share of the lost accuracy brought back; None where under 5 points were lost (a share of
+        noise means nothing) and for fluency, which is not an accuracy."""
+        if None in (self.baseline, self.before, self.after) or self.kind == Kind.LOGLIKELIHOOD_ROLLING:
+            return None
+        lost = self.baseline - self.before  # type: ignore[operator]
+        return (self.after - self.before) / lost if lost >= 0.05 else None  # type: ignore[operator]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    version: str
+    summary: str
+    problems: list[str]
+    figures: list[Figure] = field(default_factory=list)
+    target: list[Figure] = field(default_factory=list)
+
+
+def gate(store: Store, config: Config, suites: Sequence[Suite], model: str, name: str, source: str,
+         the_plan: Plan, track: Track | None = None) -> Outcome:
+    """Probe `name` (and the baseline where it lacks runs), judge it, and list every reason it may
+    not serve; no problems means it may be promoted."""
+    baseline = config.models[model].baseline
+    _measured(store, config, model, baseline, suites, track)
+    probe_version(store, VersionRef(model, name), suites, lambda: backend_for(config, model, name),
+                  track=track)
+    accepted = _accepted(config, model)
+    judged = judge_model(store, config, suites, model, name, baseline)
+    verdicts = {j.judgement.suite: j.judgement for j in judged.judged}
+    missing = {suite.name: exc for suite, exc in judged.missing}
+    problems = []
+    for suite in suites:
+        if suite.name in missing:
+            problems.append(f"{suite.capability}: not judged ({missing[suite.name]})")
+            continue
+        judgement = verdicts[suite.name]
+        if not judgement.rules.muted and judgement.phase not in accepted:
+            problems.append(f"{suite.capability} {judgement.phase} against {baseline}: {judgement.reason}")
+        if Phase.INCONCLUSIVE in accepted and suite.capability in the_plan.capabilities:
+            problems += _not_better(store, suite, judgement.rules, model, source, name)
+    restored = [f for s in suites if s.capability in the_plan.capabilities
+                for f in figures(store, s, model, baseline, source, name)]
+    target, kept = _target(store, config, suites, model, source, name, track)
+    words = [_words(f) for f in restored] + [f"target {_words(f)}" for f in target]
+    return Outcome(name, "; ".join(words), problems + kept, restored, target)
+
+
+def _accepted(config: Config, model: str) -> tuple[Phase, ...]:
+    if config.models[model].retrain.promote_when == "pass":
+        return (Phase.PASS,)
+    return (Phase.PASS, Phase.INCONCLUSIVE)
+
+
+def _not_better(store: Store, suite: Suite, rules: Rules, model: str, source: str, name: str) -> list[str]:
+    """Under `promote_when: no_worse`, a capability the retraining was for must be confidently
+    better than the failing version it would replace on the kinds it lost (upper bound of the
+    drop below zero), so an unproven candidate never displaces live on a guess."""
+    runs = []
+    for version in (source, name):
+        run = store.latest_complete_run(model, version, suite.content_hash)
+        if run is None:
+            return [f"{suite.capability}: {version} has no complete run to compare"]
+        runs.append([(run, store.results(run.id or 0))])
+    judgement = judge_runs(suite, rules, runs[0], runs[1])
+    lost = _lost_kinds(store, model, source, suite.capability)
+    worse = [k for k in judgement.kinds if (not lost or k.kind in lost)
+             and (k.result is None or k.result.high >= 0)]
+    return [f"{suite.capability} {k.kind} is not confidently better than {source}"
+            + (f" (drop bounds {k.result.low:+.1%} to {k.result.high:+.1%})" if k.result else "")
+            for k in worse]
+
+
+def _lost_kinds(store: Store, model: str, version: str, capability: str) -> set[str]:
+    """The kinds that FAILed or were MARGINAL on `version`'s latest verdict for `capability`."""
+    history = store.verdicts(model=model, candidate=version, capability=capability)
+    if not history or history[-1].id is None:
+        return set()
+    kinds = store.verdict_kinds([history[-1].id]).get(history[-1].id, [])
+    return {k.kind for k in kinds if k.phase in (Phase.FAIL, Phase.MARGINAL)}
+
+
+def _target(store: Store, config: Config, suites: Sequence[Suite], model: str, source: str, name: str,
+            track: Track | None) -> tuple[list[Figure], list[str]]:
+    """The fine-tune's own task on the recovered version against the one it was made from: the
+    figures, and a problem per kind that the paired test does not accept within `target_max_drop`."""
+    spec = config.models[model].retrain
+    suite = next((s for s in suites if s.name == spec.target_suite), None)
+    if suite is None:
+        return [], []
+    _measured(store, config, model, source, [suite], track)
+    shown = [Figure(f.suite, f.kind, None, f.before, f.after)
+             for f in figures(store, suite, model, None, source, name)]
+    runs = [store.latest_complete_run(model, version, suite.content_hash) for version in (source, name)]
+    if runs[0] is None or runs[1] is None:
+        return shown, [f"target {suite.name}: no complete run of {source} and {name} to compare"]
+    rules = config.policy.rules_for(suite.capability).model_copy(
+        update={"max_drop": spec.target_max_drop, "min_score": None, "muted": False})
+    judgement = judge_runs(suite, rules, [(runs[0], store.results(runs[0].id or 0))],
+                           [(runs[1], store.results(runs[1].id or 0))])
+    accepted = _accepted(config, model)
+    limit = f"target_max_drop {spec.target_max_drop:.0%}"
+    return shown, [f"target {suite.name} {k.kind} {k.phase} against {source} ({limit}): {k.reason}"
+                   for k in judgement.kinds if k.phase not in accepted]
+
+
+def _measured(store: Store, config: Config, model: str, version: str, suites: Sequence[Suite],
+              track: Track | None) -> None:
+    """Make sure `version` has a run of each suite to compare with, measuring only what is missing."""
+    backend = config.models[model].backend
+    probe_version(store, VersionRef(model, version), suites,
+                  lambda: backend_for(config, model, version),
+                  reuse_on=(backend.kind, backend.dtype), track=track)
+
+
+def figures(store: Store, suite: Suite, model: str, baseline: str | None, source: str,
+             name: str) -> list[Figure]:
+    def scores(version: str | None) -> dict[str, float | None]:
+        run = store.latest_complete_run(model, version, suite.content_hash) if version else None
+        if run is None or run.id is None:
+            return {}
+        return {s.kind: s.mean_score for s in store.summaries([run.id])[run.id]}
+
+    base, before, after = scores(baseline), scores(source), scores(name)
+    return [Figure(suite.name, kind, base.get(kind), before.get(kind), after.get(kind))
+            for kind in suite.kinds if kind in after]
+
+
+def _words(fig: Figure) -> str:
+    def pct(value: float | None) -> str:
+        return "?" if value is None else f"{value:.1%}"
+
+    values = ([fig.baseline] if fig.baseline is not None else []) + [fig.before, fig.after]
+    chain = " → ".join(pct(v) for v in values)
+    recovered = fig.recovered()
+    return f"{fig.suite} {fig.kind} {chain}" + (f" ({recovered:.0%} of the loss recovered)"
+                                               if recovered is not None else "")

@@ -1,0 +1,79 @@
+"""From a policy's version to the backend that measures it: one builder per backend kind.
+
+A new backend kind registers a builder with `@builds("kind")`; nothing else dispatches on the
+kind, so adding one touches no if-chain.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from monitor.errors import BackendError
+from monitor.policy.schema import Config
+from monitor.probing.backends.base import Backend
+from monitor.probing.weights import weights_dir
+from monitor.vocabulary import ErrorKind
+
+Builder = Callable[[Config, str, str], Backend]
+BUILDERS: dict[str, Builder] = {}
+
+
+def builds(kind: str) -> Callable[[Builder], Builder]:
+    def register(builder: Builder) -> Builder:
+        BUILDERS[kind] = builder
+        return builder
+
+    return register
+
+
+def backend_for(config: Config, model: str, version: str) -> Backend:
+    """Build the backend that measures `model`/`version` as the policy describes it."""
+    kind = config.models[model].backend.kind
+    if kind not in BUILDERS:
+        raise BackendError(f"{model}: no backend of kind '{kind}' (known: {', '.join(BUILDERS)})",
+                           kind=ErrorKind.CONFIG)
+    return BUILDERS[kind](config, model, version)
+
+
+@builds("transformers")
+def _in_process(config: Config, model: str, version: str) -> Backend:
+    from monitor.probing.backends.transformers import TransformersBackend
+
+    spec = config.models[model].backend
+    return TransformersBackend.load(str(weights_dir(config, model, version)), device=spec.device,
+                                    dtype=spec.dtype, batch_size=spec.batch_size)
+
+
+def served_name(config: Config, model: str, version: str) -> str:
+    """The `model` field a server knows this version by: its LoRA adapter or its served name."""
+    spec = config.models[model].versions[version]
+    return spec.adapter or spec.served_name or version
+
+
+@builds("openai")
+def _served(config: Config, model: str, version: str) -> Backend:
+    from monitor.probing.backends.endpoint import Endpoint
+    from monitor.probing.backends.openai import OpenAIBackend
+    from monitor.probing.backends.tokens import LocalTokenizer, ServerTokenizer, Tokenizer
+
+    spec = config.models[model].backend
+    if not spec.base_url:
+        raise BackendError(f"{model}: the openai backend needs base_url", kind=ErrorKind.CONFIG)
+    endpoint = Endpoint(spec.base_url, api_key=_api_key(model, spec.api_key_env),
+                        timeout_s=spec.timeout.total_seconds(), max_retries=spec.max_retries,
+                        concurrency=spec.concurrency)
+    name = served_name(config, model, version)
+    tokenizer: Tokenizer = (LocalTokenizer(str(config.resolve(spec.tokenizer))) if spec.tokenizer
+                            else ServerTokenizer(endpoint, name, spec.prefix_token))
+    return OpenAIBackend(endpoint, tokenizer, model=name, batch_size=spec.batch_size, dtype=spec.dtype)
+
+
+def _api_key(model: str, env: str | None) -> str | None:
+    if not env:
+        return None
+    key = os.environ.get(env)
+    if not key:
+        raise BackendError(f"{model}: environment variable {env} (backend.api_key_env) is not set",
+                           kind=ErrorKind.CONFIG)
+    return key
