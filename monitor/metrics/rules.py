@@ -143,9 +143,9 @@ def _by_name(name: str) -> Alert:
     return next(a for a in ALERTS if a.name == name)
 
 
-def rule_tests() -> dict[str, object]:
-    """Series for six capabilities in every phase, and the alerts each must (not) raise."""
-    series = [
+def _input_series() -> list[dict[str, str]]:
+    """Six capabilities in every phase, plus runs, freshness, the scrape and actions."""
+    return [
         *_verdict("general-knowledge", "FAIL", "alignment_loss"),
         *_verdict("refusal", "FAIL", "undiagnosed", critical=True),
         *_verdict("fluency", "FAIL", muted=True),           # muted: must NOT fire
@@ -162,6 +162,11 @@ def rule_tests() -> dict[str, object]:
         _series(m.ACTIONS.full_name, {"model": "bot", "kind": "retrain", "status": "rejected"}, "0x3 1x56"),
         _series(m.ACTIONS.full_name, {"model": "bot", "kind": "rollback", "status": "done"}, "0+1x60"),
     ]
+
+
+def rule_tests() -> dict[str, object]:
+    """Series for six capabilities in every phase, and the alerts each must (not) raise."""
+    series = _input_series()
     gk = {**BOT, "capability": "general-knowledge", "diagnosis": "alignment_loss"}
     refusal = {**BOT, "capability": "refusal", "diagnosis": "undiagnosed"}
     cases = [

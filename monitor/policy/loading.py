@@ -1,6 +1,6 @@
 """Load a policy file, or explain every way in which it is wrong.
 
-Three layers, each reported with file, line and key: YAML syntax, the schema (`monitor.config`),
+Three layers, each reported with file, line and key: YAML syntax, the schema (`monitor.policy.schema`),
 then the rules that span fields (a baseline must be a version, a suite directory must exist and
 load, a policy must name a capability some suite measures).
 """
@@ -10,15 +10,17 @@ from __future__ import annotations
 import difflib
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
 
 from monitor.errors import ConfigError, Problem, SuiteError
 from monitor.policy import positions as yamlpos
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite, load_suite
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 
 def load_config(path: Path | str, *, check_paths: bool = True) -> Config:

@@ -2,7 +2,7 @@
 
 Every model is strict (`extra="forbid"`): a misspelt key is an error, never a silently ignored
 setting. Cross-field rules that need a precise location (a baseline that is not a version, a
-suite directory that does not exist) live in `monitor.validate`, which can point at the line.
+suite directory that does not exist) live in `monitor.policy.loading`, which can point at the line.
 """
 
 from __future__ import annotations
