@@ -115,3 +115,35 @@ def test_max_drop_is_a_fraction_and_max_drop_nats_is_not() -> None:
     with pytest.raises(ValidationError, match="max_drop"):
         Policy(defaults={"max_drop": 1.5})
     assert Policy(defaults={"max_drop_nats": 1.5}).rules_for("x").max_drop_nats == 1.5
+
+
+@pytest.mark.parametrize(("lost", "gained", "accepted", "problem"), [
+    (0, 0, (Phase.PASS,), None),                            # nothing moved: confidently within 5 points
+    (12, 4, (Phase.PASS,), Phase.INCONCLUSIVE),             # mean drop 4.5 pts, bounds reach past 5
+    (12, 4, (Phase.PASS, Phase.INCONCLUSIVE), None),        # ... which `promote_when: no_worse` accepts
+    (40, 0, (Phase.PASS, Phase.INCONCLUSIVE), Phase.FAIL),  # 22.7 pts: confidently past 5
+])
+def test_target_max_drop_is_judged_by_the_paired_test(store: Store, lost: int, gained: int,
+                                                      accepted: tuple[Phase, ...],
+                                                      problem: Phase | None) -> None:
+    """The fine-tune's own task on the recovered version against the version it was made from.
+    Compared on raw means, 12 items lost and 4 gained of 176 (4.5 points) passed a 5-point limit;
+    the paired test's bounds do not show it under 5 points, so a strict gate does not accept it."""
+    from monitor.actions.retrain.gate import target_problems
+    from monitor.policy.suites import load_suite
+
+    suite = load_suite(PROBES / "general-knowledge")
+    right = _answers(suite, True)
+    prompts = list(right)
+    before = right | {p: "no idea" for p in prompts[len(prompts) - gained:]} if gained else right
+    after = right | {p: "no idea" for p in prompts[:lost]}
+    for version, answers in (("v2", before), ("v2-r1", after)):
+        backend = FakeBackend(answers=answers, preferred=_gold(suite))
+        probe_suite(store, backend, suite, VersionRef("bot", version))
+    rules = Policy(defaults={"max_drop": 0.05}).rules_for(suite.capability)
+    problems = target_problems(store, suite, rules, "bot", "v2", "v2-r1", accepted)
+    if problem is None:
+        assert problems == []
+    else:
+        [only] = problems
+        assert f"generate_until {problem} against v2 (target_max_drop 5%)" in only

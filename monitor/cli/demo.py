@@ -27,7 +27,8 @@ def demo(
             return lambda n, loss: progress.update(task, advance=n, description=f"fine-tune loss {loss:.3f}")
 
         result = run_demo(config, fresh=fresh, steps=steps, track=tracker(progress, "probe "))
-    console.print(tables.comparison_table(result.rows, "v1", "v2", "what the fine-tune did (probe split)"))
+    console.print(tables.comparison_table(result.rows, "v1", "v2", "what the fine-tune did (probe split)",
+                                          console.width))
     console.print(tables.conclusions_table(result.conclusions, "what the monitor concludes about v2"))
     if plot:
         from monitor.present.plots import before_after_plot
@@ -48,7 +49,7 @@ def demo_loop(
     title = "the monitor's verdicts on v2 (vs v1)"
     console.print(tables.verdicts_table(result.verdicts, title, console.width))
     if result.candidate:
-        console.print(tables.recovery_table(result.figures, "v1", "v2", result.candidate))
+        console.print(tables.recovery_table(result.figures, "v1", "v2", result.candidate, console.width))
     console.print(tables.actions_table(result.actions, "audit trail", console.width))
     kept = (f"; {result.candidate} was kept for inspection, not promoted"
             if result.candidate and result.candidate != result.live else "")

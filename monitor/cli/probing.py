@@ -49,7 +49,7 @@ def probe(
                 reuse_on=(spec.kind, spec.dtype) if reuse else None, track=tracker(progress))
         runs = [m.run for m in measured]
         console.print(tables.runs_table(runs, policy.store.summaries([r.id for r in runs if r.id]),
-                                        f"{name}/{chosen}"))
+                                        f"{name}/{chosen}", console.width))
     if any(r.status == RunStatus.ERROR for r in runs):
         raise typer.Exit(3)
 
@@ -72,7 +72,7 @@ def history(
     with opened(config, check_paths=False) as policy:
         runs = policy.store.runs(model=model, version=version, suite=suite)
         summaries = policy.store.summaries([r.id for r in runs if r.id])
-    console.print(tables.runs_table(runs, summaries, "history"))
+    console.print(tables.runs_table(runs, summaries, "history", console.width))
     if plot:
         from monitor.present.plots import history_plot
 

@@ -20,9 +20,26 @@ KIND_LABELS: dict[str, str] = {
     Kind.GENERATE_UNTIL: "uses it (generated answer)",
     Kind.LOGLIKELIHOOD_ROLLING: "fluency (mean log-prob per token)",
 }
+SHORT_LABELS: dict[str, str] = {
+    Kind.MULTIPLE_CHOICE: "knows (choice)",
+    Kind.GENERATE_UNTIL: "uses it (answer)",
+    Kind.LOGLIKELIHOOD_ROLLING: "fluency (log-prob)",
+}
 SHORT_KINDS: dict[str, str] = {Kind.MULTIPLE_CHOICE: "choice", Kind.GENERATE_UNTIL: "generate",
-               Kind.LOGLIKELIHOOD_ROLLING: "perplexity"}
-NARROW = 120  # below this many columns, tables drop their secondary columns
+                               Kind.LOGLIKELIHOOD_ROLLING: "perplexity"}
+NARROW = 120  # below this many columns, tables drop their secondary columns and shorten labels
+
+
+def _frame(title: str, narrow: bool, **settings: Any) -> Table:
+    """Narrow terminals get a table without side borders and one space between columns, so the
+    columns keep the width."""
+    if narrow:
+        return Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False, **settings)
+    return Table(title=title, box=box.HEAVY_HEAD, **settings)
+
+
+def _label(kind: str, narrow: bool) -> str:
+    return (SHORT_LABELS if narrow else KIND_LABELS).get(kind, kind)
 
 
 def fmt(value: float | None, kind: str) -> str:
@@ -40,19 +57,37 @@ def fmt_delta(before: float | None, after: float | None, kind: str) -> str:
     return f"[{colour}]{text}[/{colour}]"
 
 
-def runs_table(runs: Sequence[Run], summaries: dict[int, list[KindSummary]], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("run", "when (UTC)", "model/version", "suite", "kind", "score", "items", "errors",
-                   "status"):
-        table.add_column(column, justify="right" if column in ("score", "items", "errors") else "left")
+def runs_table(runs: Sequence[Run], summaries: dict[int, list[KindSummary]], title: str,
+               width: int = NARROW) -> Table:
+    """One line per run and kind. Narrow terminals get the date without the year, short kinds, and
+    no run id (no command takes one)."""
+    narrow = width < NARROW
+    table = _frame(title, narrow)
+    columns = _RUN_COLUMNS_NARROW if narrow else _RUN_COLUMNS
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("score", "items", "errors") else "left",
+                         no_wrap=narrow)
+    several = len({run.model for run in runs}) > 1  # then a narrow table still names the model
     for run in runs:
         assert run.id is not None
-        kinds = summaries.get(run.id) or [KindSummary("—", None, 0, run.error_count)]
-        for s in kinds:
-            table.add_row(str(run.id), run.started_at.strftime("%Y-%m-%d %H:%M"),
-                          f"{run.model}/{run.version}", run.suite, s.kind, fmt(s.mean_score, s.kind),
-                          str(s.scored), str(s.errors), _status(run))
+        for s in summaries.get(run.id) or [KindSummary("—", None, 0, run.error_count)]:
+            cells = _run_cells(run, s, narrow, several)
+            table.add_row(*(cells[c] for c in columns))
     return table
+
+
+_RUN_COLUMNS = ("run", "when (UTC)", "model/version", "suite", "kind", "score", "items", "errors", "status")
+_RUN_COLUMNS_NARROW = ("when (UTC)", "version", "suite", "kind", "score", "items", "errors", "status")
+
+
+def _run_cells(run: Run, s: KindSummary, narrow: bool, several: bool) -> dict[str, str]:
+    both = f"{run.model}/{run.version}"
+    when = run.started_at.strftime("%m-%d %H:%M" if narrow else "%Y-%m-%d %H:%M")
+    return {"run": str(run.id), "when (UTC)": when,
+            "model/version": both, "version": both if several else run.version, "suite": run.suite,
+            "kind": SHORT_KINDS.get(s.kind, s.kind) if narrow else s.kind,
+            "score": fmt(s.mean_score, s.kind), "items": str(s.scored), "errors": str(s.errors),
+            "status": _status(run)}
 
 
 def _status(run: Run) -> str:
@@ -102,8 +137,10 @@ def conclusions_table(conclusions: Sequence[Conclusion], title: str) -> Table:
     return table
 
 
-def comparison_table(rows: Sequence[Row], before: str, after: str, title: str) -> Table:
-    table = Table(title=title)
+def comparison_table(rows: Sequence[Row], before: str, after: str, title: str,
+                     width: int = NARROW) -> Table:
+    narrow = width < NARROW
+    table = _frame(title, narrow)
     table.add_column("capability")
     table.add_column("measured as")
     for column in (before, after, "delta", "items"):
@@ -112,7 +149,7 @@ def comparison_table(rows: Sequence[Row], before: str, after: str, title: str) -
     for row in rows:
         name = row.capability if row.capability != previous else ""
         previous = row.capability
-        table.add_row(name, KIND_LABELS.get(row.kind, row.kind), fmt(row.before, row.kind),
+        table.add_row(name, _label(row.kind, narrow), fmt(row.before, row.kind),
                       fmt(row.after, row.kind), fmt_delta(row.before, row.after, row.kind),
                       str(row.items))
     return table
@@ -137,7 +174,7 @@ def verdicts_table(rows: Sequence[tuple[Any, Sequence[Any]]], title: str, width:
     the verdict id, the baseline's score, the bounds and p are left out (the reasons printed
     after the table carry the bounds), so nothing that remains is cut."""
     narrow = width < NARROW
-    table = Table(title=title, show_lines=not narrow, box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD)
+    table = _frame(title, narrow, show_lines=not narrow)
     for column in _verdict_columns(narrow):
         numeric = column in ("baseline", "candidate", "drop", "p")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=narrow)
@@ -219,15 +256,17 @@ def noise_table(found: Sequence[Any]) -> Table:
     return table
 
 
-def recovery_table(figures: Sequence[Any], baseline: str, before: str, after: str) -> Table:
+def recovery_table(figures: Sequence[Any], baseline: str, before: str, after: str,
+                   width: int = NARROW) -> Table:
     """What recovery retraining brought back: baseline, the forgetful version, the recovered one."""
-    table = Table(title=f"recovery: {baseline} → {before} → {after} (probe split)")
+    narrow = width < NARROW
+    table = _frame(f"recovery: {baseline} → {before} → {after} (probe split)", narrow)
     table.add_column("suite")
     table.add_column("measured as")
     for column in (baseline, before, after, "recovered"):
         table.add_column(column, justify="right")
     for f in figures:
         share = f.recovered()
-        table.add_row(f.suite, KIND_LABELS.get(f.kind, f.kind), fmt(f.baseline, f.kind),
+        table.add_row(f.suite, _label(f.kind, narrow), fmt(f.baseline, f.kind),
                       fmt(f.before, f.kind), fmt(f.after, f.kind), "—" if share is None else f"{share:.0%}")
     return table

@@ -120,17 +120,24 @@ def _target(store: Store, config: Config, suites: Sequence[Suite], model: str, s
     _measured(store, config, model, source, [suite], track)
     shown = [Figure(f.suite, f.kind, None, f.before, f.after)
              for f in figures(store, suite, model, None, source, name)]
-    runs = [store.latest_complete_run(model, version, suite.content_hash) for version in (source, name)]
-    if runs[0] is None or runs[1] is None:
-        return shown, [f"target {suite.name}: no complete run of {source} and {name} to compare"]
     rules = config.policy.rules_for(suite.capability).model_copy(
         update={"max_drop": spec.target_max_drop, "min_score": None, "muted": False})
+    return shown, target_problems(store, suite, rules, model, source, name, _accepted(config, model))
+
+
+def target_problems(store: Store, suite: Suite, rules: Rules, model: str, source: str, name: str,
+                    accepted: Sequence[Phase]) -> list[str]:
+    """One problem per kind of the target suite whose paired drop from `source` to `name` is not
+    accepted under `rules` (whose `max_drop` is `target_max_drop`): a mean drop under the limit
+    whose bounds reach past it is not shown to be within it."""
+    runs = [store.latest_complete_run(model, version, suite.content_hash) for version in (source, name)]
+    if runs[0] is None or runs[1] is None:
+        return [f"target {suite.name}: no complete run of {source} and {name} to compare"]
     judgement = judge_runs(suite, rules, [(runs[0], store.results(runs[0].id or 0))],
                            [(runs[1], store.results(runs[1].id or 0))])
-    accepted = _accepted(config, model)
-    limit = f"target_max_drop {spec.target_max_drop:.0%}"
-    return shown, [f"target {suite.name} {k.kind} {k.phase} against {source} ({limit}): {k.reason}"
-                   for k in judgement.kinds if k.phase not in accepted]
+    limit = f"target_max_drop {rules.max_drop:.0%}"
+    return [f"target {suite.name} {k.kind} {k.phase} against {source} ({limit}): {k.reason}"
+            for k in judgement.kinds if k.phase not in accepted]
 
 
 def _measured(store: Store, config: Config, model: str, version: str, suites: Sequence[Suite],
