@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from monitor.errors import StoreError
@@ -105,3 +107,91 @@ def test_exclusive_lets_one_holder_in_at_a_time(store: Store) -> None:
         order.append("second in")
     thread.join()
     assert order == ["first in", "first out", "second in"]
+
+
+def test_the_head_written_in_the_package_is_the_newest_migration() -> None:
+    """Opening a current database skips Alembic on the strength of `HEAD`: it must be the scripts'."""
+    from alembic.script import ScriptDirectory
+
+    from monitor.store.migrate import alembic_config
+    from monitor.store.migrations import HEAD
+
+    assert ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() == HEAD
+
+
+def test_a_database_behind_the_head_is_upgraded_on_open(tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from monitor.store.engine import make_engine
+    from monitor.store.migrate import alembic_config, current, upgrade
+    from monitor.store.migrations import HEAD
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        config = alembic_config(url)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+    def columns() -> set[str]:
+        return {c["name"] for c in inspect(engine).get_columns("verdict")}
+
+    assert current(engine) == "0003" and "rules" not in columns()
+    upgrade(engine)
+    assert current(engine) == HEAD and "rules" in columns()
+    engine.dispose()
+
+
+def _schema(url: str) -> dict[str, object]:
+    """Every table's columns (type, nullability, server default), indexes and foreign keys."""
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        found = inspect(engine)
+        return {table: ([(c["name"], str(c["type"]), c["nullable"], c.get("default"))
+                         for c in found.get_columns(table)],
+                        sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                               for i in found.get_indexes(table)),
+                        sorted((tuple(f["constrained_columns"]), f["referred_table"])
+                               for f in found.get_foreign_keys(table)),
+                        found.get_pk_constraint(table)["constrained_columns"])
+                for table in sorted(found.get_table_names())}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_new_database_made_at_the_head_equals_the_migrations_replayed(database: str,
+                                                                       tmp_path: Path) -> None:
+    """New databases skip replaying the migrations (`create_at_head`); that is only safe while the
+    models and the migrations describe the same schema, column for column."""
+    from contextlib import ExitStack
+
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    from monitor.store.engine import make_engine
+    from monitor.store.migrate import alembic_config, current, upgrade
+    from monitor.store.migrations import HEAD
+    from tests.conftest import postgres_database
+
+    with ExitStack() as stack:
+        if database == "sqlite":
+            urls = [f"sqlite:///{tmp_path / 'replayed.db'}", f"sqlite:///{tmp_path / 'created.db'}"]
+        else:
+            urls = [stack.enter_context(postgres_database()) for _ in range(2)]
+        replayed, created = (make_engine(u) for u in urls)
+        with replayed.begin() as connection:
+            config = alembic_config(urls[0])
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+        upgrade(created)  # new: made at the head
+        assert current(created) == current(replayed) == HEAD
+        with replayed.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
+        replayed.dispose()
+        created.dispose()
+        assert _schema(urls[1]) == _schema(urls[0])

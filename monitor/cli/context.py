@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from monitor.errors import ConfigError, ForgetmenotError, SuiteError
-from monitor.policy.loading import load_config, load_suites
+from monitor.policy.loading import load_policy
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
 
@@ -55,17 +55,15 @@ class Opened:
     """A policy file as one command uses it; nothing is read twice."""
 
     def __init__(self, path: Path, check_paths: bool) -> None:
-        self.config: Config = load_config(path, check_paths=check_paths)
+        self.config: Config
+        self.all_suites: list[Suite]
+        self.config, self.all_suites = load_policy(path, check_paths=check_paths)
 
     @cached_property
     def store(self) -> Store:
         from monitor.store import Store
 
         return Store(self.config.database_url())
-
-    @cached_property
-    def all_suites(self) -> list[Suite]:
-        return load_suites(self.config)
 
     def suites(self, only: Sequence[str] | None = None) -> list[Suite]:
         """The policy's suites, or those named in `only` (the --suite option)."""

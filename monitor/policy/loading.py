@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 
 def load_config(path: Path | str, *, check_paths: bool = True) -> Config:
     """Parse and check `path`; raise ConfigError listing every problem found."""
+    return load_policy(path, check_paths=check_paths)[0]
+
+
+def load_policy(path: Path | str, *, check_paths: bool = True) -> tuple[Config, list[Suite]]:
+    """`load_config`, and the suites it names as checking loaded them: a command that needs both
+    reads, parses and hashes each suite once."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError([Problem(str(path), None, "", "policy file not found")])
@@ -36,10 +42,10 @@ def load_config(path: Path | str, *, check_paths: bool = True) -> Config:
     except ValidationError as exc:
         raise ConfigError([_schema_problem(located, e) for e in exc.errors()]) from exc
     config._base_dir = path.parent.resolve()
-    problems = _cross_field_problems(config, located, check_paths)
+    problems, suites = _cross_field_problems(config, located, check_paths)
     if problems:
         raise ConfigError(problems)
-    return config
+    return config, suites
 
 
 def load_suites(config: Config) -> list[Suite]:
@@ -101,7 +107,8 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _cross_field_problems(config: Config, located: yamlpos.Located, check_paths: bool) -> list[Problem]:
+def _cross_field_problems(config: Config, located: yamlpos.Located,
+                          check_paths: bool) -> tuple[list[Problem], list[Suite]]:
     problems = _version_problems(config, located, check_paths)
     suites, suite_problems = _suite_problems(config, located)
     problems += suite_problems
@@ -109,7 +116,7 @@ def _cross_field_problems(config: Config, located: yamlpos.Located, check_paths:
     problems += _retrain_problems(config, located, suites, check_paths)
     problems += _database_problems(config, located)
     problems += _schedule_problems(config, located)
-    return problems
+    return problems, suites
 
 
 def _schedule_problems(config: Config, located: yamlpos.Located) -> list[Problem]:

@@ -127,7 +127,9 @@ class Verdict(SQLModel, table=True):
     high: float | None = None
     p_value: float | None = None
     report: str | None = None
-    rules: str = ""  # the Rules it was judged by, as JSON: a policy edit never rewrites history
+    # The Rules it was judged by, as JSON: a policy edit never rewrites history. The server default
+    # is migration 0004's, which gave verdicts made before it an empty string.
+    rules: str = Field(default="", sa_column_kwargs={"server_default": ""})
 
 
 class VerdictKind(SQLModel, table=True):

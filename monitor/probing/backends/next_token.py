@@ -21,6 +21,7 @@ from typing import Any
 
 from monitor.errors import BackendError, NotSupported
 from monitor.probing.backends import answers
+from monitor.vocabulary import ErrorKind
 
 MAX_IDS = 128  # vLLM's MAX_LOGPROB_TOKEN_IDS: ids per request
 
@@ -71,7 +72,7 @@ def _request(batch: Batch, model: str, post: Post, where: str) -> Found:
     try:
         body = post(payload)
     except BackendError as exc:
-        if exc.kind == "rejected":
+        if exc.kind == ErrorKind.REJECTED:
             raise NotSupported(str(exc)) from exc
         raise
     ordered = answers.choices(body, len(batch), where)

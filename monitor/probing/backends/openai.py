@@ -31,6 +31,7 @@ from monitor.probing.backends.base import (
 )
 from monitor.probing.backends.endpoint import Endpoint
 from monitor.probing.backends.tokens import Tokenizer, fit_context, rolling_windows, split_pair
+from monitor.vocabulary import ErrorKind
 
 _MAX_LENGTH_CAP = 2048
 _ALIGNMENT_PROMPT = "The capital of France is"
@@ -171,7 +172,7 @@ class OpenAIBackend:
         try:
             body = self.endpoint.post("/completions", payload)
         except BackendError as exc:
-            if exc.kind == "not_found" and self._serves_model():
+            if exc.kind == ErrorKind.NOT_FOUND and self._serves_model():
                 raise BackendError(f"{self.endpoint.base_url} has no /completions endpoint (chat only): "
                                    f"{answers.NO_LOGLIKELIHOOD}", kind="unsupported") from exc
             raise

@@ -74,7 +74,7 @@ class LocalTokenizer:
             self._fast = Tokenizer.from_file(str(folder / "tokenizer.json"))
             self._prefix = self._configured_prefix(folder)
         else:
-            self._slow = _transformers_tokenizer(path)
+            self._slow = transformers_tokenizer(path)
             bos, eos = self._slow.bos_token_id, self._slow.eos_token_id
             self._prefix = int(bos if bos is not None else eos)
 
@@ -101,7 +101,7 @@ class LocalTokenizer:
         return self._prefix
 
 
-def _transformers_tokenizer(path: str) -> Any:
+def transformers_tokenizer(path: str) -> Any:
     try:
         from transformers import AutoTokenizer
     except ImportError as exc:

@@ -10,7 +10,9 @@ the continuation is what encoding the whole string adds after the context), so t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitor.errors import BackendError, MissingExtra
@@ -21,7 +23,14 @@ from monitor.probing.backends.base import (
     RollingResult,
     cut_at_stops,
 )
-from monitor.probing.backends.tokens import fit_context, rolling_windows, split_pair
+from monitor.probing.backends.tokens import (
+    LocalTokenizer,
+    Tokenizer,
+    fit_context,
+    rolling_windows,
+    split_pair,
+    transformers_tokenizer,
+)
 from monitor.vocabulary import ErrorKind
 
 if TYPE_CHECKING:
@@ -56,13 +65,20 @@ def pick_dtype(requested: str, device: str) -> torch.dtype:
 
 
 class TransformersBackend:
-    """Wraps a loaded model and tokenizer; build one with `load` or from objects in tests."""
+    """Wraps a loaded model and tokenizer; build one with `load` or from objects in tests.
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int = 16) -> None:
+    Scoring encodes through `encoder` (by default the transformers tokenizer itself); `load`
+    gives it the `tokenizers` library reading `tokenizer.json`, the same tokenizer without
+    transformers' 1.4 s of loading, and loads transformers' tokenizer only when generation
+    needs its chat template (`load_tokenizer`)."""
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, name: str, batch_size: int = 16,
+                 encoder: Tokenizer | None = None, load_tokenizer: Callable[[], Any] | None = None) -> None:
         self.model = model.eval()
-        self.tokenizer = tokenizer
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        if tokenizer is not None:
+            self.__dict__["tokenizer"] = _with_pad(tokenizer)
+        self._load_tokenizer = load_tokenizer
+        self.encoder: Tokenizer = encoder or _TransformersEncoder(self.tokenizer)
         self.batch_size = batch_size
         device = str(next(model.parameters()).device)
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
@@ -80,12 +96,20 @@ class TransformersBackend:
         chosen = pick_device(device)
         try:
             auto_model: Any = transformers.AutoModelForCausalLM
-            tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+            encoder = LocalTokenizer(path) if (Path(path) / "tokenizer.json").is_file() else None
             model = auto_model.from_pretrained(path, dtype=pick_dtype(dtype, chosen))
             model.to(chosen)
         except (OSError, ValueError, RuntimeError) as exc:
             raise BackendError(f"cannot load model from {path}: {exc}", kind="load") from exc
-        return cls(model, tokenizer, name=str(path), batch_size=batch_size)
+        return cls(model, name=str(path), batch_size=batch_size, encoder=encoder,
+                   load_tokenizer=lambda: transformers_tokenizer(path))
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """transformers' tokenizer, loaded on first use (generation's chat template)."""
+        if self._load_tokenizer is None:
+            raise BackendError("this backend was built without a tokenizer", kind="load")
+        return _with_pad(self._load_tokenizer())
 
     @property
     def chunk_size(self) -> int:
@@ -116,11 +140,10 @@ class TransformersBackend:
         return split_pair(self._encode, self._prefix_token(), context, continuation)
 
     def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self.encoder.encode(text)
 
     def _prefix_token(self) -> int:
-        tok = self.tokenizer
-        return int(tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
+        return self.encoder.prefix_token()
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[list[float]]:
         """Questions are packed in token order, so those that start alike share a pack."""
@@ -167,10 +190,10 @@ class TransformersBackend:
         return out_scores
 
     def _pad(self, sequences: list[list[int]]) -> tuple[Any, Any]:
-        """Right-padded ids and attention mask."""
+        """Right-padded ids and attention mask; the padding is masked, so any real token will do."""
         torch = _torch()
         width = max(len(s) for s in sequences)
-        pad = int(self.tokenizer.pad_token_id)
+        pad = self._prefix_token()
         ids = torch.full((len(sequences), width), pad, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
         for row, seq in enumerate(sequences):
@@ -251,6 +274,27 @@ class TransformersBackend:
         except (RuntimeError, ValueError, IndexError) as exc:
             kind = ErrorKind.OOM if "out of memory" in str(exc).lower() else ErrorKind.RUNTIME
             raise BackendError(f"{type(exc).__name__}: {exc}", kind=kind) from exc
+
+
+def _with_pad(tokenizer: Any) -> Any:
+    """Batched generation pads on the left; a tokenizer without a pad token pads with its end token."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+class _TransformersEncoder:
+    """transformers' tokenizer as a `Tokenizer`: what a backend built from objects encodes with."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prefix_token(self) -> int:
+        bos, eos = self._tokenizer.bos_token_id, self._tokenizer.eos_token_id
+        return int(bos if bos is not None else eos)
 
 
 class _Pack:
