@@ -32,7 +32,7 @@ from monitor.policy.suites import (
 from monitor.probing.backends.base import Backend, GenerationRequest, LoglikelihoodRequest
 from monitor.probing.weights import home
 from monitor.store import ItemResult, Run, Store
-from monitor.vocabulary import RunStatus
+from monitor.vocabulary import ErrorKind, RunStatus
 
 Advance = Callable[[int], None]
 _OUTPUT_EXCERPT = 500
@@ -133,7 +133,7 @@ def _choice_result(item: Item, scores: list[float]) -> ItemResult:
     """Prediction is the most likely choice; the margin says by how much gold won or lost."""
     assert item.choices is not None and item.gold is not None
     if len(scores) != len(item.choices) or not all(math.isfinite(s) for s in scores):
-        return ItemResult(item_id=item.id, kind=Kind.MULTIPLE_CHOICE, error_kind="invalid_response",
+        return ItemResult(item_id=item.id, kind=Kind.MULTIPLE_CHOICE, error_kind=ErrorKind.INVALID_RESPONSE,
                           error=f"backend returned {scores!r} for {len(item.choices)} choices")
     predicted = max(range(len(scores)), key=scores.__getitem__)
     rival = max(s for i, s in enumerate(scores) if i != item.gold)

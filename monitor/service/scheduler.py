@@ -42,6 +42,7 @@ from monitor.probing.backends.base import Backend
 from monitor.probing.factory import backend_for
 from monitor.probing.run import VersionRef
 from monitor.store import Store
+from monitor.vocabulary import ErrorKind
 
 log = logging.getLogger("forgetmenot.service")
 BackendLoader = Callable[[Config, str, str], Backend]
@@ -203,7 +204,7 @@ class Monitor:
 
         def load() -> Backend:
             if backend is None:
-                raise BackendError(f"{model}/{version} could not be loaded", kind="load")
+                raise BackendError(f"{model}/{version} could not be loaded", kind=ErrorKind.LOAD)
             return backend
 
         measured = probe_version(self.store, VersionRef(model, version), [suite], load,

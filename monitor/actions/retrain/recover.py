@@ -27,6 +27,7 @@ from monitor.probing.factory import backend_for
 from monitor.probing.version import Track
 from monitor.store import Action, ModelVersion, Store
 from monitor.store.versions import with_made
+from monitor.vocabulary import ActionKind
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,8 @@ def recover(store: Store, config: Config, action: Action,
                         backend.dtype)
     except (RuntimeError, ValueError, OSError) as exc:
         raise RetrainFailed(f"training {model}/{source} failed: {exc.__class__.__name__}: {exc}") from exc
-    store.add_made_version(ModelVersion(model=model, version=name, source="retrain", path=str(out),
-                                        parent=source, action_id=action.id))
+    store.add_made_version(ModelVersion(model=model, version=name, source=ActionKind.RETRAIN,
+                                        path=str(out), parent=source, action_id=action.id))
     merged = with_made(config, store)
     outcome = gate(store, merged, suites, model, name, source, the_plan, hooks.track)
     summary = f"{the_plan.describe()}; {trained} → {name}; {outcome.summary}"

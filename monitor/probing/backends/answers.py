@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from monitor.errors import BackendError
+from monitor.vocabulary import ErrorKind
 
 TOKEN_ID_PREFIX = "token_id:"  # how vLLM names tokens with return_tokens_as_token_ids
 LOGPROB_SLACK = 1e-4  # a log-probability above this is not a probability
@@ -21,7 +22,7 @@ NO_LOGLIKELIHOOD = f"log-likelihood suites cannot be measured on this server; {G
 def logprob(value: Any, where: str, what: str) -> float:
     if not isinstance(value, int | float) or not math.isfinite(value) or value > LOGPROB_SLACK:
         raise BackendError(f"{where}: log-probability {value!r} for {what} is not a log-probability",
-                           kind="invalid_response")
+                           kind=ErrorKind.INVALID_RESPONSE)
     return float(value)
 
 
@@ -31,11 +32,12 @@ def choices(body: dict[str, Any], expected: int, where: str) -> list[dict[str, A
     if not isinstance(choices, list) or len(choices) != expected:
         got = len(choices) if isinstance(choices, list) else "no"
         raise BackendError(f"{where}: sent {expected} prompts, got {got} choices back",
-                           kind="invalid_response")
+                           kind=ErrorKind.INVALID_RESPONSE)
     if all(isinstance(c, dict) and isinstance(c.get("index"), int) for c in choices):
         choices = sorted(choices, key=lambda c: c["index"])
         if [c["index"] for c in choices] != list(range(expected)):
-            raise BackendError(f"{where}: choice indexes do not match the prompts", kind="invalid_response")
+            raise BackendError(f"{where}: choice indexes do not match the prompts",
+                               kind=ErrorKind.INVALID_RESPONSE)
     return choices
 
 
@@ -51,14 +53,15 @@ def prompt_logprobs(choice: dict[str, Any], ids: list[int], where: str) -> list[
     if not isinstance(values, list):
         raise BackendError(
             f"{where} does not return prompt log-probabilities (echo + logprobs): {NO_LOGLIKELIHOOD}",
-            kind="unsupported")
+            kind=ErrorKind.UNSUPPORTED)
     if len(values) < len(ids):
         raise BackendError(f"{where}: {len(values)} log-probabilities for a prompt of {len(ids)} tokens",
-                           kind="invalid_response")
+                           kind=ErrorKind.INVALID_RESPONSE)
     _check_tokens(block.get("tokens"), ids, where)
     if values[0] is not None:
         raise BackendError(f"{where}: the first prompt token has a log-probability ({values[0]}), so the "
-                           "echoed log-probabilities are shifted by one token", kind="invalid_response")
+                           "echoed log-probabilities are shifted by one token",
+                           kind=ErrorKind.INVALID_RESPONSE)
     return [0.0, *(logprob(value, where, f"prompt token {position}")
                    for position, value in enumerate(values[1 : len(ids)], start=1))]
 
@@ -73,6 +76,6 @@ def _check_tokens(tokens: Any, ids: list[int], where: str) -> None:
         at = next((i for i, (a, b) in enumerate(zip(echoed, ids, strict=False)) if a != b), len(echoed))
         if at >= len(echoed):
             raise BackendError(f"{where}: {len(echoed)} tokens echoed for a prompt of {len(ids)}",
-                               kind="invalid_response")
+                               kind=ErrorKind.INVALID_RESPONSE)
         raise BackendError(f"{where}: scored token {echoed[at]} at position {at} where {ids[at]} was sent",
-                           kind="invalid_response")
+                           kind=ErrorKind.INVALID_RESPONSE)

@@ -112,10 +112,10 @@ class Endpoint:
             body = response.json()
         except ValueError as exc:
             raise BackendError(f"{method} {response.url}: the answer is not JSON: {excerpt!r}",
-                               kind="invalid_response") from exc
+                               kind=ErrorKind.INVALID_RESPONSE) from exc
         if not isinstance(body, dict):
             raise BackendError(f"{method} {response.url}: expected a JSON object, got {excerpt!r}",
-                               kind="invalid_response")
+                               kind=ErrorKind.INVALID_RESPONSE)
         return body
 
     def _send(self, method: str, path: str, payload: Any, root: bool) -> httpx.Response:
@@ -125,10 +125,10 @@ class Endpoint:
                 response = self._http().request(method, url, json=payload)
             except httpx.TimeoutException as exc:
                 raise TransientError(f"{method} {url}: timed out ({type(exc).__name__})",
-                                     kind="timeout") from exc
+                                     kind=ErrorKind.TIMEOUT) from exc
             except httpx.TransportError as exc:
                 raise TransientError(f"{method} {url}: cannot reach the server ({exc})",
-                                     kind="unreachable") from exc
+                                     kind=ErrorKind.UNREACHABLE) from exc
         _check_status(method, url, response)
         return response
 
@@ -136,7 +136,7 @@ class Endpoint:
 def _check_status(method: str, url: str, response: httpx.Response) -> None:
     excerpt = response.text[:_EXCERPT]
     if response.status_code in _TRANSIENT_STATUS:
-        raise TransientError(f"{method} {url}: HTTP {response.status_code}: {excerpt}", kind="server")
+        raise TransientError(f"{method} {url}: HTTP {response.status_code}: {excerpt}", kind=ErrorKind.SERVER)
     if response.status_code >= 400:
         kind = _STATUS_KIND.get(response.status_code, ErrorKind.REJECTED)
         raise BackendError(f"{method} {url}: HTTP {response.status_code}: {excerpt}", kind=kind)

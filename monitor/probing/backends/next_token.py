@@ -88,7 +88,7 @@ def _check_prompt_tokens(body: dict[str, Any], batch: Batch, where: str) -> None
     read = usage.get("prompt_tokens") if isinstance(usage, dict) else None
     if isinstance(read, int) and read != sent:
         raise BackendError(f"{where}: read {read} prompt tokens where {sent} were sent",
-                           kind="invalid_response")
+                           kind=ErrorKind.INVALID_RESPONSE)
 
 
 def _next_token_logprobs(choice: Any, wanted: list[int], where: str) -> dict[int, float]:

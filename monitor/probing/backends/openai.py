@@ -75,7 +75,7 @@ class OpenAIBackend:
                      for continuation in request.continuations]
             conts = [cont for _, cont in split]
             if not all(conts):
-                raise BackendError("a continuation encodes to no tokens", kind="tokenization")
+                raise BackendError("a continuation encodes to no tokens", kind=ErrorKind.TOKENIZATION)
             context = fit_context(split[0][0], conts, self.max_length)
             pairs += [(context, cont) for cont in conts]
         flat = iter(self._score_pairs(pairs))
@@ -135,7 +135,7 @@ class OpenAIBackend:
             raise BackendError(
                 f"{self.endpoint.base_url} refused a prompt of token ids ({exc}); exact context and "
                 "continuation boundaries need them, so log-likelihood suites cannot be measured on "
-                f"this server; {answers.GENERATION_STILL_RUNS}", kind="unsupported") from exc
+                f"this server; {answers.GENERATION_STILL_RUNS}", kind=ErrorKind.UNSUPPORTED) from exc
 
     def _check_alignment(self) -> None:
         """Ask the server the same question two ways before trusting its echoed log-probabilities.
@@ -150,20 +150,20 @@ class OpenAIBackend:
         token, expected = _first(generated, "tokens"), _first(generated, "token_logprobs")
         if not isinstance(token, str) or not isinstance(expected, int | float):
             raise BackendError(f"{self.endpoint.base_url} returns no log-probabilities for generated "
-                               f"tokens: {answers.NO_LOGLIKELIHOOD}", kind="unsupported")
+                               f"tokens: {answers.NO_LOGLIKELIHOOD}", kind=ErrorKind.UNSUPPORTED)
         echoed = self._text_completion(_ALIGNMENT_PROMPT + token, echo=True)
         offsets, values = echoed.get("text_offset"), echoed.get("token_logprobs")
         at = len(_ALIGNMENT_PROMPT)
         if not isinstance(offsets, list) or not isinstance(values, list) or at not in offsets:
             raise BackendError(f"{self.endpoint.base_url} does not echo prompt log-probabilities with "
-                               f"text offsets: {answers.NO_LOGLIKELIHOOD}", kind="unsupported")
+                               f"text offsets: {answers.NO_LOGLIKELIHOOD}", kind=ErrorKind.UNSUPPORTED)
         found = values[offsets.index(at)]
         if not isinstance(found, int | float) or abs(found - expected) > 0.05 + 0.01 * abs(expected):
             raise BackendError(
                 f"{self.endpoint.base_url} echoes prompt log-probabilities that disagree with its own "
                 f"generation: {token!r} after {_ALIGNMENT_PROMPT!r} is {expected:.3f} when generated and "
                 f"{found} when echoed (shifted by one token?): {answers.NO_LOGLIKELIHOOD}",
-                kind="invalid_response")
+                kind=ErrorKind.INVALID_RESPONSE)
         self._aligned = True
 
     def _text_completion(self, prompt: str, *, echo: bool) -> dict[str, Any]:
@@ -174,7 +174,7 @@ class OpenAIBackend:
         except BackendError as exc:
             if exc.kind == ErrorKind.NOT_FOUND and self._serves_model():
                 raise BackendError(f"{self.endpoint.base_url} has no /completions endpoint (chat only): "
-                                   f"{answers.NO_LOGLIKELIHOOD}", kind="unsupported") from exc
+                                   f"{answers.NO_LOGLIKELIHOOD}", kind=ErrorKind.UNSUPPORTED) from exc
             raise
         logprobs = answers.choices(body, 1, self.endpoint.base_url)[0].get("logprobs")
         return logprobs if isinstance(logprobs, dict) else {}
@@ -221,7 +221,7 @@ class OpenAIBackend:
         content = answers.choices(body, 1, self.endpoint.base_url)[0].get("message", {}).get("content")
         if not isinstance(content, str):
             raise BackendError(f"{self.endpoint.base_url}: a chat completion has no text content",
-                               kind="invalid_response")
+                               kind=ErrorKind.INVALID_RESPONSE)
         return cut_at_stops(content, request.until).strip()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from monitor.errors import BackendError, MissingExtra
+from monitor.vocabulary import ErrorKind
 
 if TYPE_CHECKING:
     from monitor.probing.backends.endpoint import Endpoint
@@ -87,7 +88,7 @@ class LocalTokenizer:
             found = self._fast.token_to_id(token) if isinstance(token, str) else None
             if found is not None:
                 return int(found)
-        raise BackendError(f"{config_file}: names no start or end token to condition on", kind="load")
+        raise BackendError(f"{config_file}: names no start or end token to condition on", kind=ErrorKind.LOAD)
 
     def _encode(self, text: str) -> list[int]:
         if self._fast is not None:
@@ -109,7 +110,7 @@ def transformers_tokenizer(path: str) -> Any:
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise BackendError(f"cannot load the tokenizer from {path}: {exc}", kind="load") from exc
+        raise BackendError(f"cannot load the tokenizer from {path}: {exc}", kind=ErrorKind.LOAD) from exc
 
 
 class ServerTokenizer:
@@ -133,7 +134,7 @@ class ServerTokenizer:
         tokens = body.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
             raise BackendError(f"{self.endpoint.root}: tokenize returned no token ids",
-                               kind="invalid_response")
+                               kind=ErrorKind.INVALID_RESPONSE)
         return tokens
 
     def encode(self, text: str) -> list[int]:
@@ -146,6 +147,6 @@ class ServerTokenizer:
                 raise BackendError(
                     "the server's tokenizer adds no start token, so rolling log-likelihood has "
                     "nothing to condition the first token on: set backend.tokenizer to a local "
-                    "copy of the tokenizer, or backend.prefix_token", kind="config")
+                    "copy of the tokenizer, or backend.prefix_token", kind=ErrorKind.CONFIG)
             self._prefix = special[0]
         return self._prefix

@@ -100,7 +100,7 @@ class TransformersBackend:
             model = auto_model.from_pretrained(path, dtype=pick_dtype(dtype, chosen))
             model.to(chosen)
         except (OSError, ValueError, RuntimeError) as exc:
-            raise BackendError(f"cannot load model from {path}: {exc}", kind="load") from exc
+            raise BackendError(f"cannot load model from {path}: {exc}", kind=ErrorKind.LOAD) from exc
         return cls(model, name=str(path), batch_size=batch_size, encoder=encoder,
                    load_tokenizer=lambda: transformers_tokenizer(path))
 
@@ -108,7 +108,7 @@ class TransformersBackend:
     def tokenizer(self) -> Any:
         """transformers' tokenizer, loaded on first use (generation's chat template)."""
         if self._load_tokenizer is None:
-            raise BackendError("this backend was built without a tokenizer", kind="load")
+            raise BackendError("this backend was built without a tokenizer", kind=ErrorKind.LOAD)
         return _with_pad(self._load_tokenizer())
 
     @property
@@ -162,7 +162,7 @@ class TransformersBackend:
         context = pairs[0][0]
         conts = [cont for _, cont in pairs]
         if any(not cont for cont in conts):
-            raise BackendError("a continuation encodes to no tokens", kind="tokenization")
+            raise BackendError("a continuation encodes to no tokens", kind=ErrorKind.TOKENIZATION)
         return fit_context(context, conts, self.max_length), conts
 
     def _loglikelihood_pack(self, encoded: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
