@@ -45,6 +45,35 @@ def test_validate_ok_and_broken(tmp_path: Path, tiny_model_dir: Path) -> None:
         result.output.replace("\n", "")
 
 
+def test_validate_takes_the_policy_like_every_other_command(tmp_path: Path, tiny_model_dir: Path) -> None:
+    path = policy(tmp_path, tiny_model_dir)
+    for args in (["validate", "-c", str(path)], ["validate", "--config", str(path)], ["validate", str(path)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and "2 suite(s)" in result.output, args
+
+
+def _commands(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    import typer.main
+
+    command = typer.main.get_command(group) if not hasattr(group, "commands") else group
+    found = []
+    for name, sub in getattr(command, "commands", {}).items():
+        found += _commands(sub, (*prefix, name)) if hasattr(sub, "commands") else [((*prefix, name), sub)]
+    return found
+
+
+def test_every_command_that_reads_a_policy_takes_c_and_config() -> None:
+    """One spelling everywhere: `-c/--config`, never a positional file alone."""
+    reading = []
+    for path, command in _commands(app):
+        options = {o for p in command.params for o in getattr(p, "opts", [])}
+        if "--config" in options or any("polic" in (p.help or "").lower()
+                                         for p in command.params if hasattr(p, "help")):
+            reading.append(path)
+            assert {"-c", "--config"} <= options, f"{' '.join(path)} reads a policy without -c/--config"
+    assert {("validate",), ("probe",), ("judge",), ("serve",), ("rollback",), ("demo",)} <= set(reading)
+
+
 def test_suites_lists_splits_and_hashes() -> None:
     result = runner.invoke(app, ["suites", str(PROBES / "arithmetic")], env={"COLUMNS": "200"})
     assert result.exit_code == 0
