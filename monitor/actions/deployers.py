@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.errors import BackendError, DeployError, MissingExtra
+from monitor.policy.bounds import name_problem
 from monitor.policy.schema import Config
 from monitor.probing.backends.endpoint import Endpoint
 from monitor.probing.weights import home
@@ -39,6 +40,9 @@ class RegistryDeployer:
         self.directory = directory
 
     def promote(self, model: str, version: str, action_id: int | None) -> str:
+        problem = name_problem(model)
+        if problem:  # the policy refuses such names; a caller that bypassed it still cannot escape
+            raise DeployError(f"registry: {problem}")
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.directory / f"{model}.json"
         record = {"model": model, "live": version, "updated_at": utcnow().isoformat(), "action": action_id}

@@ -53,7 +53,7 @@ def load_suites(config: Config) -> list[Suite]:
 
 
 def _schema_problem(located: yamlpos.Located, error: ErrorDetails) -> Problem:
-    loc = tuple(error["loc"])
+    loc = tuple(part for part in error["loc"] if part != "[key]")  # pydantic's marker for a dict key
     if error["type"] == "extra_forbidden":
         return located.problem(loc, _unknown_key_message(loc))
     message = error["msg"].removeprefix("Value error, ")

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from monitor.errors import Problem
+from monitor.policy import bounds
 
 Path_ = tuple[str | int, ...]
 
@@ -40,11 +41,20 @@ def dotted(loc: Path_) -> str:
 
 
 def load(path: Path) -> Located:
-    """Parse `path`; a YAML syntax error becomes a Problem with the line it happened on."""
+    """Parse `path`; a YAML syntax error becomes a Problem with the line it happened on.
+
+    Aliases (`*name`) are refused before anything is built: a 494-byte file of nested aliases
+    expanded to 1.2 GB, and `x: &a [*a]` recursed forever. A policy has no need of them."""
     from monitor.errors import ConfigError
 
+    big = bounds.too_big(path, bounds.MAX_POLICY_BYTES)
+    if big:
+        raise ConfigError([Problem(str(path), None, "", big)])
     text = path.read_text(encoding="utf-8")
     try:
+        refused = _refused(text)
+        if refused:
+            raise ConfigError([Problem(str(path), refused[0], "", refused[1])])
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -59,6 +69,17 @@ def load(path: Path) -> Located:
     if node is not None:
         _index(node, (), lines)
     return Located(str(path), data, lines)
+
+
+def _refused(text: str) -> tuple[int, str] | None:
+    """(line, why) for the first alias, or for a document past the node cap; None if neither."""
+    for count, event in enumerate(yaml.parse(text, Loader=yaml.SafeLoader), start=1):
+        line = event.start_mark.line + 1 if event.start_mark is not None else 0
+        if isinstance(event, yaml.AliasEvent):
+            return line, f"YAML aliases (*{event.anchor}) are not allowed here: write the value out"
+        if count > bounds.MAX_YAML_NODES:
+            return line, f"more than {bounds.MAX_YAML_NODES:,} YAML nodes"
+    return None
 
 
 def _index(node: yaml.Node, here: Path_, lines: dict[Path_, int]) -> None:

@@ -12,7 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
+
+from monitor.policy import bounds
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -31,6 +33,8 @@ def parse_duration(value: object) -> object:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+# A model's or a version's name: it becomes part of file paths (the registry, retrained versions).
+Name = Annotated[str, AfterValidator(bounds.safe_name)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
 Action = Literal["alert", "rollback", "retrain"]
@@ -126,7 +130,7 @@ class RetrainSpec(Strict):
 
 class ModelSpec(Strict):
     backend: BackendSpec = BackendSpec()
-    versions: Annotated[dict[str, VersionSpec], Field(min_length=1)]
+    versions: Annotated[dict[Name, VersionSpec], Field(min_length=1)]
     baseline: str
     live: str
     deployer: DeployerSpec = DeployerSpec()
@@ -216,7 +220,7 @@ class Policy(Strict):
 class Config(Strict):
     database: str = "sqlite:///forgetmenot.db"
     schedule: Schedule = Schedule()
-    models: Annotated[dict[str, ModelSpec], Field(min_length=1)]
+    models: Annotated[dict[Name, ModelSpec], Field(min_length=1)]
     suites: Annotated[list[str], Field(min_length=1)]
     policy: Policy = Policy()
     _base_dir: Path = PrivateAttr(default=Path("."))

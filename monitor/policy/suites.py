@@ -20,24 +20,34 @@ from pathlib import Path
 from string import Formatter
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from monitor.errors import ConfigError, Problem, SuiteError
+from monitor.policy import bounds, scorers
 from monitor.policy import positions as yamlpos
-from monitor.policy import scorers
 from monitor.policy.schema import Strict
 from monitor.vocabulary import Kind, Split
 
 KINDS: tuple[Kind, ...] = tuple(Kind)
 
 
+def _plain(template: str) -> str:
+    problem = bounds.template_problem(template)
+    if problem:
+        raise ValueError(problem)
+    return template
+
+
+Template = Annotated[str, AfterValidator(_plain)]  # `{field}` substitution and nothing else
+
+
 class MultipleChoiceSpec(Strict):
-    doc_to_text: str = "Question: {question}\nAnswer:"
+    doc_to_text: Template = "Question: {question}\nAnswer:"
     target_delimiter: str = " "
 
 
 class GenerateSpec(Strict):
-    doc_to_text: str = "{question}"
+    doc_to_text: Template = "{question}"
     scorer: scorers.ScorerName = "contains"
     max_new_tokens: Annotated[int, Field(gt=0, le=4096)] = 32
     until: tuple[str, ...] = ()
@@ -45,7 +55,7 @@ class GenerateSpec(Strict):
 
 
 class RollingSpec(Strict):
-    doc_to_text: str = "{text}"
+    doc_to_text: Template = "{text}"
 
 
 class KindsSpec(Strict):
@@ -166,6 +176,9 @@ def load_suite(directory: Path | str) -> Suite:
         raise SuiteError([Problem(str(directory), None, "", "not a probe suite: no suite.yaml")])
     spec = _load_spec(spec_file)
     items_file = directory / spec.items
+    if not bounds.inside(directory, items_file):
+        raise SuiteError([Problem(str(spec_file), None, "items", f"'{spec.items}' leads outside the suite "
+                                  f"folder {directory}; items must be a file inside it")])
     items, problems = _load_items(items_file, spec)
     if spec.name != directory.name:
         problems.insert(0, Problem(str(spec_file), None, "name", f"'{spec.name}' differs from "
@@ -183,7 +196,8 @@ def _load_spec(spec_file: Path) -> SuiteSpec:
     try:
         spec = SuiteSpec.model_validate(located.data)
     except ValidationError as exc:
-        raise SuiteError([located.problem(tuple(e["loc"]), e["msg"]) for e in exc.errors()]) from exc
+        raise SuiteError([located.problem(tuple(e["loc"]), e["msg"].removeprefix("Value error, "))
+                          for e in exc.errors()]) from exc
     if not spec.kinds.declared():
         raise SuiteError([located.problem(("kinds",), f"declare at least one of {', '.join(KINDS)}")])
     return spec
@@ -192,11 +206,18 @@ def _load_spec(spec_file: Path) -> SuiteSpec:
 def _load_items(path: Path, spec: SuiteSpec) -> tuple[list[Item], list[Problem]]:
     if not path.is_file():
         return [], [Problem(str(path), None, "", "items file not found")]
+    big = bounds.too_big(path, bounds.MAX_ITEMS_BYTES)
+    if big:
+        return [], [Problem(str(path), None, "", big)]
     items: list[Item] = []
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not raw.strip():
+            continue
+        if len(raw) > bounds.MAX_ITEM_LINE_BYTES:
+            problems.append(Problem(str(path), number, "", f"the line is {len(raw):,} characters; an item "
+                                    f"may have at most {bounds.MAX_ITEM_LINE_BYTES:,}"))
             continue
         item, found = _parse_item(raw, spec)
         problems += [Problem(str(path), number, key, msg) for key, msg in found]

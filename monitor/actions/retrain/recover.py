@@ -19,6 +19,7 @@ from monitor.actions.retrain.gate import Outcome, gate
 from monitor.actions.retrain.plan import Plan, capabilities_for, plan, teach
 from monitor.actions.retrain.training import Steps, device_for, train
 from monitor.errors import BackendError, RetrainFailed, RetrainRefused
+from monitor.policy.bounds import inside
 from monitor.policy.loading import load_suites
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
@@ -64,7 +65,10 @@ def recover(store: Store, config: Config, action: Action,
     if spec.answers == "baseline":
         the_plan = _taught(config, model, suites, the_plan)
     name = f"{source}-r{action.id}"
-    out = (config.resolve(spec.output) if spec.output else weights.home() / "candidates" / model) / name
+    root = config.resolve(spec.output) if spec.output else weights.home() / "candidates" / model
+    out = root / name
+    if not inside(root, out):  # names are checked by the policy; this holds even if one was not
+        raise RetrainRefused(f"{out} is not inside {root}")
     if out.exists():
         raise RetrainRefused(f"{out} already exists; remove it or choose another retrain.output")
     start = weights.weights_dir(config, model, source)
