@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,27 @@ def test_a_new_database_made_at_the_head_equals_the_migrations_replayed(database
         replayed.dispose()
         created.dispose()
         assert _schema(urls[1]) == _schema(urls[0])
+
+
+@pytest.mark.postgres
+def test_replicas_opening_a_new_database_together_all_start() -> None:
+    """Creating a new database at the head takes the migration lock, as a migration does: the
+    replicas that lose the race find the tables made and start on them."""
+    import subprocess
+    import sys
+
+    from monitor.store.engine import make_engine
+    from monitor.store.migrate import current
+    from monitor.store.migrations import HEAD
+    from tests.conftest import postgres_database
+
+    with postgres_database() as url:
+        code = f"import time; time.sleep(max(0, {time.time() + 3} - time.time())); " \
+               f"from monitor.store import Store; Store({url!r}).close()"
+        replicas = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+                    for _ in range(4)]
+        errors = [replica.communicate(timeout=120)[1] for replica in replicas]
+        assert [r.returncode for r in replicas] == [0, 0, 0, 0], errors
+        engine = make_engine(url)
+        assert current(engine) == HEAD
+        engine.dispose()

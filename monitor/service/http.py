@@ -1,14 +1,18 @@
 """The monitor's HTTP face: /metrics, /healthz, /readyz and a small read-only JSON API.
 
 A plain WSGI app on prometheus_client's threading WSGI server: the endpoints are few and
-read-only, so a web framework would add a dependency and nothing else.
+read-only, so a web framework would add a dependency and nothing else. It is bounded like any
+server that faces a network: GET and HEAD only (405 otherwise), query parameters checked (400
+with the reason), limits applied in SQL, no traceback ever sent, a socket timeout, and at most
+`workers` requests served at once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -24,11 +28,51 @@ from monitor.store.versions import with_made
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
+log = logging.getLogger(__name__)
+
+METHODS = ("GET", "HEAD")
+MAX_LIMIT = 1000
+MAX_RUN_ID = 2**31 - 1  # the id column is a 32-bit integer on PostgreSQL
+QUERY_KEYS = {"/api/v1/verdicts": ("model", "version", "capability", "limit"),
+              "/api/v1/actions": ("model", "limit")}
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+           500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+class BadRequest(ValueError):
+    """A request this API cannot answer as asked; the message says why (400)."""
 
 
 class _Quiet(WSGIRequestHandler):
+    timeout = 10.0  # seconds a client may take to send its request: half-open sockets are dropped
+
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds would drown the log."""
+
+
+class _BoundedServer(ThreadingWSGIServer):
+    """A thread per request, but at most `workers` at once: the rest wait in the listen backlog,
+    so 300 half-open requests no longer pin 300 threads."""
+
+    workers = 16
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(self.workers)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._slots.acquire()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class Api:
@@ -45,8 +89,21 @@ class Api:
         self._exposition.render()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in METHODS:
+            refused = {"error": f"{method[:16]} is not allowed: this API is read-only"}
+            return _json(start_response, 405, refused, [("Allow", ", ".join(METHODS))])
         path = environ.get("PATH_INFO", "/")
-        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        try:
+            body = self._route(path, _query(path, environ.get("QUERY_STRING", "")), start_response)
+        except BadRequest as exc:
+            body = _json(start_response, 400, {"error": str(exc)})
+        except Exception:
+            log.exception("HTTP %s %s failed", method, path[:200])
+            body = _json(start_response, 500, {"error": "internal error; the monitor's log has the details"})
+        return [] if method == "HEAD" else body
+
+    def _route(self, path: str, query: dict[str, str], start_response: StartResponse) -> Iterable[bytes]:
         if path == "/metrics":
             return self._metrics(start_response)
         if path == "/healthz":
@@ -61,7 +118,7 @@ class Api:
             return self._run(start_response, path.rsplit("/", 1)[1])
         if path == "/api/v1/actions":
             return _json(start_response, 200, self._actions(query))
-        return _json(start_response, 404, {"error": f"no such endpoint: {path}"})
+        return _json(start_response, 404, {"error": f"no such endpoint: {path[:200]}"})
 
     def _metrics(self, start_response: StartResponse) -> Iterable[bytes]:
         """The store's state (cached until it changes) followed by this process's own instruments."""
@@ -95,9 +152,8 @@ class Api:
         } for name, spec in with_made(self.config, self.store).models.items()]
 
     def _verdicts(self, query: dict[str, str]) -> list[dict[str, Any]]:
-        limit = int(query.get("limit", "100")) if query.get("limit", "100").isdigit() else 100
         found = self.store.verdicts(model=query.get("model"), candidate=query.get("version"),
-                                    capability=query.get("capability"))[-limit:]
+                                    capability=query.get("capability"), newest=_limit(query))
         kinds = self.store.verdict_kinds([v.id for v in found if v.id is not None])
         return [{**v.model_dump(mode="json"), "kinds": [k.model_dump(mode="json", exclude={"verdict_id"})
                                                          for k in kinds.get(v.id or 0, [])]}
@@ -105,11 +161,12 @@ class Api:
 
     def _actions(self, query: dict[str, str]) -> list[dict[str, Any]]:
         """The audit trail, newest first; the rejected-retraining alert links here."""
-        limit = int(query.get("limit", "100")) if query.get("limit", "100").isdigit() else 100
-        found = self.store.actions(query.get("model"))[-limit:] if limit else []
+        found = self.store.actions(query.get("model"), newest=_limit(query))
         return [a.model_dump(mode="json") for a in reversed(found)]
 
     def _run(self, start_response: StartResponse, raw: str) -> Iterable[bytes]:
+        if raw.isdigit() and (len(raw) > 10 or int(raw) > MAX_RUN_ID):
+            raise BadRequest(f"run id {raw[:24]}… is out of range")
         run = self.store.get_run(int(raw)) if raw.isdigit() else None
         if run is None:
             return _json(start_response, 404, {"error": f"run {raw} does not exist"})
@@ -120,11 +177,34 @@ class Api:
         return _json(start_response, 200, body)
 
 
-def _json(start_response: StartResponse, status: int, body: Any) -> list[bytes]:
-    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+def _query(path: str, raw: str) -> dict[str, str]:
+    """The query parameters `path` takes, each at most once and at most 200 characters."""
+    try:
+        parsed = parse_qs(raw, keep_blank_values=True, max_num_fields=10)
+    except ValueError as exc:
+        raise BadRequest("too many query parameters") from exc
+    known = QUERY_KEYS.get(path, ())
+    for key, values in parsed.items():
+        if key not in known:
+            raise BadRequest(f"unknown query parameter '{key[:40]}'" + (f"; known: {', '.join(known)}"
+                                                                        if known else ""))
+        if len(values) > 1 or len(values[0]) > 200:
+            raise BadRequest(f"query parameter '{key}' must be given once, at most 200 characters")
+    return {key: values[0] for key, values in parsed.items()}
+
+
+def _limit(query: dict[str, str]) -> int:
+    raw = query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def _json(start_response: StartResponse, status: int, body: Any,
+          headers: Sequence[tuple[str, str]] = ()) -> list[bytes]:
     payload = json.dumps(body, default=str).encode()
-    start_response(f"{status} {reason}", [("Content-Type", "application/json"),
-                                          ("Content-Length", str(len(payload)))])
+    start_response(f"{status} {REASONS[status]}", [("Content-Type", "application/json"),
+                                                   ("Content-Length", str(len(payload))), *headers])
     return [payload]
 
 
@@ -132,7 +212,7 @@ class HttpServer:
     """The API served from a daemon thread; `port=0` picks a free port (see `.port`)."""
 
     def __init__(self, app: Api, host: str = "127.0.0.1", port: int = 9464) -> None:
-        self._server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_Quiet)
+        self._server = make_server(host, port, app, _BoundedServer, handler_class=_Quiet)
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="forgetmenot-http",
                                         daemon=True)

@@ -42,14 +42,18 @@ class Audit(Database):
         with self.session() as s:
             return s.get(Action, action_id)
 
-    def actions(self, model: str | None = None, since: datetime | None = None) -> list[Action]:
-        query = select(Action).order_by(col(Action.id))
+    def actions(self, model: str | None = None, since: datetime | None = None,
+                newest: int | None = None) -> list[Action]:
+        """Oldest first; `newest` keeps only that many of the latest, cut in SQL."""
+        query = select(Action).order_by(col(Action.id).desc())
         if model is not None:
             query = query.where(Action.model == model)
         if since is not None:
             query = query.where(col(Action.created_at) >= since)
+        if newest is not None:
+            query = query.limit(newest)
         with self.session() as s:
-            return list(s.exec(query).all())
+            return list(reversed(s.exec(query).all()))
 
     def live(self, model: str) -> str | None:
         with self.session() as s:

@@ -8,7 +8,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
 from monitor.errors import StoreError
-from monitor.store.migrations import HEAD
+from monitor.store.migrations import HEAD, MIGRATION_LOCK
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -30,9 +30,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     tables = set(inspect(engine).get_table_names())
     if revision == "head" and "alembic_version" in tables and current(engine) == HEAD:
         return
-    if revision == "head" and not tables:
-        create_at_head(engine)
-        return
+    if revision == "head" and not tables and (create_at_head(engine) or current(engine) == HEAD):
+        return  # made here, or by a replica that won the race
     if tables & {"run", "item_result"} and "alembic_version" not in tables:
         raise StoreError("this database was created by a pre-release forgetmenot without migrations; "
                          "move it aside and let forgetmenot create a new one")
@@ -44,19 +43,25 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-def create_at_head(engine: Engine) -> None:
+def create_at_head(engine: Engine) -> bool:
     """A new database gets the tables as the models declare them, stamped at the head, as
     Alembic's own guide suggests: one transaction instead of replaying every migration. A test
-    checks that the models and the replayed migrations give the same schema."""
+    checks that the models and the replayed migrations give the same schema. Under the migration
+    lock, like a migration; False if another replica made the tables first."""
     from sqlmodel import SQLModel
 
     from monitor.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+        if inspect(connection).get_table_names():
+            return False
         SQLModel.metadata.create_all(connection)
         connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
                                 "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"))
         connection.execute(text("INSERT INTO alembic_version (version_num) VALUES (:head)"), {"head": HEAD})
+    return True
 
 
 def current(engine: Engine) -> str | None:

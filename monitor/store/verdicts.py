@@ -49,14 +49,17 @@ class Verdicts(Database):
         return found
 
     def verdicts(self, model: str | None = None, candidate: str | None = None,
-                 capability: str | None = None) -> list[Verdict]:
-        query = select(Verdict).order_by(col(Verdict.id))
+                 capability: str | None = None, newest: int | None = None) -> list[Verdict]:
+        """Oldest first; `newest` keeps only that many of the latest, cut in SQL."""
+        query = select(Verdict).order_by(col(Verdict.id).desc())
         for column, value in ((Verdict.model, model), (Verdict.candidate, candidate),
                               (Verdict.capability, capability)):
             if value is not None:
                 query = query.where(column == value)
+        if newest is not None:
+            query = query.limit(newest)
         with self.session() as s:
-            return list(s.exec(query).all())
+            return list(reversed(s.exec(query).all()))
 
     def record_flaky(self, rows: Iterable[FlakyItem]) -> int:
         """Replace the flakiness record of each (model, version, content, item, kind) given."""

@@ -4,3 +4,5 @@
 query and no Alembic script loading (a test checks it against the scripts)."""
 
 HEAD = "0004"
+# "fmn": a PostgreSQL advisory lock, so replicas starting together migrate one at a time.
+MIGRATION_LOCK = 0x666D6E

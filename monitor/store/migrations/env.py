@@ -8,15 +8,15 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 import monitor.store  # noqa: F401  (registers every table on SQLModel.metadata)
+from monitor.store.migrations import MIGRATION_LOCK
 
 config = context.config
 target_metadata = SQLModel.metadata
-_MIGRATION_LOCK = 0x666D6E  # "fmn": replicas starting together migrate one at a time
 
 
 def _migrate(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
-        connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
+        connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
     context.configure(connection=connection, target_metadata=target_metadata,
                       render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():
