@@ -17,6 +17,8 @@
     ├── Stopping            the monitor was asked to stop mid-run: the run is marked interrupted
     └── MissingExtra        an optional dependency is not installed (also an ImportError)
 
+Every message is redacted (`monitor.redaction`) when the error is made.
+
 Bad input is data about a file: each Problem names the file, the line and the key, so the
 person fixing it never has to guess where to look.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from monitor.redaction import redact
 from monitor.vocabulary import ErrorKind
 
 
@@ -43,7 +46,11 @@ class Problem:
 
 
 class ForgetmenotError(Exception):
-    """Base of every error forgetmenot raises on purpose."""
+    """Base of every error forgetmenot raises on purpose. Its message is redacted: a credential
+    written into a URL never reaches a log, an audit row or an alert through an error."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class _ProblemsError(ForgetmenotError):

@@ -24,10 +24,13 @@ def serve(
     import signal
     import threading
 
+    from monitor.redaction import RedactingFilter
     from monitor.service.http import Api, HttpServer
     from monitor.service.scheduler import open_monitor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

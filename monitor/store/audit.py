@@ -9,6 +9,7 @@ from sqlalchemy import delete
 from sqlmodel import col, select
 
 from monitor.errors import StoreError
+from monitor.redaction import redact
 from monitor.store.engine import Database
 from monitor.store.tables import Action, Claim, LiveVersion, ModelVersion, utcnow
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
 class Audit(Database):
     def add_action(self, action: Action) -> Action:
+        action.reason, action.detail = redact(action.reason), redact(action.detail)
         with self.session() as s:
             s.add(action)
             s.commit()
@@ -28,6 +30,8 @@ class Audit(Database):
         return self.revise_action(action_id, **changes | ({"actor": actor} if actor else {}))
 
     def revise_action(self, action_id: int, **changes: Any) -> Action:
+        changes = {k: redact(v) if k in ("reason", "detail") and isinstance(v, str) else v
+                   for k, v in changes.items()}
         with self.session() as s:
             action = s.get(Action, action_id)
             if action is None:

@@ -10,6 +10,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from monitor.errors import StoreError
+from monitor.redaction import redact
 from monitor.store.engine import Database
 from monitor.store.tables import ItemResult, KindSummary, Run, RunError, RunKind, SuiteRecord, utcnow
 from monitor.vocabulary import RunStatus
@@ -27,6 +28,7 @@ class Runs(Database):
         with self.session() as s:
             for result in results:
                 result.run_id = run_id
+                result.error = redact(result.error) if result.error else result.error
                 s.add(result)
             s.commit()
 
@@ -40,7 +42,7 @@ class Runs(Database):
             counts = s.exec(select(func.count(), func.count(col(ItemResult.error_kind)))
                             .where(ItemResult.run_id == run_id)).one()
             run.item_count, run.error_count = int(counts[0]), int(counts[1])
-            run.status, run.error, run.finished_at = status, error, utcnow()
+            run.status, run.error, run.finished_at = status, redact(error) if error else error, utcnow()
             s.add(run)
             _add_aggregates(s, run_id)
             s.commit()

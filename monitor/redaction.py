@@ -1,0 +1,39 @@
+"""One redaction for every text that leaves the process: exception messages, audit rows, item
+errors, log lines. Credentials written into URLs (`https://user:pass@host`), bearer tokens and
+secret-named query parameters are masked; everything else is kept, so the text still says
+which host failed and how.
+
+It sits under every layer (like `vocabulary` and `errors`) and imports nothing of forgetmenot's.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+MASK = "***"
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*):(?P<secret>[^@/\s]+)@")
+_BEARER = re.compile(r"(?P<head>\b(?:Bearer|Basic|Token)\s+)(?P<secret>[A-Za-z0-9._~+/=-]{4,})",
+                     re.IGNORECASE)
+_PARAMETER = re.compile(
+    r"(?P<head>[?&;\s\"'](?:api[_-]?key|access[_-]?token|token|password|passwd|secret|signature|sig)"
+    r"[\"']?\s*[=:]\s*[\"']?)(?P<secret>[^&\s\"',;]+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with every credential it carries replaced by ***."""
+    text = _URL_PASSWORD.sub(rf"\g<head>:{MASK}@", text)
+    text = _BEARER.sub(rf"\g<head>{MASK}", text)
+    return _PARAMETER.sub(rf"\g<head>{MASK}", text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts each record's message and its traceback text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
