@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -336,3 +337,67 @@ def test_local_tokenizer_reads_tokenizer_json_exactly_as_transformers(
         list(reference(t, add_special_tokens=False)["input_ids"]) for t in texts]  # type: ignore[operator]
     bos, eos = reference.bos_token_id, reference.eos_token_id  # type: ignore[attr-defined]
     assert local.prefix_token() == (bos if bos is not None else eos)
+
+
+class _Streaming(BaseHTTPRequestHandler):
+    """Answers every POST with `total` bytes in chunks of `chunk`, `pause` seconds apart."""
+
+    total, chunk, pause = 0, 1, 0.0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", str(self.total))
+        self.end_headers()
+        sent = 0
+        try:
+            while sent < self.total:
+                piece = min(self.chunk, self.total - sent)
+                self.wfile.write(b" " * piece)
+                self.wfile.flush()
+                sent += piece
+                time.sleep(self.pause)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client gave up, as it should
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+def _streaming(total: int, chunk: int, pause: float) -> Iterator[str]:
+    handler = type("Handler", (_Streaming,), {"total": total, "chunk": chunk, "pause": pause})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
+    finally:
+        server.shutdown()
+
+
+def test_a_huge_answer_is_abandoned_past_the_cap_without_holding_it() -> None:
+    """A 200 MB body once took the monitor from 72 to 675 MB: now it is read as a stream and
+    dropped at the cap (here 1 MiB of a 64 MiB answer)."""
+    import tracemalloc
+
+    for url in _streaming(total=64 << 20, chunk=1 << 16, pause=0.0):
+        endpoint = Endpoint(url, max_retries=0, timeout_s=30, max_bytes=1 << 20)
+        tracemalloc.start()
+        with pytest.raises(BackendError) as caught:
+            endpoint.post("/completions", {})
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert caught.value.kind == "invalid_response"
+        assert str(caught.value) == (f"POST {url}/completions: the answer is over 1,048,576 bytes; "
+                                     "it was abandoned")
+        assert peak < 8 << 20, f"held {peak:,} bytes"
+
+
+def test_a_trickling_server_is_cut_at_the_total_deadline() -> None:
+    """A byte a second once ran 11 s against a 3 s timeout, since httpx's timeout is per read."""
+    for url in _streaming(total=40, chunk=1, pause=0.25):
+        endpoint = Endpoint(url, max_retries=0, timeout_s=1)
+        began = time.monotonic()
+        with pytest.raises(BackendError) as caught:
+            endpoint.post("/completions", {})
+        assert caught.value.kind == "timeout" and "no whole answer within 1 s" in str(caught.value)
+        assert time.monotonic() - began < 5  # 10 s of trickle, cut after about 1

@@ -7,13 +7,21 @@ with jittered exponential backoff; a 4xx answer is the same on every try. All re
 base URL with one configured concurrency share one bound, however many backends (versions,
 threads) point at it. The API key goes into
 the Authorization header and nowhere else: not into errors, logs or `repr`.
+
+Every answer is bounded: it is read as a stream and abandoned past `max_bytes` (a 200 MB body
+once took the monitor from 72 to 675 MB) or past the request's total deadline, `timeout_s` from
+the first byte sent (httpx's timeout is per read, so a server trickling a byte a second ran 11 s
+against a 3 s timeout).
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -28,6 +36,23 @@ R = TypeVar("R")
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _STATUS_KIND = {401: ErrorKind.AUTH, 403: ErrorKind.AUTH, 404: ErrorKind.NOT_FOUND}
 _EXCERPT = 300
+MAX_BYTES = 32 << 20  # the largest answer read: echo log-probabilities of a batch are well under 1 MB
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a server answered, read whole within the bounds."""
+
+    status_code: int
+    url: str
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
 
 
 class Endpoint:
@@ -37,8 +62,11 @@ class Endpoint:
     _limits_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout_s: float = 60.0,
-                 max_retries: int = 3, concurrency: int = 4, backoff_s: float = 0.5) -> None:
+                 max_retries: int = 3, concurrency: int = 4, backoff_s: float = 0.5,
+                 max_bytes: int = MAX_BYTES) -> None:
         self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.max_bytes = max_bytes
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -110,7 +138,7 @@ class Endpoint:
         excerpt = response.text[:_EXCERPT]
         try:
             body = response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise BackendError(f"{method} {response.url}: the answer is not JSON: {excerpt!r}",
                                kind=ErrorKind.INVALID_RESPONSE) from exc
         if not isinstance(body, dict):
@@ -118,11 +146,11 @@ class Endpoint:
                                kind=ErrorKind.INVALID_RESPONSE)
         return body
 
-    def _send(self, method: str, path: str, payload: Any, root: bool) -> httpx.Response:
+    def _send(self, method: str, path: str, payload: Any, root: bool) -> Answer:
         url = f"{self.root if root else self.base_url}{path}"
         with self._slots:
             try:
-                response = self._http().request(method, url, json=payload)
+                response = self._read(method, url, payload)
             except httpx.TimeoutException as exc:
                 raise TransientError(f"{method} {url}: timed out ({type(exc).__name__})",
                                      kind=ErrorKind.TIMEOUT) from exc
@@ -132,8 +160,23 @@ class Endpoint:
         _check_status(method, url, response)
         return response
 
+    def _read(self, method: str, url: str, payload: Any) -> Answer:
+        deadline = time.monotonic() + self.timeout_s
+        with self._http().stream(method, url, json=payload) as response:
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise BackendError(f"{method} {url}: the answer is over {self.max_bytes:,} bytes; "
+                                       "it was abandoned", kind=ErrorKind.INVALID_RESPONSE)
+                if time.monotonic() > deadline:
+                    raise TransientError(f"{method} {url}: no whole answer within {self.timeout_s:g} s",
+                                         kind=ErrorKind.TIMEOUT)
+                chunks.append(chunk)
+            return Answer(response.status_code, str(response.url), b"".join(chunks))
 
-def _check_status(method: str, url: str, response: httpx.Response) -> None:
+
+def _check_status(method: str, url: str, response: Answer) -> None:
     excerpt = response.text[:_EXCERPT]
     if response.status_code in _TRANSIENT_STATUS:
         raise TransientError(f"{method} {url}: HTTP {response.status_code}: {excerpt}", kind=ErrorKind.SERVER)
