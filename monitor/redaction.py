@@ -10,18 +10,37 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 
 MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*):(?P<secret>[^@/\s]+)@")
-_BEARER = re.compile(r"(?P<head>\b(?:Bearer|Basic|Token)\s+)(?P<secret>[A-Za-z0-9._~+/=-]{4,})",
-                     re.IGNORECASE)
+# The schemes as HTTP writes them, not any-case: "the token variable" is prose, not a credential.
+_BEARER = re.compile(r"(?P<head>\b(?:[Bb]earer|BEARER|Basic|BASIC|Token)\s+)"
+                     r"(?P<secret>[A-Za-z0-9._~+/=-]{4,})")
 _PARAMETER = re.compile(
     r"(?P<head>[?&;\s\"'](?:api[_-]?key|access[_-]?token|token|password|passwd|secret|signature|sig)"
     r"[\"']?\s*[=:]\s*[\"']?)(?P<secret>[^&\s\"',;]+)", re.IGNORECASE)
 
 
+_KNOWN: set[str] = set()
+_KNOWN_LOCK = threading.Lock()
+MIN_REMEMBERED = 6  # shorter values would mask ordinary words
+
+
+def remember(secret: str) -> str:
+    """Mask `secret` wherever it appears from now on, whatever the text around it; returns it.
+    Every credential read from the environment or a file goes through here."""
+    if len(secret) >= MIN_REMEMBERED:
+        with _KNOWN_LOCK:
+            _KNOWN.add(secret)
+    return secret
+
+
 def redact(text: str) -> str:
     """`text` with every credential it carries replaced by ***."""
+    for secret in tuple(_KNOWN):
+        if secret in text:
+            text = text.replace(secret, MASK)
     text = _URL_PASSWORD.sub(rf"\g<head>:{MASK}@", text)
     text = _BEARER.sub(rf"\g<head>{MASK}", text)
     return _PARAMETER.sub(rf"\g<head>{MASK}", text)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from monitor.actions import ladder as actions
-from monitor.errors import BackendError, ForgetmenotError
+from monitor.actions.deployers import WebhookDeployer
+from monitor.errors import BackendError, ConfigError, DeployError, ForgetmenotError
 from monitor.policy.suites import load_suite
 from monitor.probing.backends.endpoint import Endpoint
 from monitor.probing.backends.openai import OpenAIBackend
@@ -55,13 +56,27 @@ def test_an_endpoint_with_credentials_that_is_down_stores_no_secret(store: Store
     assert not any(SECRET in e for e in [*errors, run.error or ""])
 
 
+def test_a_policy_with_a_password_in_a_url_is_refused_without_repeating_it(store: Store,
+                                                                           tmp_path: Path) -> None:
+    url = f"http://deployer:{SECRET}@127.0.0.1:{free_port()}/hook"
+    with pytest.raises(ConfigError) as caught:
+        setup(tmp_path, store, deployer=f"{{kind: webhook, url: '{url}'}}")
+    assert "models.bot.deployer.url: the URL carries a password" in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
 def test_a_failed_deploy_to_a_url_with_credentials_keeps_no_secret_in_the_audit(store: Store,
                                                                               tmp_path: Path) -> None:
+    """Defence in depth: a URL with a password that did not come through the policy (a plugin, a
+    redirect) still never reaches the audit trail."""
+    config = setup(tmp_path, store, deployer="{kind: webhook, url: 'http://127.0.0.1:1/hook'}")
     url = f"http://deployer:{SECRET}@127.0.0.1:{free_port()}/hook"
-    config = setup(tmp_path, store, deployer=f"{{kind: webhook, url: '{url}'}}")
+    with pytest.raises(DeployError) as caught:
+        WebhookDeployer(url).promote("bot", "v1", 7)
+    assert "deployer:***@127.0.0.1" in str(caught.value) and SECRET not in str(caught.value)
     verdict(store, "v2", "PASS")
     done = actions.rollback(store, config, "bot", "v2", "bob")
-    assert done.status == "failed" and "deployer:***@127.0.0.1" in done.detail
+    assert done.status == "failed"
     assert all(SECRET not in f"{a.detail} {a.reason}" for a in store.actions())
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from monitor.errors import AlertError, BackendError
-from monitor.policy.schema import AlertmanagerSpec, Rules
+from monitor.errors import AlertError, BackendError, ConfigError
+from monitor.policy.schema import AlertmanagerSpec, Config, Rules
 from monitor.probing.backends.endpoint import Endpoint
 from monitor.store import Action, Verdict, utcnow
 
@@ -61,9 +61,16 @@ def action_alert(action: Action, spec: AlertmanagerSpec, alertname: str, summary
     }
 
 
-def push(spec: AlertmanagerSpec, alerts: list[dict[str, Any]]) -> str:
+def push(config: Config, alerts: list[dict[str, Any]]) -> str:
     """Retried on transient failures: Alertmanager merges repeated alerts with the same labels."""
-    endpoint = Endpoint(spec.url, timeout_s=10.0, max_retries=2, concurrency=1)
+    spec = config.policy.alertmanager
+    if spec is None:
+        raise AlertError("no policy.alertmanager to push to")
+    try:
+        token = config.secret(spec.token, "policy.alertmanager.token") if spec.token else None
+    except ConfigError as exc:
+        raise AlertError(f"Alertmanager: {exc}") from exc
+    endpoint = Endpoint(spec.url, api_key=token, timeout_s=10.0, max_retries=2, concurrency=1)
     try:
         endpoint.post_text("/api/v2/alerts", alerts)
     except BackendError as exc:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from monitor.errors import BackendError, DeployError, MissingExtra
+from monitor.actions.signing import sign
+from monitor.errors import BackendError, ConfigError, DeployError, MissingExtra
 from monitor.policy.bounds import name_problem
-from monitor.policy.schema import Config
+from monitor.policy.schema import Config, SecretSpec
 from monitor.probing.backends.endpoint import Endpoint
 from monitor.probing.weights import home
 from monitor.store import utcnow
@@ -55,19 +56,27 @@ class RegistryDeployer:
 class WebhookDeployer:
     """POSTs {model, version, action, path} once (a retry could deploy twice); any error or
     non-2xx answer is a failed deployment. `path` is the version's weights folder where it has one
-    (a recovered version's is where retraining wrote it), for a receiver that shares the disk."""
+    (a recovered version's is where retraining wrote it), for a receiver that shares the disk.
+    With a `secret`, the body is signed (`monitor.actions.signing`) so the receiver can refuse
+    moves nobody asked for."""
 
-    def __init__(self, url: str, paths: Mapping[str, str] | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, paths: Mapping[str, str] | None = None, timeout_s: float = 30.0,
+                 secret: str | None = None) -> None:
         self.endpoint = Endpoint(url, timeout_s=timeout_s, max_retries=0, concurrency=1)
         self.paths = paths or {}
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return f"WebhookDeployer({self.endpoint.base_url!r}, signed={self._secret is not None})"
 
     def promote(self, model: str, version: str, action_id: int | None) -> str:
         payload = {"model": model, "version": version, "action": action_id, "path": self.paths.get(version)}
+        secret = self._secret
         try:
-            self.endpoint.post_text("", payload)
+            self.endpoint.post_text("", payload, sign=(lambda body: sign(secret, body)) if secret else None)
         except BackendError as exc:
             raise DeployError(f"webhook: {exc}") from exc
-        return f"webhook {self.endpoint.base_url}: accepted"
+        return f"webhook {self.endpoint.base_url}: accepted" + (" (signed)" if secret else "")
 
 
 class VllmLoraDeployer:
@@ -105,6 +114,7 @@ class KubernetesDeployer:
     rollout itself is Kubernetes' job; the patch is accepted or the move failed."""
 
     CONTENT_TYPE = "application/strategic-merge-patch+json"
+    TIMEOUT = (5.0, 30.0)  # connect, read: the client's default is to wait for ever
 
     def __init__(self, api: Any, namespace: str, deployment: str, container: str,
                  images: Mapping[str, str]) -> None:
@@ -130,7 +140,8 @@ class KubernetesDeployer:
         try:
             self.api.patch_namespaced_deployment(self.deployment, self.namespace,
                                                  self.patch(model, version, action_id),
-                                                 _content_type=self.CONTENT_TYPE)
+                                                 _content_type=self.CONTENT_TYPE,
+                                                 _request_timeout=self.TIMEOUT)
         except ApiException as exc:
             raise DeployError(f"kubernetes: patching {where} was refused: {exc.status} {exc.reason}; "
                               "nothing changed") from exc
@@ -183,7 +194,18 @@ def _webhook(config: Config, model: str) -> Deployer:
         raise DeployError(f"{model}: the webhook deployer needs url")
     versions = config.models[model].versions
     paths = {name: str(config.resolve(v.path)) for name, v in versions.items() if v.path}
-    return WebhookDeployer(spec.url, paths)
+    secret = _secret(config, spec.secret, f"models.{model}.deployer.secret")
+    return WebhookDeployer(spec.url, paths, secret=secret)
+
+
+def _secret(config: Config, spec: SecretSpec | None, key: str) -> str | None:
+    """A deployer's credential; missing, the move fails with the reason on its audit row."""
+    if spec is None:
+        return None
+    try:
+        return config.secret(spec, key)
+    except ConfigError as exc:
+        raise DeployError(str(exc)) from exc
 
 
 @deploys("kubernetes", merged_weights=False, why_not="deployed on Kubernetes by image; retraining makes "
@@ -223,4 +245,7 @@ def _vllm_lora(config: Config, model: str) -> VllmLoraDeployer:
         raise DeployError(f"{model}: the vllm-lora deployer needs alias and url (or backend.base_url)")
     adapters = {name: str(config.resolve(version.path)) for name, version in spec.versions.items()
                 if version.adapter and version.path}
-    return VllmLoraDeployer(Endpoint(url, max_retries=1), spec.deployer.alias, adapters)
+    key = _secret(config, spec.deployer.api_key, f"models.{model}.deployer.api_key")
+    if key is None and not spec.deployer.url:  # the backend's own server: the backend's own key
+        key = _secret(config, spec.backend.api_key, f"models.{model}.backend.api_key")
+    return VllmLoraDeployer(Endpoint(url, api_key=key, max_retries=1), spec.deployer.alias, adapters)

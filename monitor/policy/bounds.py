@@ -21,6 +21,7 @@ MAX_POLICY_BYTES = 1 << 20  # a policy file or a suite.yaml: 1 MiB
 MAX_ITEMS_BYTES = 64 << 20  # a suite's items file: 64 MiB
 MAX_ITEM_LINE_BYTES = 64 << 10  # one item: 64 KiB
 MAX_YAML_NODES = 100_000
+MAX_SECRET_BYTES = 64 << 10  # a credential file: 64 KiB
 
 
 def name_problem(value: str) -> str | None:

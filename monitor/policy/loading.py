@@ -42,6 +42,7 @@ def load_policy(path: Path | str, *, check_paths: bool = True) -> tuple[Config, 
     except ValidationError as exc:
         raise ConfigError([_schema_problem(located, e) for e in exc.errors()]) from exc
     config._base_dir = path.parent.resolve()
+    config._source = str(path)
     problems, suites = _cross_field_problems(config, located, check_paths)
     if problems:
         raise ConfigError(problems)
@@ -59,9 +60,14 @@ def _schema_problem(located: yamlpos.Located, error: ErrorDetails) -> Problem:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "missing":
         return located.problem(loc, "required key is missing")
-    if "input" in error and not isinstance(error["input"], dict | list):
+    if "input" in error and not isinstance(error["input"], dict | list) and not _holds_secret(message):
         message += f" (got {error['input']!r})"
     return located.problem(loc, message)
+
+
+def _holds_secret(message: str) -> bool:
+    """What was written where a credential is named is never repeated: it may be one."""
+    return message.startswith("a credential is never written")
 
 
 def _unknown_key_message(loc: tuple[str | int, ...]) -> str:
@@ -115,8 +121,33 @@ def _cross_field_problems(config: Config, located: yamlpos.Located,
     problems += _capability_problems(config, located, suites)
     problems += _retrain_problems(config, located, suites, check_paths)
     problems += _database_problems(config, located)
+    problems += _inline_credential_problems(config, located)
     problems += _schedule_problems(config, located)
     return problems, suites
+
+
+def _inline_credential_problems(config: Config, located: yamlpos.Located) -> list[Problem]:
+    """A password written into a URL would be committed, reviewed and shown with the file; the
+    policy names where each credential is read instead."""
+    urls: list[tuple[tuple[str, ...], str | None, str]] = [
+        (("database",), config.database, "database_password")]
+    for name, spec in config.models.items():
+        urls += [(("models", name, "backend", "base_url"), spec.backend.base_url, "backend.api_key"),
+                 (("models", name, "deployer", "url"), spec.deployer.url, "deployer.api_key")]
+    if config.policy.alertmanager:
+        urls.append((("policy", "alertmanager", "url"), config.policy.alertmanager.url, "token"))
+    return [located.problem(loc, f"the URL carries a password; take it out and name where it is "
+                                 f"read with {instead}: {{env: VARIABLE}} or {{file: PATH}}")
+            for loc, url, instead in urls if url and _has_password(url)]
+
+
+def _has_password(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:
+        return False
 
 
 def _schedule_problems(config: Config, located: yamlpos.Located) -> list[Problem]:

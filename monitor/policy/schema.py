@@ -7,14 +7,25 @@ suite directory that does not exist) live in `monitor.policy.loading`, which can
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    model_validator,
+)
 
+from monitor.errors import ConfigError, Problem
 from monitor.policy import bounds
+from monitor.redaction import remember
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -44,6 +55,58 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _not_inline(value: object) -> object:
+    if isinstance(value, str):
+        raise ValueError("a credential is never written in the policy: name where it is read, "
+                         "{env: VARIABLE} or {file: PATH}")
+    return value
+
+
+class SecretSpec(Strict):
+    """Where a credential is read when it is needed: an environment variable, or a file such as a
+    mounted Kubernetes Secret. Never the credential itself: a policy file is reviewed, committed
+    and shown in diffs. What is read is remembered by the redaction, so it is masked everywhere."""
+
+    env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")] | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretSpec:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("name exactly one of env or file")
+        return self
+
+    def read(self, base_dir: Path, source: str, key: str) -> str:
+        """The credential, or a ConfigError naming the key and where it was looked for."""
+        if self.env is not None:
+            value = os.environ.get(self.env, "")
+            where = f"environment variable {self.env}"
+        else:
+            path = Path(self.file or "").expanduser()
+            path = path if path.is_absolute() else base_dir / path
+            where = f"file {path}"
+            try:
+                value = _small_file(path)
+            except OSError as exc:
+                raise ConfigError([Problem(source, None, key, f"{where} cannot be read: "
+                                           f"{exc.strerror or exc}")]) from exc
+        value = value.strip()
+        if not value:
+            raise ConfigError([Problem(source, None, key, f"{where} is not set or empty")])
+        return remember(value)
+
+
+def _small_file(path: Path) -> str:
+    with path.open("rb") as handle:
+        raw = handle.read(bounds.MAX_SECRET_BYTES + 1)
+    if len(raw) > bounds.MAX_SECRET_BYTES:
+        raise OSError(0, f"over {bounds.MAX_SECRET_BYTES:,} bytes; a credential is smaller")
+    return raw.decode("utf-8", errors="strict")
+
+
+Secret = Annotated[SecretSpec, BeforeValidator(_not_inline)]
+
+
 class Schedule(Strict):
     every: Duration | None = timedelta(minutes=15)
     cron: str | None = None
@@ -60,6 +123,7 @@ class BackendSpec(Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     batch_size: Annotated[int, Field(gt=0)] = 16
     base_url: str | None = None
+    api_key: Secret | None = None
     api_key_env: str | None = None
     tokenizer: str | None = None
     prefix_token: Annotated[int, Field(ge=0)] | None = None
@@ -85,7 +149,8 @@ class DeployerSpec(Strict):
     base_url); `alias` is the adapter name users call on vLLM, re-pointed at the live version.
     For `kubernetes`: the Deployment (default: the model's name) and container (default: the
     deployment's name) in `namespace`, reached through `kubeconfig` (default: in-cluster, then
-    ~/.kube/config) and its `context`."""
+    ~/.kube/config) and its `context`. `secret` signs every webhook body (HMAC-SHA256, see
+    docs/security.md); `api_key` is vLLM's (default: the backend's)."""
 
     kind: Literal["registry", "vllm-lora", "kubernetes", "webhook"] = "registry"
     url: str | None = None
@@ -96,6 +161,8 @@ class DeployerSpec(Strict):
     container: str | None = None
     kubeconfig: str | None = None
     context: str | None = None
+    secret: Secret | None = None
+    api_key: Secret | None = None
 
 
 class RetrainSpec(Strict):
@@ -193,9 +260,11 @@ class Guards(Strict):
 
 
 class AlertmanagerSpec(Strict):
-    """Where `alert` actions go (Alertmanager's v2 API), and the monitor's public URL for links."""
+    """Where `alert` actions go (Alertmanager's v2 API), the bearer `token` it wants if it sits
+    behind an authenticating proxy, and the monitor's public URL for links."""
 
     url: str
+    token: Secret | None = None
     link_base: str | None = None
     resolve_after: Duration = timedelta(hours=4)
 
@@ -219,11 +288,14 @@ class Policy(Strict):
 
 class Config(Strict):
     database: str = "sqlite:///forgetmenot.db"
+    database_password: Secret | None = None
+    spool: str | None = None
     schedule: Schedule = Schedule()
     models: Annotated[dict[Name, ModelSpec], Field(min_length=1)]
     suites: Annotated[list[str], Field(min_length=1)]
     policy: Policy = Policy()
     _base_dir: Path = PrivateAttr(default=Path("."))
+    _source: str = PrivateAttr(default="policy")
 
     @property
     def base_dir(self) -> Path:
@@ -234,11 +306,21 @@ class Config(Strict):
         path = Path(relative).expanduser()
         return path if path.is_absolute() else self._base_dir / path
 
+    def secret(self, spec: SecretSpec, key: str) -> str:
+        """The credential `spec` names; `key` says which setting asked, for the error."""
+        return spec.read(self._base_dir, self._source, key)
+
     def database_url(self) -> str:
-        """SQLite paths are made relative to the policy file, like every other path in it."""
+        """SQLite paths are made relative to the policy file, like every other path in it; the
+        password, where there is one, comes from `database_password`."""
         prefix = "sqlite:///"
         if self.database.startswith(prefix) and not self.database.startswith(prefix + "/"):
             rest = self.database[len(prefix) :]
             if rest and rest != ":memory:":
                 return prefix + str(self.resolve(rest).resolve())
-        return self.database
+        if self.database_password is None:
+            return self.database
+        from sqlalchemy.engine import make_url
+
+        password = self.secret(self.database_password, "database_password")
+        return make_url(self.database).set(password=password).render_as_string(hide_password=False)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from monitor.errors import BackendError
+from monitor.errors import BackendError, ConfigError
 from monitor.policy.schema import Config
 from monitor.probing.backends.base import Backend
 from monitor.probing.weights import weights_dir
+from monitor.redaction import remember
 from monitor.vocabulary import ErrorKind
 
 Builder = Callable[[Config, str, str], Backend]
@@ -60,7 +61,7 @@ def _served(config: Config, model: str, version: str) -> Backend:
     spec = config.models[model].backend
     if not spec.base_url:
         raise BackendError(f"{model}: the openai backend needs base_url", kind=ErrorKind.CONFIG)
-    endpoint = Endpoint(spec.base_url, api_key=_api_key(model, spec.api_key_env),
+    endpoint = Endpoint(spec.base_url, api_key=_api_key(config, model),
                         timeout_s=spec.timeout.total_seconds(), max_retries=spec.max_retries,
                         concurrency=spec.concurrency)
     name = served_name(config, model, version)
@@ -69,11 +70,18 @@ def _served(config: Config, model: str, version: str) -> Backend:
     return OpenAIBackend(endpoint, tokenizer, model=name, batch_size=spec.batch_size, dtype=spec.dtype)
 
 
-def _api_key(model: str, env: str | None) -> str | None:
-    if not env:
+def _api_key(config: Config, model: str) -> str | None:
+    """`backend.api_key` ({env: ...} or {file: ...}), or the older `api_key_env` shorthand."""
+    spec = config.models[model].backend
+    if spec.api_key is not None:
+        try:
+            return config.secret(spec.api_key, f"models.{model}.backend.api_key")
+        except ConfigError as exc:
+            raise BackendError(str(exc), kind=ErrorKind.CONFIG) from exc
+    if not spec.api_key_env:
         return None
-    key = os.environ.get(env)
+    key = os.environ.get(spec.api_key_env)
     if not key:
-        raise BackendError(f"{model}: environment variable {env} (backend.api_key_env) is not set",
-                           kind=ErrorKind.CONFIG)
-    return key
+        raise BackendError(f"{model}: environment variable {spec.api_key_env} (backend.api_key_env) "
+                           "is not set", kind=ErrorKind.CONFIG)
+    return remember(key)

@@ -32,6 +32,7 @@ from monitor.vocabulary import ErrorKind
 
 T = TypeVar("T")
 R = TypeVar("R")
+Signer = Callable[[bytes], dict[str, str]]
 
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _STATUS_KIND = {401: ErrorKind.AUTH, 403: ErrorKind.AUTH, 404: ErrorKind.NOT_FOUND}
@@ -109,9 +110,10 @@ class Endpoint:
     def get(self, path: str, *, root: bool = False) -> dict[str, Any]:
         return self._with_retries(lambda: self._json("GET", path, None, root))
 
-    def post_text(self, path: str, payload: Any) -> str:
-        """For routes that answer in plain text (vLLM's LoRA loading, Alertmanager, webhooks)."""
-        return self._with_retries(lambda: self._send("POST", path, payload, False).text)
+    def post_text(self, path: str, payload: Any, sign: Signer | None = None) -> str:
+        """For routes that answer in plain text (vLLM's LoRA loading, Alertmanager, webhooks).
+        `sign` gives the headers for the exact bytes sent (a webhook's signature), per try."""
+        return self._with_retries(lambda: self._send("POST", path, payload, False, sign).text)
 
     def map(self, call: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """`call` on every item, at most `concurrency` at a time; the first error wins."""
@@ -146,11 +148,11 @@ class Endpoint:
                                kind=ErrorKind.INVALID_RESPONSE)
         return body
 
-    def _send(self, method: str, path: str, payload: Any, root: bool) -> Answer:
+    def _send(self, method: str, path: str, payload: Any, root: bool, sign: Signer | None = None) -> Answer:
         url = f"{self.root if root else self.base_url}{path}"
         with self._slots:
             try:
-                response = self._read(method, url, payload)
+                response = self._read(method, url, payload, sign)
             except httpx.TimeoutException as exc:
                 raise TransientError(f"{method} {url}: timed out ({type(exc).__name__})",
                                      kind=ErrorKind.TIMEOUT) from exc
@@ -160,9 +162,13 @@ class Endpoint:
         _check_status(method, url, response)
         return response
 
-    def _read(self, method: str, url: str, payload: Any) -> Answer:
+    def _read(self, method: str, url: str, payload: Any, sign: Signer | None) -> Answer:
         deadline = time.monotonic() + self.timeout_s
-        with self._http().stream(method, url, json=payload) as response:
+        body = None if payload is None else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if sign is not None and body is not None:
+            headers.update(sign(body))
+        with self._http().stream(method, url, content=body, headers=headers) as response:
             chunks, size = [], 0
             for chunk in response.iter_bytes():
                 size += len(chunk)
