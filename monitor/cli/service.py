@@ -18,30 +18,59 @@ def serve(
     run_now: Annotated[bool, typer.Option(help="Probe once at start, then on schedule.")] = False,
     stale_after: Annotated[float, typer.Option(help="Seconds of silence before another monitor's "
                                                     "running runs are marked interrupted.")] = 60.0,
+    web_config: Annotated[Path | None, typer.Option(
+        envvar="FORGETMENOT_WEB_CONFIG",
+        help="Prometheus exporter-toolkit web config: TLS, client CA, bcrypt basic-auth users.")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        envvar="FORGETMENOT_TOKEN_FILE", help="Bearer tokens the API accepts, one per line.")] = None,
+    token_env: Annotated[str | None, typer.Option(
+        help="Name of an environment variable holding a bearer token the API accepts.")] = None,
+    open_metrics: Annotated[bool, typer.Option(
+        help="Serve /metrics without credentials (the API still needs them).")] = False,
 ) -> None:
     """Run the monitor: scheduled probes, verdicts, /metrics, /healthz, /readyz and /api/v1."""
+    from monitor.service.access import load_access
+
+    _log_redacted()
+    with reported():
+        access = load_access(web_config, token_file, token_env, open_metrics)
+    _serve(config, host, port, access, run_now=run_now, stale_after=stale_after)
+
+
+def _log_redacted() -> None:
     import logging
-    import signal
-    import threading
 
     from monitor.redaction import RedactingFilter
-    from monitor.service.http import Api, HttpServer
-    from monitor.service.scheduler import open_monitor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
+
+
+def _serve(config: Path, host: str, port: int, access: Any, *, run_now: bool, stale_after: float) -> None:
+    import logging
+    import signal
+    import threading
+
+    from monitor.service.http import Api, HttpServer
+    from monitor.service.scheduler import open_monitor
+
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with reported():
         monitor = open_monitor(config)
         monitor.stale_after, monitor.beat_every = stale_after, min(10.0, stale_after / 3)
-        api = Api(monitor.config, monitor.store, monitor.registry, monitor.not_ready)
+        api = Api(monitor.config, monitor.store, monitor.registry, monitor.not_ready, access)
         api.warm()
         http = HttpServer(api, host, port).start()
         monitor.start(run_now=run_now)
-    console.print(f"serving on http://{host}:{http.port} (metrics, healthz, readyz, api/v1)")
+    if not access.required and host not in ("127.0.0.1", "::1", "localhost"):
+        logging.getLogger("forgetmenot.serve").warning(
+            "serving on %s with no credentials: anyone who can reach it reads the API (verdicts, "
+            "actions, deploy details); see docs/security.md", host)
+    console.print(f"serving on {http.scheme}://{host}:{http.port} (metrics, healthz, readyz, api/v1)"
+                  + ("" if access.required else ", no credentials required"))
     stop.wait()
     console.print("stopping: the run in progress is marked interrupted")
     monitor.stop(wait=True)
@@ -78,5 +107,20 @@ def db_upgrade(config: ConfigOpt = DEFAULT_CONFIG,
             engine.dispose()
 
 
+def spool_replay(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Put measurements kept while the database was away back into it (serve does this itself)."""
+    from monitor.probing.spool import spool_for
+
+    with opened(config) as policy:
+        spool = spool_for(policy.config)
+        done = spool.replay(policy.store)
+    console.print(f"replayed {done.runs} run(s), {done.results} result(s) from {spool.folder}")
+    for failure in done.failed:
+        console.print(f"[red]not replayed[/red]: {failure}")
+    if done.failed:
+        raise typer.Exit(1)
+
+
 COMMANDS: dict[str, Callable[..., Any]] = {"serve": serve, "alerts": alerts}
 DB_COMMANDS: dict[str, Callable[..., Any]] = {"upgrade": db_upgrade}
+SPOOL_COMMANDS: dict[str, Callable[..., Any]] = {"replay": spool_replay}

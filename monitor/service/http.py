@@ -2,15 +2,17 @@
 
 A plain WSGI app on prometheus_client's threading WSGI server: the endpoints are few and
 read-only, so a web framework would add a dependency and nothing else. It is bounded like any
-server that faces a network: GET and HEAD only (405 otherwise), query parameters checked (400
-with the reason), limits applied in SQL, no traceback ever sent, a socket timeout, and at most
-`workers` requests served at once.
+server that faces a network: credentials checked first (`monitor.service.access`: TLS, mTLS,
+basic auth, bearer tokens; 401 otherwise), GET and HEAD only (405 otherwise), query parameters
+checked (400 with the reason), limits applied in SQL, no traceback ever sent, a socket timeout,
+and at most `workers` requests served at once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -23,6 +25,7 @@ from sqlalchemy import text
 
 from monitor.metrics.exporter import CachedExposition
 from monitor.policy.schema import Config
+from monitor.service.access import Access
 from monitor.store import Store
 from monitor.store.versions import with_made
 
@@ -35,7 +38,7 @@ MAX_LIMIT = 1000
 MAX_RUN_ID = 2**31 - 1  # the id column is a 32-bit integer on PostgreSQL
 QUERY_KEYS = {"/api/v1/verdicts": ("model", "version", "capability", "limit"),
               "/api/v1/actions": ("model", "limit")}
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
            500: "Internal Server Error", 503: "Service Unavailable"}
 
 
@@ -45,6 +48,14 @@ class BadRequest(ValueError):
 
 class _Quiet(WSGIRequestHandler):
     timeout = 10.0  # seconds a client may take to send its request: half-open sockets are dropped
+
+    def setup(self) -> None:
+        """The TLS handshake happens here, in the request's own thread and under its timeout, so
+        a client that never finishes it holds one worker for 10 s and never the accept loop."""
+        self.request.settimeout(self.timeout)
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds would drown the log."""
@@ -74,12 +85,19 @@ class _BoundedServer(ThreadingWSGIServer):
         finally:
             self._slots.release()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that fails the handshake or hangs up is the client's problem: one line, no
+        traceback on stderr."""
+        log.debug("connection from %s dropped", client_address[0] if client_address else "?",
+                  exc_info=True)
+
 
 class Api:
     def __init__(self, config: Config, store: Store, registry: CollectorRegistry | None = None,
-                 ready: Callable[[], str | None] = lambda: None) -> None:
+                 ready: Callable[[], str | None] = lambda: None, access: Access | None = None) -> None:
         self.config = config
         self.store = store
+        self.access = access or Access()
         self.registry = registry or CollectorRegistry()
         self._exposition = CachedExposition(store)
         self._not_ready = ready
@@ -94,6 +112,9 @@ class Api:
             refused = {"error": f"{method[:16]} is not allowed: this API is read-only"}
             return _json(start_response, 405, refused, [("Allow", ", ".join(METHODS))])
         path = environ.get("PATH_INFO", "/")
+        if not self.access.allows(path, environ):
+            return _json(start_response, 401, {"error": "credentials required"},
+                         [("WWW-Authenticate", self.access.challenge())])
         try:
             body = self._route(path, _query(path, environ.get("QUERY_STRING", "")), start_response)
         except BadRequest as exc:
@@ -209,10 +230,15 @@ def _json(start_response: StartResponse, status: int, body: Any,
 
 
 class HttpServer:
-    """The API served from a daemon thread; `port=0` picks a free port (see `.port`)."""
+    """The API served from a daemon thread; `port=0` picks a free port (see `.port`). With the
+    app's TLS context, every connection is TLS (the handshake done in the request's thread)."""
 
     def __init__(self, app: Api, host: str = "127.0.0.1", port: int = 9464) -> None:
         self._server = make_server(host, port, app, _BoundedServer, handler_class=_Quiet)
+        if app.access.tls is not None:
+            self._server.socket = app.access.tls.wrap_socket(self._server.socket, server_side=True,
+                                                             do_handshake_on_connect=False)
+        self.scheme = "https" if app.access.tls is not None else "http"
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="forgetmenot-http",
                                         daemon=True)

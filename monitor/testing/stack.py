@@ -35,13 +35,15 @@ class WebhookReceiver:
     """Collects Alertmanager webhook posts, each stamped with the time it arrived."""
 
     received: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    raw: list[tuple[dict[str, str], bytes]] = field(default_factory=list)  # headers and exact body
 
     def start(self) -> WebhookReceiver:
-        sink = self.received
+        sink, raw = self.received, self.raw
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                raw.append((dict(self.headers.items()), body))
                 sink.append((time.time(), json.loads(body)))
                 self.send_response(200)
                 self.end_headers()
@@ -104,8 +106,10 @@ class Stack:
 
 
 @contextmanager
-def stack(workdir: Path, monitor_target: str, rules: Path, interval: str = "1s") -> Iterator[Stack]:
-    """Prometheus scraping `monitor_target` with `rules`, alerting into Alertmanager, into a webhook."""
+def stack(workdir: Path, monitor_target: str, rules: Path, interval: str = "1s",
+          jobs: list[dict[str, Any]] | None = None) -> Iterator[Stack]:
+    """Prometheus scraping `monitor_target` with `rules`, alerting into Alertmanager, into a webhook.
+    `jobs` replaces the one plain scrape job (to scrape over TLS, with credentials)."""
     hook = WebhookReceiver().start()
     am_port, prom_port = free_port(), free_port()
     (workdir / "alertmanager.yml").write_text(yaml.safe_dump({
@@ -118,7 +122,8 @@ def stack(workdir: Path, monitor_target: str, rules: Path, interval: str = "1s")
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": ["rules.yml"],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-        "scrape_configs": [{"job_name": "forgetmenot", "static_configs": [{"targets": [monitor_target]}]}]}))
+        "scrape_configs": jobs or [{"job_name": "forgetmenot",
+                                    "static_configs": [{"targets": [monitor_target]}]}]}))
     am = [_binary("prometheus-alertmanager", "alertmanager"),
           f"--config.file={workdir / 'alertmanager.yml'}", f"--storage.path={workdir / 'am-data'}",
           f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="]
