@@ -1,24 +1,22 @@
 """`forgetmenot serve`: probe every watched version on the policy's schedule, judge, export.
 
-Scheduling is APScheduler with its job store in the monitor's own database, so the schedule
-survives restarts. One job per watched model version (live and baseline) runs all suites; a job
-never overlaps itself (`max_instances=1`), late firings coalesce into one, and a firing later
-than one interval is dropped as a misfire.
+Scheduling is APScheduler, its jobs held in memory and rebuilt from the policy at every start:
+the policy is the schedule's only source, and nothing is pickled into the database (APScheduler's
+SQLAlchemy job store unpickles rows on every replica, so write access to the database would have
+been code execution). One job per watched model version (live and baseline) runs all suites; a
+job never overlaps itself (`max_instances=1`), late firings coalesce into one, and a firing later
+than one interval is dropped as a misfire. Each served model has its own lock, so one stuck
+endpoint holds up its own model only (in-process models share one: they share memory and cores).
 
 Replica safety is by **row claims**, not leader election: each firing belongs to a time slot
 (the interval number since the epoch, trigger aligned to it), and the replica that inserts the
 row `probe:<model>:<version>:<slot>` first does the work; the others' inserts hit the primary key
 and they skip. It needs no lease renewal and no extra component, works the same on SQLite and
 PostgreSQL, and a replica that dies mid-slot cannot block the next slot.
-
-APScheduler persists jobs as text references to module-level functions, so the running monitor
-is found through a small per-process registry, keyed by a hash of the database URL that every
-replica computes alike: a job stored by one replica runs on whichever replica's scheduler fires.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -41,13 +39,12 @@ from monitor.policy.suites import Suite
 from monitor.probing.backends.base import Backend
 from monitor.probing.factory import backend_for
 from monitor.probing.run import VersionRef
+from monitor.probing.spool import spool_for
 from monitor.store import Store
 from monitor.vocabulary import ErrorKind
 
 log = logging.getLogger("forgetmenot.service")
 BackendLoader = Callable[[Config, str, str], Backend]
-_RUNNING: dict[str, Monitor] = {}
-_SETUP_LOCK = 0x666D6E01
 
 
 @dataclass
@@ -62,12 +59,14 @@ class Monitor:
     stale_after: float = 60.0
 
     def __post_init__(self) -> None:
-        # The same on every replica: jobs persisted by one replica must find the monitor of
-        # whichever replica's scheduler fires them (no secrets: the URL is hashed).
-        self.id = hashlib.sha256(self.config.database_url().encode()).hexdigest()[:16]
         self.suites: list[Suite] = load_suites(self.config)
+        self.spool = spool_for(self.config)
         self.stopping = threading.Event()
-        self.busy = threading.Lock()
+        # Served models each get a lock of their own: a stuck endpoint holds up its own model
+        # only. In-process models share one, as they share the memory and the cores.
+        shared = threading.Lock()
+        self.busy = {name: threading.Lock() if spec.backend.kind == "openai" else shared
+                     for name, spec in self.config.models.items()}
         self.scheduler: Any = None
         self.run_duration = _histogram(metrics.RUN_DURATION, self.registry,
                                        (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
@@ -80,25 +79,34 @@ class Monitor:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self, run_now: bool = False) -> None:
-        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        _RUNNING[self.id] = self
         self._beat_once()
+        self.replay_spool()
         threading.Thread(target=self._beat, name="forgetmenot-heartbeat", daemon=True).start()
         every = self.interval()
         self.scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=self.config.database_url(),
-                                                     tablename="apscheduler_jobs")},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": int(every)},
+            # one worker per watched version: a stuck model never delays another model's firing
+            executors={"default": {"type": "threadpool", "max_workers": max(len(self.watched()), 1)}},
             timezone=UTC)
         first = {"next_run_time": datetime.now(UTC)} if run_now else {}
-        with self.store.exclusive(_SETUP_LOCK):  # replicas starting together share one job table
-            self.scheduler.start(paused=True)
-            for model, version in self.watched():
-                self.scheduler.add_job(run_job, self._trigger(every), args=[self.id, model, version],
-                                       id=f"probe:{model}:{version}", replace_existing=True, **first)
-        self.scheduler.resume()
+        for model, version in self.watched():
+            self.scheduler.add_job(self.fire, self._trigger(every), args=[model, version],
+                                   id=f"probe:{model}:{version}", **first)
+        self.scheduler.start()
+
+    def replay_spool(self) -> None:
+        """Measurements kept while the database was away go back before anything new is measured."""
+        try:
+            done = self.spool.replay(self.store)
+        except ForgetmenotError as exc:
+            log.error("spool replay failed: %s", exc)
+            return
+        if done.runs:
+            log.warning("replayed %d run(s), %d result(s) from the spool", done.runs, done.results)
+        for failure in done.failed:
+            log.error("spool: %s", failure)
 
     def _beat_once(self) -> None:
         """Say this monitor is alive, and close the runs of monitors that stopped saying so."""
@@ -129,7 +137,6 @@ class Monitor:
         self.stopping.set()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=wait)
-        _RUNNING.pop(self.id, None)
 
     def interval(self) -> float:
         every = self.config.schedule.every or timedelta(minutes=15)
@@ -146,18 +153,33 @@ class Monitor:
 
     # -- one cycle ------------------------------------------------------------------------
 
+    def fire(self, model: str, version: str) -> None:
+        """The scheduled job: one cycle, its failures logged (the next firing tries again)."""
+        try:
+            self.cycle(model, version)
+        except Stopping:
+            log.info("%s/%s stopped part way; the run is marked interrupted", model, version)
+        except ForgetmenotError as exc:
+            log.error("%s/%s cycle failed: %s", model, version, exc)
+
     def slot(self, now: float | None = None) -> int:
         """The interval number this firing belongs to (rounded, so jitter either way agrees)."""
         return round((time.time() if now is None else now) / self.interval())
 
     def cycle(self, model: str, version: str, slot: int | None = None) -> bool:
-        """Probe every suite on one version, then judge live against baseline. False if skipped."""
-        version = self._following_live(model, version)
-        name = f"probe:{model}:{version}:{self.slot() if slot is None else slot}"
-        if not self.store.claim(name, self.holder):
-            log.info("%s already claimed by another replica", name)
-            return False
-        with self.busy:
+        """Probe every suite on one version, then judge live against baseline. False if skipped.
+        The slot is claimed once this process is free to work on it, so a slot never waits on a
+        busy replica while another could take it, and a stop leaves no claim without work."""
+        slot = self.slot() if slot is None else slot
+        with self.busy[model]:
+            if self.stopping.is_set():
+                return False
+            version = self._following_live(model, version)
+            name = f"probe:{model}:{version}:{slot}"
+            if not self.store.claim(name, self.holder):
+                log.info("%s already claimed by another replica", name)
+                return False
+            self.replay_spool()
             self._probe_all(model, version)
             self._judge(model)
             self._act(model)
@@ -208,7 +230,7 @@ class Monitor:
             return backend
 
         measured = probe_version(self.store, VersionRef(model, version), [suite], load,
-                                 track=lambda _name, _total: advance, holder=self.holder)
+                                 track=lambda _name, _total: advance, holder=self.holder, spool=self.spool)
         self.run_duration.labels(model, suite.name).observe(time.monotonic() - began)
         for result in self.store.results(measured[0].run.id or 0):
             if result.latency_ms is not None:
@@ -254,20 +276,6 @@ class Monitor:
 def _histogram(spec: metrics.MetricSpec, registry: CollectorRegistry,
                buckets: tuple[float, ...]) -> Histogram:
     return Histogram(spec.full_name, spec.help, list(spec.labels), registry=registry, buckets=buckets)
-
-
-def run_job(monitor_id: str, model: str, version: str) -> None:
-    """The scheduled job (a module-level function, as APScheduler's persistent store requires)."""
-    monitor = _RUNNING.get(monitor_id)
-    if monitor is None:
-        log.warning("job for %s/%s fired with no running monitor %s", model, version, monitor_id)
-        return
-    try:
-        monitor.cycle(model, version)
-    except Stopping:
-        log.info("%s/%s stopped part way; the run is marked interrupted", model, version)
-    except ForgetmenotError as exc:
-        log.error("%s/%s cycle failed: %s", model, version, exc)
 
 
 def open_monitor(config_path: Path, load_backend: BackendLoader = backend_for) -> Monitor:
