@@ -173,3 +173,27 @@ def test_an_unreachable_api_server_is_a_failed_action(tmp_path: Path) -> None:
     store.close()
     assert done.status == "failed"
     assert "could not be reached" in done.detail
+
+
+def test_an_api_server_that_never_answers_fails_the_move_within_its_timeout(tmp_path: Path) -> None:
+    """The client's default is to wait for ever, and the patch runs under the move lock that
+    every replica waits on: a hung API server must cost one bounded wait, not the fleet."""
+    import socket
+    import time
+
+    from monitor.errors import DeployError
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)  # accepts connections (the kernel does) and never answers
+    try:
+        config = load_config(_policy(tmp_path, listener.getsockname()[1]))
+        deployer = deployer_for(config, "support-bot")
+        assert isinstance(deployer, KubernetesDeployer)
+        deployer.TIMEOUT = (1.0, 1.0)
+        began = time.monotonic()
+        with pytest.raises(DeployError, match="could not be reached"):
+            deployer.promote("support-bot", "v1", 1)
+        assert time.monotonic() - began < 10
+    finally:
+        listener.close()

@@ -110,6 +110,36 @@ def test_exclusive_lets_one_holder_in_at_a_time(store: Store) -> None:
     assert order == ["first in", "first out", "second in"]
 
 
+def test_a_lock_held_too_long_is_waited_on_for_a_bounded_time(store: Store) -> None:
+    """A replica stuck holding the move lock delays the others by the wait allowed, no more."""
+    import threading
+    import time
+
+    from monitor.store.coordination import LockBusy
+
+    inside, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with store.exclusive(43):
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert inside.wait(5)
+        began = time.monotonic()
+        with pytest.raises(LockBusy, match=r"held by another replica for over 0\.5 s"), \
+                store.exclusive(43, wait_s=0.5):
+            pass
+        assert 0.5 <= time.monotonic() - began < 3
+    finally:
+        release.set()
+        thread.join()
+    with store.exclusive(43, wait_s=1):  # free again once the holder is done
+        pass
+
+
 def test_the_head_written_in_the_package_is_the_newest_migration() -> None:
     """Opening a current database skips Alembic on the strength of `HEAD`: it must be the scripts'."""
     from alembic.script import ScriptDirectory

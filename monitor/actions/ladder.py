@@ -24,6 +24,7 @@ from monitor.judge import verdict_rules
 from monitor.policy.loading import load_suites
 from monitor.policy.schema import Config, Guards
 from monitor.store import Action, Store, Verdict, utcnow
+from monitor.store.coordination import LockBusy
 from monitor.store.versions import with_made
 from monitor.vocabulary import MOVES, ActionKind, ActionStatus, Phase, TriggeredBy
 
@@ -134,10 +135,13 @@ def _run(store: Store, config: Config, action: Action, approved: bool = False,
     if action.kind == ActionKind.ALERT:
         return _alert(store, config, action)
     lock = zlib.crc32(f"move:{action.model}".encode()) & 0x7FFFFFFF
-    with store.exclusive(lock):
-        held = _held(store, config.policy.guards, action, approved)
-        if held is not None or action.kind == ActionKind.ROLLBACK:
-            return held or _move(store, config, action)
+    try:
+        with store.exclusive(lock):
+            held = _held(store, config.policy.guards, action, approved)
+            if held is not None or action.kind == ActionKind.ROLLBACK:
+                return held or _move(store, config, action)
+    except LockBusy as exc:
+        return store.finish_action(action.id, ActionStatus.FAILED, detail=f"not started: {exc}")
     return _retrain(store, config, action, hooks, lock)
 
 
@@ -181,13 +185,22 @@ def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None, 
         _tell(config, rejected, REJECTED, f"{action.model}: recovery retraining of {action.from_version} "
               f"produced {outcome.version}, which was not promoted; it is kept for inspection")
         return rejected
-    with store.exclusive(lock):
-        live = store.live_version(config, action.model)
-        if live != action.from_version:  # another replica or a human moved it while this trained
-            return store.finish_action(action.id, ActionStatus.REFUSED,
-                                       detail=f"{outcome.summary}; not promoted: live moved from "
-                                       f"{action.from_version} to {live} meanwhile")
-        return _move(store, merged, trained, note=outcome.summary)
+    return _promote(store, config, merged, trained, outcome.summary, lock)
+
+
+def _promote(store: Store, config: Config, merged: Config, action: Action, summary: str, lock: int) -> Action:
+    """A recovered version that passed its gate goes live, unless live moved while it trained."""
+    assert action.id is not None
+    try:
+        with store.exclusive(lock):
+            live = store.live_version(config, action.model)
+            if live != action.from_version:  # another replica or a human moved it while this trained
+                return store.finish_action(action.id, ActionStatus.REFUSED,
+                                           detail=f"{summary}; not promoted: live moved from "
+                                           f"{action.from_version} to {live} meanwhile")
+            return _move(store, merged, action, note=summary)
+    except LockBusy as exc:
+        return store.finish_action(action.id, ActionStatus.FAILED, detail=f"{summary}; not promoted: {exc}")
 
 
 def _tell(config: Config, action: Action, alertname: str, summary: str) -> None:
@@ -197,7 +210,7 @@ def _tell(config: Config, action: Action, alertname: str, summary: str) -> None:
     if spec is None:
         return
     try:
-        push(spec, [action_alert(action, spec, alertname, summary)])
+        push(config, [action_alert(action, spec, alertname, summary)])
     except AlertError as exc:
         log.error("could not alert on action %s: %s", action.id, exc)
 
@@ -219,7 +232,7 @@ def _alert(store: Store, config: Config, action: Action) -> Action:
         summary = alert["annotations"]["summary"]
         return store.finish_action(action.id, ActionStatus.DRY_RUN, detail=f"would push: {summary}")
     try:
-        return store.finish_action(action.id, ActionStatus.DONE, detail=push(spec, [alert]))
+        return store.finish_action(action.id, ActionStatus.DONE, detail=push(config, [alert]))
     except AlertError as exc:
         return store.finish_action(action.id, ActionStatus.FAILED, detail=str(exc))
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import fcntl
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -15,6 +17,30 @@ from monitor.errors import StoreError
 from monitor.store.engine import Database, redact
 from monitor.store.tables import Claim, Heartbeat, Run, utcnow
 from monitor.vocabulary import RunStatus
+
+LOCK_WAIT_S = 120.0  # a move holds the lock for one deployer call, itself bounded to 30 s
+
+
+class LockBusy(StoreError):
+    """Another replica held a lock past the wait allowed; nothing was done under it."""
+
+
+def _flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _wait_for(acquired: Callable[[], bool], key: int, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    pause = 0.01
+    while not acquired():
+        if time.monotonic() >= deadline:
+            raise LockBusy(f"lock {key:#x} was held by another replica for over {wait_s:g} s")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)
 
 
 class Coordination(Database):
@@ -40,25 +66,26 @@ class Coordination(Database):
             return len(stale)
 
     @contextmanager
-    def exclusive(self, key: int) -> Iterator[None]:
+    def exclusive(self, key: int, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
         """One process at a time across replicas: a PostgreSQL advisory lock, or for a SQLite file
-        an exclusive lock on a file beside it (SQLite replicas share one host anyway)."""
+        an exclusive lock on a file beside it (SQLite replicas share one host anyway). Waiting
+        ends at `wait_s` with a StoreError: a replica stuck while holding it delays the others by
+        at most that, never for ever."""
         if self.engine.dialect.name != "postgresql":
             database = self.engine.url.database
             if not database or database == ":memory:":
                 yield
                 return
-            import fcntl
-
             with open(f"{database}.lock-{key}", "a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                _wait_for(lambda: _flock(handle.fileno()), key, wait_s)
                 try:
                     yield
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
             return
         with self.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            _wait_for(lambda: bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
+                                                {"key": key}).scalar()), key, wait_s)
             try:
                 yield
             finally:
