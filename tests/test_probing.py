@@ -140,3 +140,106 @@ def test_database_gone_mid_run_loses_nothing(tmp_path: Path, monkeypatch: pytest
     assert record["run"]["suite"] == "general-knowledge"
     assert len(record["results"]) == len(suite.select("probe"))
     assert {r["kind"] for r in record["results"]} == {"multiple_choice"}
+
+
+@pytest.mark.postgres
+def test_a_database_outage_mid_run_is_spooled_and_replayed_once(tmp_path: Path) -> None:
+    """The real PostgreSQL database stops taking connections while a run measures its last kind
+    (the first kind already stored), then comes back: the replay adds what was missing, once, and
+    the run is complete; replaying again adds nothing."""
+    from sqlalchemy import create_engine, text
+
+    from monitor.errors import StoreError
+    from monitor.probing.spool import Spool
+    from tests.conftest import PG_ADMIN, postgres_database
+
+    suite = load_suite(PROBES / "general-knowledge")
+    spool = Spool(tmp_path / "spool")
+    with postgres_database() as url:
+        name = url.rsplit("/", 1)[1]
+        store = Store(url)
+        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+
+        def allow(allowed: bool) -> None:
+            with admin.connect() as conn:
+                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
+                if not allowed:
+                    conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                      "WHERE datname = :name"), {"name": name})
+
+        measured, total = {"n": 0}, work_units(suite)
+
+        def advance(n: int) -> None:
+            measured["n"] += n
+            if measured["n"] == total:
+                allow(False)
+
+        try:
+            with pytest.raises(StoreError, match="results measured so far are saved in"):
+                probe_suite(store, FakeBackend(), suite, REF, advance=advance, spool=spool)
+            assert len(spool.pending()) == 1
+            with pytest.raises(StoreError):
+                store.runs()  # still away: nothing to replay into yet
+        finally:
+            allow(True)
+        done = spool.replay(store)
+        again = spool.replay(store)
+        [run] = store.runs()
+        results = store.results(run.id or 0)
+        store.close()
+        admin.dispose()
+    expected = len(suite.select("probe")) * len(suite.kinds)
+    last_kind = len(suite.select("probe"))
+    assert (done.runs, done.results, done.failed) == (1, last_kind, [])
+    assert (again.runs, again.results) == (0, 0) and spool.pending() == []
+    assert run.status == "complete" and run.item_count == expected == len(results)
+    assert len({(r.item_id, r.kind) for r in results}) == expected, "each result once"
+
+
+def test_an_unwritable_spool_keeps_results_in_memory_until_replayed(store: Store, tmp_path: Path) -> None:
+    from monitor.probing.spool import Spool
+    from monitor.store import ItemResult
+
+    (tmp_path / "not-a-folder").write_text("")
+    spool = Spool(tmp_path / "not-a-folder" / "spool")
+    suite = load_suite(PROBES / "arithmetic")
+    run = store.start_run(model="bot", version="v1", suite=suite.name, capability=suite.capability,
+                          backend="fake", device="cpu", dtype="none", split="probe",
+                          suite_id=store.ensure_suite(suite.name, suite.spec.version, suite.capability,
+                                                      suite.content_hash).id)
+    results = [ItemResult(item_id=i.id, kind="multiple_choice", score=1.0, correct=True)
+               for i in suite.select("probe")]
+    where = spool.keep(run, suite, results, complete=True)
+    assert where.startswith("memory only") and "cannot be written" in where
+    done = spool.replay(store)
+    assert (done.runs, done.results) == (1, len(results))
+    assert store.get_run(run.id or 0).status == "complete"  # type: ignore[union-attr]
+    assert spool.replay(store).runs == 0
+
+
+def test_a_spooled_run_the_database_lost_comes_back_as_a_new_run(tmp_path: Path) -> None:
+    """The outage took the database with it (restored from a backup without that run)."""
+    from monitor.probing.spool import Spool
+
+    suite = load_suite(PROBES / "arithmetic")
+    first = Store(f"sqlite:///{tmp_path / 'first.db'}")
+    run = probe_suite(first, FakeBackend(), suite, REF)
+    spool = Spool(tmp_path / "spool")
+    spool.keep(run, suite, first.results(run.id or 0), complete=True)
+    restored = Store(f"sqlite:///{tmp_path / 'restored.db'}")
+    done = spool.replay(restored)
+    [back] = restored.runs()
+    assert done.runs == 1 and back.status == "complete" and back.item_count == run.item_count
+    assert restored.summaries([back.id or 0])[back.id or 0] == first.summaries([run.id or 0])[run.id or 0]
+
+
+def test_a_corrupt_spool_file_is_left_in_place_and_reported(store: Store, tmp_path: Path) -> None:
+    from monitor.probing.spool import Spool
+
+    spool = Spool(tmp_path / "spool")
+    spool.folder.mkdir()
+    (spool.folder / "run-bot-v1-x.json").write_text('{"run": {"model": ')
+    (spool.folder / "run-bot-v1-y.json").write_text('{"run": {}, "results": []}')
+    done = spool.replay(store)
+    assert done.runs == 0 and len(done.failed) == 2 and len(spool.pending()) == 2
+    assert "unreadable" in done.failed[0] and "not a spool record" in done.failed[1]

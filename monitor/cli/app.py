@@ -35,6 +35,8 @@ app.add_typer(_group(probing.SERVERS_COMMANDS,
                      help="Local model servers (vLLM, llama-cpp-python) for trying the openai backend."),
               name="servers")
 app.add_typer(_group(service.DB_COMMANDS, help="The monitor's database schema."), name="db")
+app.add_typer(_group(service.SPOOL_COMMANDS, help="Measurements kept while the database was away."),
+              name="spool")
 
 
 

@@ -36,6 +36,7 @@ def probe(
     """Run probe suites on one model version, store every item, print a summary."""
     from monitor.probing.factory import backend_for
     from monitor.probing.run import VersionRef
+    from monitor.probing.spool import spool_for
     from monitor.probing.version import probe_version
 
     with opened(config) as policy:
@@ -46,7 +47,8 @@ def probe(
             measured = probe_version(
                 policy.store, VersionRef(name, chosen), _kinds(policy.suites(suite), kind),
                 lambda: backend_for(policy.config, name, chosen), split=split,
-                reuse_on=(spec.kind, spec.dtype) if reuse else None, track=tracker(progress))
+                reuse_on=(spec.kind, spec.dtype) if reuse else None, track=tracker(progress),
+                spool=spool_for(policy.config))
         runs = [m.run for m in measured]
         console.print(tables.runs_table(runs, policy.store.summaries([r.id for r in runs if r.id]),
                                         f"{name}/{chosen}", console.width))

@@ -4,18 +4,16 @@ Work goes to the backend in chunks so progress can be shown and so a failing chu
 its own items: they are stored with an error kind (`error_kind`), never as wrong answers. A run
 is `complete` when at least one item was scored, `error` when none could be, and `interrupted`
 when the process was stopped part way. If the database goes away mid-run, what was measured is
-written to a spool file and the error says where: nothing measured is lost.
+kept in the spool (`monitor.probing.spool`) and the error says where: nothing measured is lost.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
 
 from monitor.errors import BackendError, StoreError
 from monitor.policy.suites import (
@@ -30,7 +28,7 @@ from monitor.policy.suites import (
     render,
 )
 from monitor.probing.backends.base import Backend, GenerationRequest, LoglikelihoodRequest
-from monitor.probing.weights import home
+from monitor.probing.spool import Spool
 from monitor.store import ItemResult, Run, Store
 from monitor.vocabulary import ErrorKind, RunStatus
 
@@ -59,39 +57,31 @@ def open_run(store: Store, suite: Suite, ref: VersionRef, *, backend: str, devic
 
 
 def probe_suite(store: Store, backend: Backend, suite: Suite, ref: VersionRef, *,
-                split: Split = Split.PROBE, advance: Advance | None = None, holder: str | None = None) -> Run:
+                split: Split = Split.PROBE, advance: Advance | None = None, holder: str | None = None,
+                spool: Spool | None = None) -> Run:
     """Measure `suite` on `backend` and store the run; returns the finished Run row."""
     info = backend.info
     run = open_run(store, suite, ref, backend=info.kind, device=info.device, dtype=info.dtype,
                    split=split, holder=holder)
     assert run.id is not None
     measured: list[ItemResult] = []
+    kinds_done = 0
     try:
         for kind in suite.kinds:
             results = score_kind(backend, suite, kind, suite.select(split), advance)
             measured += results
+            kinds_done += 1
             store.add_results(run.id, results)
         if not any(r.error_kind is None for r in measured):
             return store.finish_run(run.id, RunStatus.ERROR, error="no item could be measured")
         return store.finish_run(run.id, RunStatus.COMPLETE)
     except StoreError as exc:
-        saved = spool(run, measured)
+        saved = (spool or Spool()).keep(run, suite, measured, complete=kinds_done == len(suite.kinds))
         raise StoreError(f"{exc}; the {len(measured)} results measured so far are saved in {saved}") from exc
     except BaseException:
         with suppress(StoreError):
             store.finish_run(run.id, RunStatus.INTERRUPTED)
         raise
-
-
-def spool(run: Run, results: Sequence[ItemResult]) -> Path:
-    """Keep measurements the database could not take: a JSON file per run under ~/.cache/forgetmenot."""
-    folder = home() / "spool"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"run-{run.model}-{run.version}-{run.suite}-{run.started_at:%Y%m%dT%H%M%S}-{run.id}.json"
-    record = {"run": run.model_dump(mode="json"),
-              "results": [r.model_dump(mode="json", exclude={"id"}) for r in results]}
-    path.write_text(json.dumps(record, indent=1))
-    return path
 
 
 def score_kind(backend: Backend, suite: Suite, kind: Kind, items: Sequence[Item],

@@ -14,6 +14,7 @@ from monitor.errors import BackendError
 from monitor.policy.suites import Split, Suite
 from monitor.probing.backends.base import Backend
 from monitor.probing.run import Advance, VersionRef, open_run, probe_suite, work_units
+from monitor.probing.spool import Spool
 from monitor.store import Run, Store
 from monitor.vocabulary import RunStatus
 
@@ -30,7 +31,8 @@ class Measured:
 
 def probe_version(store: Store, ref: VersionRef, suites: Sequence[Suite], load: BackendFactory, *,
                   split: Split = Split.PROBE, reuse_on: tuple[str, str] | None = None,
-                  track: Track | None = None, holder: str | None = None) -> list[Measured]:
+                  track: Track | None = None, holder: str | None = None,
+                  spool: Spool | None = None) -> list[Measured]:
     """Measure every suite on one version.
 
     `reuse_on=(backend kind, dtype)` keeps an existing error-free complete run of the same suite
@@ -50,7 +52,7 @@ def probe_version(store: Store, ref: VersionRef, suites: Sequence[Suite], load: 
         for suite in todo:
             advance = track(suite.name, work_units(suite, split)) if track else None
             out.append(Measured(suite, probe_suite(store, backend, suite, ref, split=split,
-                                                   advance=advance, holder=holder), False))
+                                                   advance=advance, holder=holder, spool=spool), False))
     finally:
         backend.close()
     return out
