@@ -48,6 +48,33 @@ class Runs(Database):
             s.commit()
             return run
 
+    def replay_run(self, run: Run, results: Sequence[ItemResult], complete: bool, note: str) -> int:
+        """Put back a run the database could not take (`monitor.probing.spool`); returns how many
+        results were added. Keyed by run and (item, kind): what is already stored is kept once."""
+        with self.session() as s:
+            row = s.get(Run, run.id) if run.id is not None else None
+            if row is None or (row.model, row.version, row.suite) != (run.model, run.version, run.suite):
+                row = Run(**run.model_dump(exclude={"id"}))  # the database lost it: a new row
+                s.add(row)
+                s.flush()
+            have = set(s.execute(sa_select(col(ItemResult.item_id), col(ItemResult.kind))
+                                 .where(col(ItemResult.run_id) == row.id)).tuples().all())
+            fresh = [r for r in results if (r.item_id, r.kind) not in have]
+            for result in fresh:
+                result.id, result.run_id = None, row.id
+                result.error = redact(result.error) if result.error else result.error
+                s.add(result)
+            s.commit()
+            run_id = row.id
+        assert run_id is not None
+        if not complete:
+            self.finish_run(run_id, RunStatus.INTERRUPTED, error=f"stopped by a database outage; {note}")
+        elif not any(r.error_kind is None for r in results):
+            self.finish_run(run_id, RunStatus.ERROR, error=f"no item could be measured; {note}")
+        else:
+            self.finish_run(run_id, RunStatus.COMPLETE)
+        return len(fresh)
+
     def get_run(self, run_id: int) -> Run | None:
         with self.session() as s:
             return s.get(Run, run_id)
@@ -115,6 +142,11 @@ def _kind_summaries(s: Session, run_ids: Sequence[int]) -> list[tuple[int, KindS
 
 
 def _add_aggregates(s: Session, run_id: int) -> None:
+    """Summed afresh: a run finished again (replayed from the spool) keeps one row per kind."""
+    for table in (RunKind, RunError):
+        for old in s.exec(select(table).where(table.run_id == run_id)).all():
+            s.delete(old)
+    s.flush()
     for _, summary in _kind_summaries(s, [run_id]):
         s.add(RunKind(run_id=run_id, kind=summary.kind, mean_score=summary.mean_score,
                       scored=summary.scored, errors=summary.errors))
