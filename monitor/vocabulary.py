@@ -86,6 +86,7 @@ LADDER = (ActionKind.ALERT, *MOVES)  # the steps a policy may list
 
 class ActionStatus(StrEnum):
     PLANNED = "planned"
+    DEPLOYING = "deploying"  # the intent recorded before the deployer acts; confirmed after
     PENDING_APPROVAL = "pending_approval"
     DRY_RUN = "dry_run"
     DONE = "done"

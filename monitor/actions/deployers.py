@@ -32,6 +32,11 @@ class Deployer(Protocol):
         """Make `version` live; return what was done, for the audit trail."""
         ...
 
+    def current(self, model: str) -> str | None:
+        """The version serving says is live, or None where the deployer cannot know (a webhook).
+        Asked only to settle a move its process did not live to confirm."""
+        ...
+
 
 class RegistryDeployer:
     """Writes `<dir>/<model>.json` atomically, for serving to read; the pointer in the database
@@ -51,6 +56,13 @@ class RegistryDeployer:
             json.dump(record, out, indent=2)
         os.replace(out.name, target)
         return f"registry: {model} live = {version} ({target})"
+
+    def current(self, model: str) -> str | None:
+        try:
+            live = json.loads((self.directory / f"{model}.json").read_text()).get("live")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return live if isinstance(live, str) else None
 
 
 class WebhookDeployer:
@@ -77,6 +89,10 @@ class WebhookDeployer:
         except BackendError as exc:
             raise DeployError(f"webhook: {exc}") from exc
         return f"webhook {self.endpoint.base_url}: accepted" + (" (signed)" if secret else "")
+
+    def current(self, model: str) -> str | None:
+        """A webhook is told, never asked: only the receiver knows what it did."""
+        return None
 
 
 class VllmLoraDeployer:
@@ -105,6 +121,16 @@ class VllmLoraDeployer:
             raise DeployError(f"vllm-lora {self.endpoint.base_url}: '{self.alias}' was unloaded but "
                               f"loading {folder} failed, so nothing answers to it now: {exc}") from exc
         return f"vllm-lora {self.endpoint.base_url}: '{self.alias}' now serves {version} ({folder})"
+
+    def current(self, model: str) -> str | None:
+        """vLLM lists each adapter with the folder it was loaded from (`root`)."""
+        try:
+            served = self.endpoint.get("/models").get("data", [])
+        except BackendError:
+            return None
+        roots = {str(m.get("root")) for m in served if isinstance(m, dict) and m.get("id") == self.alias}
+        found = [version for version, folder in self.adapters.items() if folder in roots]
+        return found[0] if len(found) == 1 else None
 
 
 class KubernetesDeployer:
@@ -150,6 +176,20 @@ class KubernetesDeployer:
                               f"{exc.__class__.__name__}; nothing changed") from exc
         image = f", image {self.images[version]}" if version in self.images else ""
         return f"kubernetes: patched {where} container {self.container} to {version}{image}"
+
+    def current(self, model: str) -> str | None:
+        """The annotation every patch sets on the pod template."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            found = self.api.read_namespaced_deployment(self.deployment, self.namespace,
+                                                        _request_timeout=self.TIMEOUT)
+        except (ApiException, HTTPError):
+            return None
+        annotations = found.spec.template.metadata.annotations or {}
+        live = annotations.get("forgetmenot.io/live-version")
+        return live if isinstance(live, str) else None
 
 
 @dataclass(frozen=True)

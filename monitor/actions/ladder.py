@@ -24,11 +24,12 @@ from monitor.judge import verdict_rules
 from monitor.policy.loading import load_suites
 from monitor.policy.schema import Config, Guards
 from monitor.store import Action, Store, Verdict, utcnow
-from monitor.store.coordination import LockBusy
+from monitor.store.coordination import LockBusy, process_id
 from monitor.store.versions import with_made
 from monitor.vocabulary import MOVES, ActionKind, ActionStatus, Phase, TriggeredBy
 
 log = logging.getLogger("forgetmenot.actions")
+IN_HAND: set[int] = set()  # ids of the actions this process is carrying out now
 
 
 def rollback_target(store: Store, config: Config, model: str, live: str) -> str | None:
@@ -90,7 +91,7 @@ def rollback(store: Store, config: Config, model: str, to: str, actor: str, *,
     if to not in versions:
         raise DeployError(f"{model} has no version '{to}' (versions: {', '.join(versions)})")
     action = store.add_action(Action(model=model, kind=ActionKind.ROLLBACK, trigger=TriggeredBy.MANUAL,
-                                     actor=actor,
+                                     actor=actor, holder=process_id(),
                                      from_version=store.live_version(config, model), to_version=to,
                                      dry_run=dry_run or config.policy.guards.dry_run))
     assert action.id is not None
@@ -112,8 +113,12 @@ def approve(store: Store, config: Config, action_id: int, actor: str, hooks: Hoo
     if live != action.from_version:  # the failing version is no longer live: nothing to roll back
         return store.finish_action(action_id, ActionStatus.REFUSED, actor=by, detail=f"live moved from "
                                    f"{action.from_version} to {live} while this waited for approval")
-    approved = store.revise_action(action_id, status=ActionStatus.PLANNED, actor=by)
-    return _run(store, config, approved, approved=True, hooks=hooks)
+    IN_HAND.add(action_id)  # before the row says planned: a heartbeat must not take it for an orphan
+    try:
+        approved = store.revise_action(action_id, status=ActionStatus.PLANNED, actor=by, holder=process_id())
+        return _run(store, config, approved, approved=True, hooks=hooks)
+    finally:
+        IN_HAND.discard(action_id)
 
 
 def _record(store: Store, config: Config, model: str, step: str, verdict: Verdict, holder: str) -> Action:
@@ -123,11 +128,25 @@ def _record(store: Store, config: Config, model: str, step: str, verdict: Verdic
         model=model, kind=step, trigger=TriggeredBy.VERDICT, verdict_id=verdict.id,
         capability=verdict.capability,
         diagnosis=verdict.diagnosis, from_version=live, to_version=target, actor=holder,
-        dry_run=config.policy.guards.dry_run, reason=f"{verdict.capability}: {verdict.reason}"[:500]))
+        holder=process_id(), dry_run=config.policy.guards.dry_run,
+        reason=f"{verdict.capability}: {verdict.reason}"[:500]))
 
 
 def _run(store: Store, config: Config, action: Action, approved: bool = False,
          hooks: Hooks | None = None) -> Action:
+    """`_carry_out`, with the action in this process's hands and its heartbeat going, so another
+    replica can tell a retraining that is taking an hour from one whose process was killed."""
+    assert action.id is not None
+    IN_HAND.add(action.id)
+    try:
+        with store.beating(process_id()):
+            return _carry_out(store, config, action, approved, hooks)
+    finally:
+        IN_HAND.discard(action.id)
+
+
+def _carry_out(store: Store, config: Config, action: Action, approved: bool = False,
+               hooks: Hooks | None = None) -> Action:
     """Guard and carry out one action. Moves of one model are serialized across replicas, so two
     can never both pass the cooldown check; a retraining holds that lock only to be let in and to
     promote, never for the hours of training and probing in between."""
@@ -182,7 +201,7 @@ def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None, 
     if outcome.problems:
         why = f"{outcome.summary}; kept for inspection, not promoted: {'; '.join(outcome.problems)}"
         rejected = store.finish_action(action.id, ActionStatus.REJECTED, detail=why)
-        _tell(config, rejected, REJECTED, f"{action.model}: recovery retraining of {action.from_version} "
+        tell(config, rejected, REJECTED, f"{action.model}: recovery retraining of {action.from_version} "
               f"produced {outcome.version}, which was not promoted; it is kept for inspection")
         return rejected
     return _promote(store, config, merged, trained, outcome.summary, lock)
@@ -203,7 +222,7 @@ def _promote(store: Store, config: Config, merged: Config, action: Action, summa
         return store.finish_action(action.id, ActionStatus.FAILED, detail=f"{summary}; not promoted: {exc}")
 
 
-def _tell(config: Config, action: Action, alertname: str, summary: str) -> None:
+def tell(config: Config, action: Action, alertname: str, summary: str) -> None:
     """An action that stopped short needs a human; the audit row says why even if Alertmanager
     is down."""
     spec = config.policy.alertmanager
@@ -243,13 +262,17 @@ def _move(store: Store, config: Config, action: Action, note: str = "") -> Actio
         stranded = store.finish_action(action.id, ActionStatus.REFUSED,
                                        detail="no earlier version qualifies (judged, last verdicts PASS)")
         if not action.dry_run:
-            _tell(config, stranded, STRANDED, f"{action.model}: {action.from_version} is failing and no "
+            tell(config, stranded, STRANDED, f"{action.model}: {action.from_version} is failing and no "
                   "earlier version qualifies for a rollback; it stays live")
         return stranded
     if action.dry_run:
         return store.finish_action(action.id, ActionStatus.DRY_RUN,
                                    detail=f"would make {action.to_version} live instead of "
                                    f"{action.from_version}")
+    # The intent first: if this process or the database dies while the deployer acts, the row
+    # says a move was under way and `orphans.settle` asks the deployer how it ended.
+    store.revise_action(action.id, status=ActionStatus.DEPLOYING,
+                        detail=f"moving {action.model} from {action.from_version} to {action.to_version}")
     try:
         detail = deployer_for(config, action.model).promote(action.model, action.to_version, action.id)
     except ForgetmenotError as exc:  # a DeployError, or the deployer's extra is not installed

@@ -18,8 +18,6 @@ PostgreSQL, and a replica that dies mid-slot cannot block the next slot.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +28,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
+from monitor.actions import orphans
 from monitor.errors import BackendError, ForgetmenotError, Stopping
 from monitor.judge import JudgeError, judge_suite
 from monitor.metrics import names as metrics
@@ -41,6 +40,7 @@ from monitor.probing.factory import backend_for
 from monitor.probing.run import VersionRef
 from monitor.probing.spool import spool_for
 from monitor.store import Store
+from monitor.store.coordination import process_id
 from monitor.vocabulary import ErrorKind
 
 log = logging.getLogger("forgetmenot.service")
@@ -54,7 +54,7 @@ class Monitor:
     store: Store
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     load_backend: BackendLoader = backend_for
-    holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    holder: str = field(default_factory=process_id)
     beat_every: float = 10.0
     stale_after: float = 60.0
 
@@ -114,6 +114,10 @@ class Monitor:
         reaped = self.store.reap(timedelta(seconds=self.stale_after))
         if reaped:
             log.warning("marked %d run(s) of silent monitors as interrupted", reaped)
+        silent = timedelta(seconds=self.stale_after)
+        for action in orphans.settle(self.store, self.config, self.holder, silent):
+            log.warning("action %s of a process that is gone: %s (%s)", action.id, action.status,
+                        action.detail)
 
     def _beat(self) -> None:
         while not self.stopping.wait(self.beat_every):

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Collection
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete
+from sqlalchemy import and_, delete, or_
 from sqlmodel import col, select
 
 from monitor.errors import StoreError
 from monitor.redaction import redact
 from monitor.store.engine import Database
-from monitor.store.tables import Action, Claim, LiveVersion, ModelVersion, utcnow
+from monitor.store.tables import Action, Claim, Heartbeat, LiveVersion, ModelVersion, utcnow
+from monitor.vocabulary import ActionStatus
+
+UNFINISHED = (ActionStatus.PLANNED, ActionStatus.DEPLOYING)
 
 if TYPE_CHECKING:
     from monitor.policy.schema import Config
@@ -41,6 +45,19 @@ class Audit(Database):
             s.add(action)
             s.commit()
             return action
+
+    def orphaned_actions(self, silent_for: timedelta, holder: str, in_hand: Collection[int]) -> list[Action]:
+        """Actions left `planned` or `deploying` by a process that is gone: one that stopped
+        beating for `silent_for`, or this one (`holder`) for an action older than that which it no
+        longer has in hand (the database came back after the move)."""
+        cutoff = utcnow() - silent_for
+        alive = select(Heartbeat.holder).where(col(Heartbeat.seen_at) >= cutoff)
+        query = select(Action).where(
+            col(Action.status).in_(UNFINISHED), col(Action.holder).is_not(None),
+            or_(and_(col(Action.holder) == holder, col(Action.created_at) < cutoff),
+                and_(col(Action.holder) != holder, col(Action.holder).not_in(alive))))
+        with self.session() as s:
+            return [a for a in s.exec(query).all() if a.id not in in_hand]
 
     def get_action(self, action_id: int) -> Action | None:
         with self.session() as s:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import fcntl
+import logging
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 
+from sqlalchemy import Connection, text
 from sqlalchemy import select as sa_select
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
 
@@ -17,6 +21,12 @@ from monitor.errors import StoreError
 from monitor.store.engine import Database, redact
 from monitor.store.tables import Claim, Heartbeat, Run, utcnow
 from monitor.vocabulary import RunStatus
+
+
+def process_id() -> str:
+    """This process as a holder of runs, claims and actions: the same on every call."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
 
 LOCK_WAIT_S = 120.0  # a move holds the lock for one deployer call, itself bounded to 30 s
 
@@ -43,6 +53,19 @@ def _wait_for(acquired: Callable[[], bool], key: int, wait_s: float) -> None:
         pause = min(pause * 2, 0.25)
 
 
+def _unlock(conn: Connection, key: int) -> None:
+    """A lock whose connection died went with it: nothing to release, and no error to raise over
+    the one the block may be raising."""
+    try:
+        conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        conn.commit()
+    except DBAPIError:
+        logging.getLogger(__name__).warning("lock %#x went with its connection", key)
+    finally:
+        with suppress(DBAPIError):
+            conn.close()
+
+
 class Coordination(Database):
     def beat(self, holder: str) -> None:
         with self.session() as s:
@@ -50,6 +73,29 @@ class Coordination(Database):
             row.seen_at = utcnow()
             s.add(row)
             s.commit()
+
+    @contextmanager
+    def beating(self, holder: str, every: float = 10.0) -> Iterator[None]:
+        """Say `holder` is alive for as long as the block runs (an action carried out by the CLI,
+        a retraining that takes an hour): a monitor that sees it fall silent reaps its work."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                try:
+                    self.beat(holder)
+                except StoreError as exc:
+                    logging.getLogger(__name__).warning("heartbeat of %s failed: %s", holder, exc)
+                if stop.wait(every):
+                    return
+
+        thread = threading.Thread(target=beat, name="forgetmenot-action-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
 
     def reap(self, silent_for: timedelta) -> int:
         """Mark interrupted the running runs of monitors silent for `silent_for`; returns how many."""
@@ -83,14 +129,23 @@ class Coordination(Database):
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
             return
-        with self.engine.connect() as conn:
+        try:
+            conn = self.engine.connect()
+        except DBAPIError as exc:
+            raise StoreError(f"database {redact(self.url)} failed: {str(exc).splitlines()[0]}") from exc
+        try:
             _wait_for(lambda: bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
                                                 {"key": key}).scalar()), key, wait_s)
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                conn.commit()
+        except (DBAPIError, LockBusy) as exc:
+            with suppress(DBAPIError):
+                conn.close()
+            if isinstance(exc, LockBusy):
+                raise
+            raise StoreError(f"database {redact(self.url)} failed: {str(exc).splitlines()[0]}") from exc
+        try:
+            yield
+        finally:
+            _unlock(conn, key)
 
     def claim(self, name: str, holder: str) -> bool:
         """True for exactly one caller per `name`, whichever replica or process asks first."""

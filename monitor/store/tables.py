@@ -208,6 +208,7 @@ class Action(SQLModel, table=True):
     reason: str = ""
     detail: str = ""
     actor: str = ""
+    holder: str | None = None  # the process carrying it out (host:pid): reaped if it falls silent
 
 
 class LiveVersion(SQLModel, table=True):
