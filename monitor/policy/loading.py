@@ -155,6 +155,20 @@ def _schedule_problems(config: Config, located: yamlpos.Located) -> list[Problem
     every, jitter = config.schedule.every, config.schedule.jitter
     if every is not None and jitter * 2 >= every:
         return [located.problem(("schedule", "jitter"), "must be under half of schedule.every")]
+    if config.schedule.cron:
+        return _cron_problems(config.schedule.cron, located)
+    return []
+
+
+def _cron_problems(cron: str, located: yamlpos.Located) -> list[Problem]:
+    """Checked here, not first at `serve` start, where it would have stopped the monitor."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(cron)
+    except ValueError as exc:
+        return [located.problem(("schedule", "cron"), f"'{cron[:80]}' is not a crontab line "
+                                f"(minute hour day month weekday, e.g. '*/15 * * * *'): {exc}")]
     return []
 
 
