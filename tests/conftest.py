@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -78,6 +78,29 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_parts: tuple[o
     model.save_pretrained(out)  # type: ignore[attr-defined]
     tokenizer.save_pretrained(out)  # type: ignore[attr-defined]
     return out
+
+
+@contextmanager
+def database_switch(url: str) -> Iterator[Callable[[bool], None]]:
+    """`allow(False)` makes the real PostgreSQL refuse new connections to the database at `url` and
+    cuts the open ones, as an outage looks to the monitor; `allow(True)` ends it (also on exit)."""
+    from sqlalchemy import create_engine, text
+
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+
+    def allow(allowed: bool) -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
+            if not allowed:
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE datname = :name"), {"name": name})
+
+    try:
+        yield allow
+    finally:
+        allow(True)
+        admin.dispose()
 
 
 @contextmanager

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,13 +30,15 @@ def orphan(store: Store, status: str, holder: str = "killed-host:4242", kind: st
                                    from_version="v3", to_version="v2", holder=holder, actor="sre"))
 
 
-def test_a_move_records_its_intent_before_the_deployer_acts(store: Store, tmp_path: Path) -> None:
-    seen: list[str] = []
+@contextmanager
+def webhook_deployer(on_move: Callable[[], None]) -> Iterator[str]:
+    """A real HTTP receiver that runs `on_move` as serving moves, then answers 200; yields the
+    policy's deployer setting for it."""
 
     class Deployer(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
-            seen.append(store.actions()[-1].status)  # what the database says while serving moves
+            on_move()
             self.send_response(200)
             self.end_headers()
 
@@ -44,13 +48,19 @@ def test_a_move_records_its_intent_before_the_deployer_acts(store: Store, tmp_pa
     server = ThreadingHTTPServer(("127.0.0.1", 0), Deployer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        hook = f"{{kind: webhook, url: 'http://127.0.0.1:{server.server_port}/'}}"
-        config = setup(tmp_path, store, deployer=hook)
-        verdict(store, "v2", "PASS")
-        done = actions.rollback(store, config, "bot", "v2", "sre")
+        yield f"{{kind: webhook, url: 'http://127.0.0.1:{server.server_port}/'}}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_move_records_its_intent_before_the_deployer_acts(store: Store, tmp_path: Path) -> None:
+    seen: list[str] = []
+    # what the database says while serving moves
+    with webhook_deployer(lambda: seen.append(store.actions()[-1].status)) as hook:
+        config = setup(tmp_path, store, deployer=hook)
+        verdict(store, "v2", "PASS")
+        done = actions.rollback(store, config, "bot", "v2", "sre")
     assert seen == ["deploying"] and done.status == "done" and done.holder == process_id()
 
 
@@ -110,48 +120,21 @@ def test_an_action_in_hand_is_never_taken_for_an_orphan(store: Store, tmp_path: 
 def test_the_database_gone_while_a_move_is_in_flight(tmp_path: Path) -> None:
     """The real PostgreSQL stops taking connections while the webhook deployer is moving serving:
     the move happened, the pointer could not be written. When the database is back, the action
-    is settled: a webhook cannot say where live is, so it fails saying so, and a human is told."""
-    from sqlalchemy import create_engine, text
+    is settled: a webhook cannot say where live is, so it fails saying so (and alerts, where an
+    Alertmanager is configured)."""
+    from tests.conftest import database_switch, postgres_database
 
-    from tests.conftest import PG_ADMIN, postgres_database
-
-    with postgres_database() as url:
-        name = url.rsplit("/", 1)[1]
-        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-
-        def allow(allowed: bool) -> None:
-            with admin.connect() as conn:
-                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
-                if not allowed:
-                    conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                      "WHERE datname = :name"), {"name": name})
-
-        class Deployer(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
-                allow(False)  # serving moves; the database goes away before the pointer is written
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Deployer)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    with postgres_database() as url, database_switch(url) as allow:
         store = Store(url)
-        try:
-            hook = f"{{kind: webhook, url: 'http://127.0.0.1:{server.server_port}/'}}"
+        # serving moves; the database goes away before the pointer is written
+        with webhook_deployer(lambda: allow(False)) as hook:
             config = setup(tmp_path, store, deployer=hook)
             verdict(store, "v2", "PASS")
             with pytest.raises(StoreError):
                 actions.rollback(store, config, "bot", "v2", "sre")
-        finally:
-            allow(True)
-            server.shutdown()
-            server.server_close()
+        allow(True)
         [in_flight] = store.actions()
         assert in_flight.status == "deploying" and store.live("bot") is None
         [ended] = orphans.settle(store, config, process_id(), NOW)
         store.close()
-        admin.dispose()
     assert ended.status == "failed" and "cannot say which version is live" in ended.detail

@@ -147,26 +147,14 @@ def test_a_database_outage_mid_run_is_spooled_and_replayed_once(tmp_path: Path) 
     """The real PostgreSQL database stops taking connections while a run measures its last kind
     (the first kind already stored), then comes back: the replay adds what was missing, once, and
     the run is complete; replaying again adds nothing."""
-    from sqlalchemy import create_engine, text
-
     from monitor.errors import StoreError
     from monitor.probing.spool import Spool
-    from tests.conftest import PG_ADMIN, postgres_database
+    from tests.conftest import database_switch, postgres_database
 
     suite = load_suite(PROBES / "general-knowledge")
     spool = Spool(tmp_path / "spool")
-    with postgres_database() as url:
-        name = url.rsplit("/", 1)[1]
+    with postgres_database() as url, database_switch(url) as allow:
         store = Store(url)
-        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-
-        def allow(allowed: bool) -> None:
-            with admin.connect() as conn:
-                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
-                if not allowed:
-                    conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                      "WHERE datname = :name"), {"name": name})
-
         measured, total = {"n": 0}, work_units(suite)
 
         def advance(n: int) -> None:
@@ -187,7 +175,6 @@ def test_a_database_outage_mid_run_is_spooled_and_replayed_once(tmp_path: Path) 
         [run] = store.runs()
         results = store.results(run.id or 0)
         store.close()
-        admin.dispose()
     expected = len(suite.select("probe")) * len(suite.kinds)
     last_kind = len(suite.select("probe"))
     assert (done.runs, done.results, done.failed) == (1, last_kind, [])
