@@ -205,14 +205,18 @@ def test_upgrade_drops_the_pickled_job_table_of_older_monitors(tmp_path: Path) -
     execution. A database at 0004 that still has it loses it on the next start."""
     from sqlalchemy import inspect, text
 
-    from monitor.store.migrate import current
+    from monitor.store import make_engine
+    from monitor.store.migrate import current, upgrade
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    with Store(url).engine.begin() as conn:
+    engine = make_engine(url)
+    upgrade(engine, "0004")  # as a monitor of schema 0004 left it, with its job table
+    with engine.begin() as conn:
         conn.execute(text("CREATE TABLE apscheduler_jobs (id VARCHAR(191) PRIMARY KEY, job_state BLOB)"))
-        conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    engine.dispose()
     upgraded = Store(url)
     assert current(upgraded.engine) == "0006"
+    assert "holder" in {c["name"] for c in inspect(upgraded.engine).get_columns("action")}
     assert "apscheduler_jobs" not in inspect(upgraded.engine).get_table_names()
 
 
@@ -295,6 +299,22 @@ def test_kill_9_mid_run_then_restart(tmp_path: Path, tiny_model_dir: Path) -> No
 
 
 @pytest.mark.postgres
+def _wait_for_slots(url: str, slots: int, timeout: float) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                names = conn.execute(text("SELECT name FROM claim WHERE name LIKE 'probe:%'")).scalars().all()
+            if len({name.rsplit(":", 1)[1] for name in names}) >= slots:
+                return
+            time.sleep(1)
+    finally:
+        engine.dispose()
+
+
 def test_two_serve_processes_on_one_postgres_database_work_each_slot_once(tmp_path: Path,
                                                                         tiny_model_dir: Path) -> None:
     from sqlalchemy import text
@@ -306,7 +326,8 @@ def test_two_serve_processes_on_one_postgres_database_work_each_slot_once(tmp_pa
         Store(url).close()  # migrate once before both start
         replicas = [_serve(path, _free_port()) for _ in range(2)]
         try:
-            time.sleep(30)
+            _wait_for_slots(url, 2, timeout=150)  # two slots' firings, however loaded the machine is
+            time.sleep(4)
         finally:
             for proc in replicas:
                 proc.send_signal(signal.SIGTERM)
