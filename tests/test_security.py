@@ -116,6 +116,10 @@ def test_the_api_needs_a_token_and_the_probes_stay_open(tmp_path: Path, store: S
         assert get(f"{base}/metrics") == 401, "/metrics is protected unless opened"
         assert get(f"{base}/metrics", f"Bearer {TOKEN}") == 200
         assert get(f"{base}/healthz") == 200 and get(f"{base}/readyz") == 200
+        head = urllib.request.Request(f"{base}/api/v1/models", method="HEAD")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(head, timeout=10)
+        assert refused.value.code == 401 and refused.value.read() == b""
     finally:
         server.stop()
 
