@@ -355,3 +355,46 @@ def test_the_live_job_follows_a_rollback(tmp_path: Path, tiny_model_dir: Path) -
     assert monitor.cycle("bot", "v2", slot=7)
     assert {r.version for r in monitor.store.runs()} == {"v1"}
     assert not monitor.cycle("bot", "v1", slot=7)  # the baseline job's slot is the same work
+
+
+def test_a_stuck_endpoint_holds_up_its_own_model_only(tmp_path: Path) -> None:
+    """The review found one monitor-wide lock: one stuck endpoint stopped every model. Each served
+    model now has its own, so the other model's cycle runs while the stuck one waits."""
+    import threading
+
+    from monitor.policy.loading import load_config
+    from monitor.probing.backends.fake import FakeBackend
+    from monitor.service.scheduler import Monitor
+
+    shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")
+    served = """    backend: {kind: openai, base_url: "http://127.0.0.1:9/v1", tokenizer: tok}
+    versions: {v1: {served_name: a}, v2: {served_name: b}}
+    baseline: v1
+    live: v2
+"""
+    (tmp_path / "tok").mkdir()
+    path = tmp_path / "forgetmenot.yaml"
+    path.write_text(f"database: sqlite:///fmn.db\nmodels:\n  stuck:\n{served}  healthy:\n{served}"
+                    "suites: [probes/arithmetic]\npolicy: {defaults: {min_items: 5}}\n")
+    config = load_config(path)
+    release = threading.Event()
+
+    def load(_config: Any, model: str, _version: str) -> FakeBackend:
+        # The stuck endpoint answers nothing until released (its deadline, in real life).
+        return FakeBackend(fail_on=(lambda _text: not release.wait(60)) if model == "stuck" else None)
+
+    monitor = Monitor(path, config, Store(config.database_url()), load_backend=load)
+    assert monitor.busy["stuck"] is not monitor.busy["healthy"]
+    stuck = threading.Thread(target=monitor.cycle, args=("stuck", "v2"), kwargs={"slot": 1})
+    stuck.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not monitor.store.runs(status="running") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert monitor.cycle("healthy", "v2", slot=1)
+        assert stuck.is_alive(), "the healthy model finished while the stuck one was still waiting"
+        assert {r.status for r in monitor.store.runs(model="healthy")} == {"complete"}
+    finally:
+        release.set()
+        stuck.join(timeout=60)
+    assert {r.status for r in monitor.store.runs(model="stuck")} == {"complete"}
