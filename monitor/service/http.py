@@ -113,9 +113,9 @@ class Api:
             return _json(start_response, 405, refused, [("Allow", ", ".join(METHODS))])
         path = environ.get("PATH_INFO", "/")
         if not self.access.allows(path, environ):
-            refused = _json(start_response, 401, {"error": "credentials required"},
-                            [("WWW-Authenticate", self.access.challenge())])
-            return [] if method == "HEAD" else refused
+            denied = _json(start_response, 401, {"error": "credentials required"},
+                           [("WWW-Authenticate", self.access.challenge())])
+            return [] if method == "HEAD" else denied
         try:
             body = self._route(path, _query(path, environ.get("QUERY_STRING", "")), start_response)
         except BadRequest as exc:
