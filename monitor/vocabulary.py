@@ -98,6 +98,11 @@ class ActionStatus(StrEnum):
     def succeeded(self) -> bool:
         return self in (ActionStatus.DONE, ActionStatus.DRY_RUN)
 
+    @property
+    def unfinished(self) -> bool:
+        """A moment in an action's life (`planned`, `deploying`), not how it ended."""
+        return self in (ActionStatus.PLANNED, ActionStatus.DEPLOYING)
+
 
 class TriggeredBy(StrEnum):
     """What set an action off: a settled verdict, or a person at the CLI."""

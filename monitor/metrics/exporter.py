@@ -32,9 +32,9 @@ from monitor.store import (
 )
 from monitor.vocabulary import LADDER, MOVES, ActionStatus, Kind, Phase, RunStatus
 
-# Every (kind, status) series exists from the start; `planned` is a moment, not an outcome.
-# Outcomes only: `planned` and `deploying` are moments in an action's life, not how it ended.
-ACTION_STATUSES = tuple(s for s in ActionStatus if s not in (ActionStatus.PLANNED, ActionStatus.DEPLOYING))
+# Every (kind, status) series exists from the start, for outcomes only: `planned` and
+# `deploying` are moments in an action's life, not how it ended.
+ACTION_STATUSES = tuple(s for s in ActionStatus if not s.unfinished)
 
 
 def _family(spec: m.MetricSpec) -> Any:

@@ -15,8 +15,6 @@ from monitor.store.engine import Database
 from monitor.store.tables import Action, Claim, Heartbeat, LiveVersion, ModelVersion, utcnow
 from monitor.vocabulary import ActionStatus
 
-UNFINISHED = (ActionStatus.PLANNED, ActionStatus.DEPLOYING)
-
 if TYPE_CHECKING:
     from monitor.policy.schema import Config
 
@@ -52,8 +50,9 @@ class Audit(Database):
         longer has in hand (the database came back after the move)."""
         cutoff = utcnow() - silent_for
         alive = select(Heartbeat.holder).where(col(Heartbeat.seen_at) >= cutoff)
+        unfinished = [status for status in ActionStatus if status.unfinished]
         query = select(Action).where(
-            col(Action.status).in_(UNFINISHED), col(Action.holder).is_not(None),
+            col(Action.status).in_(unfinished), col(Action.holder).is_not(None),
             or_(and_(col(Action.holder) == holder, col(Action.created_at) < cutoff),
                 and_(col(Action.holder) != holder, col(Action.holder).not_in(alive))))
         with self.session() as s:
