@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
 
 from monitor.errors import StoreError
-from monitor.store.engine import Database, redact
+from monitor.store.engine import Database
 from monitor.store.tables import Claim, Heartbeat, Run, utcnow
 from monitor.vocabulary import RunStatus
 
@@ -132,20 +132,23 @@ class Coordination(Database):
         try:
             conn = self.engine.connect()
         except DBAPIError as exc:
-            raise StoreError(f"database {redact(self.url)} failed: {str(exc).splitlines()[0]}") from exc
+            raise self.failed(exc) from exc
         try:
-            _wait_for(lambda: bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
-                                                {"key": key}).scalar()), key, wait_s)
-        except (DBAPIError, LockBusy) as exc:
+            _wait_for(lambda: self._try_lock(conn, key), key, wait_s)
+        except BaseException:
             with suppress(DBAPIError):
                 conn.close()
-            if isinstance(exc, LockBusy):
-                raise
-            raise StoreError(f"database {redact(self.url)} failed: {str(exc).splitlines()[0]}") from exc
+            raise
         try:
             yield
         finally:
             _unlock(conn, key)
+
+    def _try_lock(self, conn: Connection, key: int) -> bool:
+        try:
+            return bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar())
+        except DBAPIError as exc:
+            raise self.failed(exc) from exc
 
     def claim(self, name: str, holder: str) -> bool:
         """True for exactly one caller per `name`, whichever replica or process asks first."""
@@ -157,4 +160,4 @@ class Coordination(Database):
         except IntegrityError:
             return False
         except DBAPIError as exc:
-            raise StoreError(f"database {redact(self.url)} failed: {str(exc).splitlines()[0]}") from exc
+            raise self.failed(exc) from exc

@@ -33,7 +33,11 @@ class Database:
             with Session(self.engine, expire_on_commit=False) as session:
                 yield session
         except DBAPIError as exc:
-            raise StoreError(f"database {redact(self.url)} failed: {str(exc).splitlines()[0]}") from exc
+            raise self.failed(exc) from exc
+
+    def failed(self, exc: DBAPIError) -> StoreError:
+        """The driver's error as forgetmenot says it: which database (no password), first line only."""
+        return StoreError(f"database {redact(self.url)} failed: {str(exc).splitlines()[0]}")
 
     def close(self) -> None:
         self.engine.dispose()
