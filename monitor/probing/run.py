@@ -30,6 +30,7 @@ from monitor.policy.suites import (
 from monitor.probing.backends.base import Backend, GenerationRequest, LoglikelihoodRequest
 from monitor.probing.spool import Spool
 from monitor.store import ItemResult, Run, Store
+from monitor.store.runs import ended_as
 from monitor.vocabulary import ErrorKind, RunStatus
 
 Advance = Callable[[int], None]
@@ -72,9 +73,8 @@ def probe_suite(store: Store, backend: Backend, suite: Suite, ref: VersionRef, *
             measured += results
             kinds_done += 1
             store.add_results(run.id, results)
-        if not any(r.error_kind is None for r in measured):
-            return store.finish_run(run.id, RunStatus.ERROR, error="no item could be measured")
-        return store.finish_run(run.id, RunStatus.COMPLETE)
+        status, error = ended_as(measured)
+        return store.finish_run(run.id, status, error=error)
     except StoreError as exc:
         saved = (spool or Spool()).keep(run, suite, measured, complete=kinds_done == len(suite.kinds))
         raise StoreError(f"{exc}; the {len(measured)} results measured so far are saved in {saved}") from exc

@@ -26,10 +26,7 @@ class Runs(Database):
 
     def add_results(self, run_id: int, results: Iterable[ItemResult]) -> None:
         with self.session() as s:
-            for result in results:
-                result.run_id = run_id
-                result.error = redact(result.error) if result.error else result.error
-                s.add(result)
+            _add_results(s, run_id, results)
             s.commit()
 
     def finish_run(self, run_id: int, status: str, error: str | None = None) -> Run:
@@ -60,19 +57,15 @@ class Runs(Database):
             have = set(s.execute(sa_select(col(ItemResult.item_id), col(ItemResult.kind))
                                  .where(col(ItemResult.run_id) == row.id)).tuples().all())
             fresh = [r for r in results if (r.item_id, r.kind) not in have]
-            for result in fresh:
-                result.id, result.run_id = None, row.id
-                result.error = redact(result.error) if result.error else result.error
-                s.add(result)
+            assert row.id is not None
+            _add_results(s, row.id, fresh)
             s.commit()
             run_id = row.id
-        assert run_id is not None
         if not complete:
             self.finish_run(run_id, RunStatus.INTERRUPTED, error=f"stopped by a database outage; {note}")
-        elif not any(r.error_kind is None for r in results):
-            self.finish_run(run_id, RunStatus.ERROR, error=f"no item could be measured; {note}")
         else:
-            self.finish_run(run_id, RunStatus.COMPLETE)
+            status, error = ended_as(results)
+            self.finish_run(run_id, status, error=f"{error}; {note}" if error else None)
         return len(fresh)
 
     def get_run(self, run_id: int) -> Run | None:
@@ -131,6 +124,21 @@ class Runs(Database):
             for run_id, summary in _kind_summaries(s, pending) if pending else []:
                 out[run_id].append(summary)
         return out
+
+def ended_as(results: Sequence[ItemResult]) -> tuple[RunStatus, str | None]:
+    """How a run that measured every item ends: complete if any item was scored, else error."""
+    if any(r.error_kind is None for r in results):
+        return RunStatus.COMPLETE, None
+    return RunStatus.ERROR, "no item could be measured"
+
+
+def _add_results(s: Session, run_id: int, results: Iterable[ItemResult]) -> None:
+    """Results as stored: attached to their run, their errors redacted."""
+    for result in results:
+        result.run_id = run_id
+        result.error = redact(result.error) if result.error else result.error
+        s.add(result)
+
 
 def _kind_summaries(s: Session, run_ids: Sequence[int]) -> list[tuple[int, KindSummary]]:
     query = (sa_select(col(ItemResult.run_id), col(ItemResult.kind), func.avg(ItemResult.score),
