@@ -30,13 +30,13 @@ UNCONFIRMED = "ForgetmenotMoveUnconfirmed"
 
 
 def settle(store: Store, config: Config, holder: str, silent_for: timedelta) -> list[Action]:
-    """End every orphaned action of the models in `config`; returns them as ended."""
+    """End every orphaned action of the models in `config`; returns them as ended. Run on every
+    heartbeat, so the versions the monitor made are read only when there is something to settle."""
+    orphaned = [a for a in store.orphaned_actions(silent_for, holder, IN_HAND) if a.model in config.models]
+    if not orphaned:
+        return []
     config = with_made(config, store)
-    ended = []
-    for action in store.orphaned_actions(silent_for, holder, IN_HAND):
-        if action.model in config.models:
-            ended.append(_settle_one(store, config, action))
-    return ended
+    return [_settle_one(store, config, action) for action in orphaned]
 
 
 def _settle_one(store: Store, config: Config, action: Action) -> Action:

@@ -111,10 +111,10 @@ class Monitor:
     def _beat_once(self) -> None:
         """Say this monitor is alive, and close the runs of monitors that stopped saying so."""
         self.store.beat(self.holder)
-        reaped = self.store.reap(timedelta(seconds=self.stale_after))
+        silent = timedelta(seconds=self.stale_after)
+        reaped = self.store.reap(silent)
         if reaped:
             log.warning("marked %d run(s) of silent monitors as interrupted", reaped)
-        silent = timedelta(seconds=self.stale_after)
         for action in orphans.settle(self.store, self.config, self.holder, silent):
             log.warning("action %s of a process that is gone: %s (%s)", action.id, action.status,
                         action.detail)
