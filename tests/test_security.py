@@ -308,3 +308,29 @@ def test_a_missing_deployer_secret_fails_the_move_with_the_reason(tmp_path: Path
                                       "secret: {file: missing.secret}}")
     with pytest.raises(DeployError, match=r"models.bot.deployer.secret: file .*missing.secret cannot be"):
         deployer_for(config, "bot")
+
+
+def test_vllm_lora_falls_back_to_the_backends_key_however_it_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The older `api_key_env` shorthand is the same source as `api_key: {env: ...}`: the
+    backend uses it, and so does the vllm-lora deployer that moves that backend's adapters."""
+    receiver = WebhookReceiver().start()
+    monkeypatch.setenv("FMN_VLLM_KEY", "vllm-env-key-0123456789")
+    path = tmp_path / "forgetmenot.yaml"
+    shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")
+    (tmp_path / "w").mkdir()
+    path.write_text(f"""\
+models:
+  bot:
+    backend: {{kind: openai, base_url: "http://127.0.0.1:{receiver.port}/v1", api_key_env: FMN_VLLM_KEY}}
+    versions: {{v1: {{served_name: bot, path: w, adapter: a}}, v2: {{served_name: bot, path: w, adapter: a}}}}
+    baseline: v1
+    live: v2
+    deployer: {{kind: vllm-lora, alias: bot}}
+suites: [probes/arithmetic]
+""")
+    try:
+        deployer_for(load_config(path), "bot").promote("bot", "v1", 1)
+    finally:
+        receiver.stop()
+    assert [h.get("Authorization") for h, _ in receiver.raw] == ["Bearer vllm-env-key-0123456789"] * 2

@@ -286,6 +286,7 @@ def _vllm_lora(config: Config, model: str) -> VllmLoraDeployer:
     adapters = {name: str(config.resolve(version.path)) for name, version in spec.versions.items()
                 if version.adapter and version.path}
     key = _secret(config, spec.deployer.api_key, f"models.{model}.deployer.api_key")
-    if key is None and not spec.deployer.url:  # the backend's own server: the backend's own key
-        key = _secret(config, spec.backend.api_key, f"models.{model}.backend.api_key")
+    source = spec.backend.key_source()
+    if key is None and not spec.deployer.url and source:  # the backend's server: the backend's key
+        key = _secret(config, source[0], f"models.{model}.backend.{source[1]}")
     return VllmLoraDeployer(Endpoint(url, api_key=key, max_retries=1), spec.deployer.alias, adapters)

@@ -131,6 +131,15 @@ class BackendSpec(Strict):
     timeout: Duration = timedelta(seconds=120)
     max_retries: Annotated[int, Field(ge=0, le=10)] = 3
 
+    def key_source(self) -> tuple[SecretSpec, str] | None:
+        """Where the server's API key is read, and the setting that says so: `api_key`, or the
+        older `api_key_env`, shorthand for `api_key: {env: ...}`."""
+        if self.api_key is not None:
+            return self.api_key, "api_key"
+        if self.api_key_env:
+            return SecretSpec.model_construct(env=self.api_key_env), "api_key_env"
+        return None
+
 
 class VersionSpec(Strict):
     """Where a version's weights are: a transformers directory, a GGUF file, or a served name."""

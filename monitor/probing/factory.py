@@ -6,14 +6,12 @@ kind, so adding one touches no if-chain.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from monitor.errors import BackendError, ConfigError
 from monitor.policy.schema import Config
 from monitor.probing.backends.base import Backend
 from monitor.probing.weights import weights_dir
-from monitor.redaction import remember
 from monitor.vocabulary import ErrorKind
 
 Builder = Callable[[Config, str, str], Backend]
@@ -71,17 +69,11 @@ def _served(config: Config, model: str, version: str) -> Backend:
 
 
 def _api_key(config: Config, model: str) -> str | None:
-    """`backend.api_key` ({env: ...} or {file: ...}), or the older `api_key_env` shorthand."""
-    spec = config.models[model].backend
-    if spec.api_key is not None:
-        try:
-            return config.secret(spec.api_key, f"models.{model}.backend.api_key")
-        except ConfigError as exc:
-            raise BackendError(str(exc), kind=ErrorKind.CONFIG) from exc
-    if not spec.api_key_env:
+    source = config.models[model].backend.key_source()
+    if source is None:
         return None
-    key = os.environ.get(spec.api_key_env)
-    if not key:
-        raise BackendError(f"{model}: environment variable {spec.api_key_env} (backend.api_key_env) "
-                           "is not set", kind=ErrorKind.CONFIG)
-    return remember(key)
+    spec, setting = source
+    try:
+        return config.secret(spec, f"models.{model}.backend.{setting}")
+    except ConfigError as exc:
+        raise BackendError(str(exc), kind=ErrorKind.CONFIG) from exc
