@@ -334,3 +334,16 @@ suites: [probes/arithmetic]
     finally:
         receiver.stop()
     assert [h.get("Authorization") for h, _ in receiver.raw] == ["Bearer vllm-env-key-0123456789"] * 2
+
+
+def test_a_credential_file_that_is_binary_or_huge_is_a_config_error(tmp_path: Path) -> None:
+    """Read through the same capped reader as every other file from outside: a binary secret file
+    was a UnicodeDecodeError traceback."""
+    (tmp_path / "db.secret").write_bytes(b"\xff\xfe\x00binary")
+    config = load_config(policy(tmp_path, "postgresql+psycopg://fmn@db/fmn",
+                                "database_password: {file: db.secret}"))
+    with pytest.raises(ConfigError, match=r"database_password: file .*db\.secret cannot be read: not UTF-8"):
+        config.database_url()
+    (tmp_path / "tokens").write_text("t" * (70 << 10))
+    with pytest.raises(ConfigError, match="cannot be read: the file is 71,680 bytes; at most 65,536"):
+        load_access(token_file=tmp_path / "tokens")

@@ -9,6 +9,7 @@ its size is known.
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 from string import Formatter
@@ -50,6 +51,18 @@ def too_big(path: Path, limit: int) -> str | None:
     if size <= limit:
         return None
     return f"the file is {size:,} bytes; at most {limit:,} are read"
+
+
+def read_capped(path: Path, limit: int) -> str:
+    """`path`'s text, read only if it is at most `limit` bytes. A file too large, or not UTF-8, is
+    an OSError whose `strerror` says which, like a file that cannot be opened."""
+    problem = too_big(path, limit)
+    if problem:
+        raise OSError(errno.EFBIG, problem)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise OSError(errno.EILSEQ, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
 def template_problem(template: str) -> str | None:

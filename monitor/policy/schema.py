@@ -86,7 +86,7 @@ class SecretSpec(Strict):
             path = path if path.is_absolute() else base_dir / path
             where = f"file {path}"
             try:
-                value = _small_file(path)
+                value = bounds.read_capped(path, bounds.MAX_SECRET_BYTES)
             except OSError as exc:
                 raise ConfigError([Problem(source, None, key, f"{where} cannot be read: "
                                            f"{exc.strerror or exc}")]) from exc
@@ -94,14 +94,6 @@ class SecretSpec(Strict):
         if not value:
             raise ConfigError([Problem(source, None, key, f"{where} is not set or empty")])
         return remember(value)
-
-
-def _small_file(path: Path) -> str:
-    with path.open("rb") as handle:
-        raw = handle.read(bounds.MAX_SECRET_BYTES + 1)
-    if len(raw) > bounds.MAX_SECRET_BYTES:
-        raise OSError(0, f"over {bounds.MAX_SECRET_BYTES:,} bytes; a credential is smaller")
-    return raw.decode("utf-8", errors="strict")
 
 
 Secret = Annotated[SecretSpec, BeforeValidator(_not_inline)]

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from monitor.errors import ConfigError, Problem
-from monitor.policy.bounds import MAX_POLICY_BYTES, too_big
+from monitor.policy.bounds import MAX_POLICY_BYTES, MAX_SECRET_BYTES, read_capped
 from monitor.redaction import remember
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
@@ -125,15 +125,16 @@ def load_access(web_config: Path | None = None, token_file: Path | None = None,
     return access
 
 
+def _read(path: Path, limit: int) -> str:
+    try:
+        return read_capped(path, limit)
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), None, "", f"cannot be read: {exc.strerror or exc}")]) from exc
+
+
 def _tokens_from_file(path: Path) -> list[str]:
     where = str(path)
-    try:
-        problem = too_big(path, 64 << 10)
-        if problem:
-            raise ConfigError([Problem(where, None, "", problem)])
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise ConfigError([Problem(where, None, "", f"cannot be read: {exc.strerror or exc}")]) from exc
+    lines = _read(path, MAX_SECRET_BYTES).splitlines()
     tokens = [remember(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
     short = [n for n, t in enumerate(tokens, 1) if len(t) < 16]
     if not tokens or short:
@@ -145,12 +146,7 @@ def _tokens_from_file(path: Path) -> list[str]:
 def _read_web_config(path: Path, access: Access) -> None:
     where = str(path)
     try:
-        problem = too_big(path, MAX_POLICY_BYTES)
-        if problem:
-            raise ConfigError([Problem(where, None, "", problem)])
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError([Problem(where, None, "", f"cannot be read: {exc.strerror or exc}")]) from exc
+        data = yaml.safe_load(_read(path, MAX_POLICY_BYTES)) or {}
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(where, None, "", f"not valid YAML: {exc}")]) from exc
     if not isinstance(data, dict):
