@@ -82,6 +82,8 @@ class Harness:
                  every: int) -> None:
         self.pg, self.proxy, self.work, self.fault = pg, proxy, work, fault
         self.database = pg.create(f"chaos_{fault.name}")
+        # One engine for every poll; pre-ping replaces connections a killed database cut.
+        self.engine = create_engine(self.database, pool_pre_ping=True)
         self.procs: list[subprocess.Popen[bytes]] = []
         _suite(work)
         spool = work / "spool"
@@ -92,12 +94,19 @@ class Harness:
                                              url=proxy.base_url, tokenizer=tokenizer, items=ITEMS))
 
     def serve(self) -> subprocess.Popen[bytes]:
-        log = (self.work / f"serve-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "monitor.cli.app", "serve", "-c", str(self.policy),
-                                 "--port", str(free_port()), "--run-now", "--stale-after", "6"],
-                                stdout=log, stderr=subprocess.STDOUT)
+        with (self.work / f"serve-{len(self.procs)}.log").open("wb") as log:  # the child keeps its copy
+            proc = subprocess.Popen([sys.executable, "-m", "monitor.cli.app", "serve", "-c",
+                                     str(self.policy), "--port", str(free_port()), "--run-now",
+                                     "--stale-after", "6"], stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
+
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+        self.engine.dispose()
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -110,14 +119,11 @@ class Harness:
                 proc.kill()
 
     def query(self, sql: str) -> list[Any]:
-        engine = create_engine(self.database)
         try:
-            with engine.connect() as conn:
+            with self.engine.connect() as conn:
                 return list(conn.execute(text(sql)).all())
         except Exception:
-            return []
-        finally:
-            engine.dispose()
+            return []  # the database is down: that is what some faults do
 
     def wait_for(self, sql: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -143,8 +149,7 @@ def _suite(work: Path) -> None:
 def run_fault(pg: TempPostgres, proxy: FaultProxy, tokenizer: Path, work: Path, fault: Fault,
               every: int = 6, settle_s: float = 120.0) -> Outcome:
     out = Outcome(fault.name, fault.must)
-    world = Harness(pg, proxy, tokenizer, work, fault, every)
-    try:
+    with Harness(pg, proxy, tokenizer, work, fault, every) as world:
         for _ in range(fault.replicas):
             world.serve()
         if not world.wait_for("SELECT id FROM verdict WHERE phase <> 'ERROR'", settle_s):
@@ -157,9 +162,8 @@ def run_fault(pg: TempPostgres, proxy: FaultProxy, tokenizer: Path, work: Path, 
         found = world.wait_for(f"SELECT id FROM verdict WHERE created_at > (to_timestamp({healed}) AT TIME "
                                "ZONE 'UTC') AND phase <> 'ERROR'", settle_s)
         out.recover_s = round(time.time() - healed, 1) if found else None
-    finally:
-        world.stop()
-    _measure(world, out)
+        world.stop()  # measured once every monitor has stopped and marked its runs
+        _measure(world, out)
     return out
 
 
@@ -176,9 +180,9 @@ def _measure(world: Harness, out: Outcome) -> None:
     spooled = sum(len(json.loads(p.read_text()).get("results", []))
                   for p in spool.glob("run-*.json")) if spool.is_dir() else 0
     out.items_lost = spooled + running * ITEMS
-    claims = {(v,): n for v, n in q("SELECT split_part(name, ':', 3), count(*) FROM claim "
-                                    "WHERE name LIKE 'probe:%' GROUP BY 1")}
-    runs = {(v,): n for v, n in q("SELECT version, count(*) FROM run GROUP BY version")}
+    claims = dict(q("SELECT split_part(name, ':', 3), count(*) FROM claim WHERE name LIKE 'probe:%' "
+                    "GROUP BY 1"))
+    runs = dict(q("SELECT version, count(*) FROM run GROUP BY version"))
     out.slots_worked_twice = sum(max(0, n - claims.get(k, 0)) for k, n in runs.items())
     statuses = q("SELECT status, count(*) FROM run GROUP BY status ORDER BY status")
     phases = q("SELECT phase, count(*) FROM verdict GROUP BY phase ORDER BY phase")
