@@ -15,6 +15,7 @@
     │   ├── RetrainRefused  retraining cannot run as configured; nothing was built
     │   └── RetrainFailed   training itself broke (out of memory, bad weights); nothing registered
     ├── Stopping            the monitor was asked to stop mid-run: the run is marked interrupted
+    ├── PublishError        Grafana refused the dashboards or could not be reached
     └── MissingExtra        an optional dependency is not installed (also an ImportError)
 
 Every message is redacted (`monitor.redaction`) when the error is made.
@@ -113,6 +114,11 @@ class RetrainFailed(ActionError):
 
 class Stopping(ForgetmenotError):
     """Raised inside a run when the monitor is asked to stop: the run is marked interrupted."""
+
+
+class PublishError(ForgetmenotError):
+    """Grafana refused a dashboard or could not be reached; the message names Grafana's address
+    without credentials, and never the token."""
 
 
 class MissingExtra(ForgetmenotError, ImportError):

@@ -115,3 +115,33 @@ def test_retired_versions_stop_paging_and_every_action_outcome_starts_at_zero(st
     assert not about_v2(after, "forgetmenot_verdict_phase")
     assert not about_v2(after, "forgetmenot_last_successful_run_timestamp_seconds")
     assert about_v2(after, "forgetmenot_retention_score")
+
+
+def test_the_tolerance_is_the_one_each_verdict_was_judged_by(store: Store) -> None:
+    """The line a delta is drawn against comes from the rules stored with its verdict: accuracy
+    kinds are held to max_drop, loglikelihood_rolling to max_drop_nats, a policy edited since
+    moves nothing, and a verdict stored before rules were kept shows no line rather than a guess."""
+    policy = Policy.model_validate({"defaults": {"max_drop": 0.2, "max_drop_nats": 0.1}})
+    knowledge, fluency = load_suite(PROBES / "general-knowledge"), load_suite(PROBES / "fluency")
+    for version in ("v1", "v2"):
+        answers = FakeBackend(answers=_answers(knowledge, version == "v1"), preferred=_gold(knowledge))
+        probe_suite(store, answers, knowledge, VersionRef("bot", version))
+        probe_suite(store, FakeBackend(), fluency, VersionRef("bot", version))
+    for suite in (knowledge, fluency):
+        judge_suite(store, suite, policy.rules_for(suite.capability), "bot", "v2", "v1")
+
+    def tolerances() -> dict[tuple[str, str], float]:
+        registry = CollectorRegistry()
+        registry.register(StoreCollector(store))
+        return {(s.labels["capability"], s.labels["kind"]): s.value for family in registry.collect()
+                if family.name == metrics.RETENTION_TOLERANCE.full_name for s in family.samples}
+
+    assert tolerances() == {("general-knowledge", "multiple_choice"): 0.2,
+                            ("general-knowledge", "generate_until"): 0.2,
+                            ("fluency", "loglikelihood_rolling"): 0.1}
+    with Session(store.engine) as s:
+        for verdict in s.exec(select(Verdict)).all():
+            verdict.rules = ""
+            s.add(verdict)
+        s.commit()
+    assert tolerances() == {}

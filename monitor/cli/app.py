@@ -5,6 +5,7 @@
     verdicts   judge, explain
     actions    actions, approve, rollback
     service    serve, alerts, db upgrade
+    dashboards dashboards write, dashboards push
     demo       demo, demo-loop
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 import typer
 
-from monitor.cli import actions, demo, policy, probing, service, verdicts
+from monitor.cli import actions, dashboards, demo, policy, probing, service, verdicts
 
 
 def _group(commands: Mapping[str, Callable[..., Any]], **settings: Any) -> typer.Typer:
@@ -37,6 +38,8 @@ app.add_typer(_group(probing.SERVERS_COMMANDS,
 app.add_typer(_group(service.DB_COMMANDS, help="The monitor's database schema."), name="db")
 app.add_typer(_group(service.SPOOL_COMMANDS, help="Measurements kept while the database was away."),
               name="spool")
+app.add_typer(_group(dashboards.COMMANDS, help="Grafana dashboards: write the JSON, or push it to Grafana."),
+              name="dashboards")
 
 
 

@@ -7,6 +7,7 @@ per candidate and capability (with its per-kind statistics).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -117,7 +118,8 @@ class StoreCollector(Collector):
 
     def _verdicts(self, s: Any, retired: set[tuple[str, str]]) -> Iterator[Metric]:
         families = {spec.name: _family(spec) for spec in (
-            m.RETENTION_DELTA, m.RETENTION_DELTA_LOWER, m.RETENTION_DELTA_UPPER, m.VERDICT_PHASE,
+            m.RETENTION_DELTA, m.RETENTION_DELTA_LOWER, m.RETENTION_DELTA_UPPER, m.RETENTION_TOLERANCE,
+            m.VERDICT_PHASE,
             m.VERDICT_INFO, m.VERDICT_TIMESTAMP, m.KNOWLEDGE_SCORE, m.ALIGNMENT_GAP)}
         newest = (sa_select(func.max(Verdict.id)).group_by(
             col(Verdict.model), col(Verdict.candidate), col(Verdict.baseline), col(Verdict.capability)))
@@ -155,11 +157,28 @@ def _verdict_metrics(f: dict[str, Any], v: Verdict, kinds: list[VerdictKind]) ->
             f[m.RETENTION_DELTA.name].add_metric([*labels, k.kind], 0.0 - k.drop)
             f[m.RETENTION_DELTA_LOWER.name].add_metric([*labels, k.kind], 0.0 - k.high)
             f[m.RETENTION_DELTA_UPPER.name].add_metric([*labels, k.kind], 0.0 - k.low)
+    _tolerances(f[m.RETENTION_TOLERANCE.name], labels, v, kinds)
     mc, gen = by_kind.get(Kind.MULTIPLE_CHOICE), by_kind.get(Kind.GENERATE_UNTIL)
     if mc is not None and mc.candidate_score is not None:
         f[m.KNOWLEDGE_SCORE.name].add_metric(labels, mc.candidate_score)
     if mc is not None and gen is not None and mc.drop is not None and gen.drop is not None:
         f[m.ALIGNMENT_GAP.name].add_metric(labels, gen.drop - mc.drop)
+
+
+def _tolerances(family: Any, labels: list[str], v: Verdict, kinds: list[VerdictKind]) -> None:
+    """The drop each kind was held to, from the rules stored with the verdict: a policy edit since
+    must not move the line an old delta was judged against. Read as plain JSON, so no stored row
+    can fail a scrape; a verdict made before rules were stored (migration 0004) shows none."""
+    try:
+        rules = json.loads(v.rules) if v.rules else {}
+    except ValueError:
+        rules = {}
+    if not isinstance(rules, dict):
+        return
+    for k in kinds:
+        limit = rules.get("max_drop" if Kind(k.kind).binary else "max_drop_nats")
+        if k.drop is not None and isinstance(limit, int | float):
+            family.add_metric([*labels, k.kind], float(limit))
 
 
 class CachedExposition:

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 PREFIX = "forgetmenot_"
+# Where the monitor's own pages are served, as alerts and dashboards link to them by default: the
+# Helm chart's service name and `serve`'s port. `forgetmenot alerts --monitor-url` and the
+# dashboards' `monitor_url` variable set the real address.
+MONITOR_URL = "http://forgetmenot:9464"
 Kind = Literal["gauge", "counter", "histogram"]
 
 
@@ -50,6 +54,10 @@ RETENTION_DELTA_LOWER = _spec("retention_delta_lower", "gauge",
 RETENTION_DELTA_UPPER = _spec("retention_delta_upper", "gauge",
                               "Upper confidence bound of the candidate-minus-baseline delta.",
                               *VERDICT, "kind")
+RETENTION_TOLERANCE = _spec("retention_tolerance", "gauge",
+                            "The drop the newest verdict tolerated for this kind, from the rules it was "
+                            "judged by (a fraction of items, or nats per token): the delta's line.",
+                            *VERDICT, "kind")
 VERDICT_PHASE = _spec("verdict_phase", "gauge",
                       "1 for the phase of the newest verdict, 0 for the others.", *VERDICT, "phase")
 VERDICT_INFO = _spec("verdict_info", "gauge",
@@ -79,7 +87,7 @@ ITEM_LATENCY = _spec("item_latency_seconds", "histogram",
                      "Per-item measurement time (a batch's time shared among its items).", "model", "kind")
 
 ALL: tuple[MetricSpec, ...] = (
-    RETENTION_SCORE, RETENTION_DELTA, RETENTION_DELTA_LOWER, RETENTION_DELTA_UPPER, VERDICT_PHASE,
-    VERDICT_INFO, VERDICT_TIMESTAMP, KNOWLEDGE_SCORE, ALIGNMENT_GAP, LAST_SUCCESS, RUNS, PROBE_ERRORS,
-    ACTIONS, LIVE_VERSION, SCHEDULE_INTERVAL, RUN_DURATION, ITEM_LATENCY,
+    RETENTION_SCORE, RETENTION_DELTA, RETENTION_DELTA_LOWER, RETENTION_DELTA_UPPER, RETENTION_TOLERANCE,
+    VERDICT_PHASE, VERDICT_INFO, VERDICT_TIMESTAMP, KNOWLEDGE_SCORE, ALIGNMENT_GAP, LAST_SUCCESS, RUNS,
+    PROBE_ERRORS, ACTIONS, LIVE_VERSION, SCHEDULE_INTERVAL, RUN_DURATION, ITEM_LATENCY,
 )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import yaml
 
 from monitor.metrics import names as m
+from monitor.metrics.names import MONITOR_URL
 from monitor.vocabulary import Phase
 
 RUNBOOK_BASE = "alerts/runbooks"
@@ -30,15 +31,24 @@ class Alert:
     summary: str
     description: str
     for_: str = "0m"
+    page: str = "/"  # the monitor's page that answers this alert, under MONITOR_URL
 
-    def rule(self, runbook_base: str) -> dict[str, object]:
+    def rule(self, runbook_base: str, monitor_url: str = MONITOR_URL) -> dict[str, object]:
         slug = "".join(f"-{c.lower()}" if c.isupper() else c for c in self.name).lstrip("-")
         return {
             "alert": self.name, "expr": self.expr, "for": self.for_,
             "labels": {"severity": self.severity},
             "annotations": {"summary": self.summary, "description": self.description,
-                            "runbook_url": f"{runbook_base}/{slug}.md"},
+                            "runbook_url": f"{runbook_base}/{slug}.md",
+                            "monitor_url": monitor_url.rstrip("/") + self.page},
         }
+
+
+# The newest verdict of the alert's model, version and capability: the verdict id is no label
+# (it would make a new series, and a new alert, at every verdict), so the page looks it up.
+VERDICT_PAGE = ("/verdicts/latest?model={{ $labels.model }}&version={{ $labels.version }}"
+                "&capability={{ $labels.capability }}")
+MODEL_PAGE = "/models/{{ $labels.model }}"
 
 
 def _breach(critical: str) -> str:
@@ -54,41 +64,43 @@ ALERTS = (
           "The newest verdict of {{ $labels.model }} {{ $labels.version }} against "
           "{{ $labels.baseline }} is FAIL on {{ $labels.capability }} ({{ $labels.diagnosis }}): the "
           "drop exceeds the policy's tolerance with the policy's confidence. See the regressed items "
-          "with: forgetmenot explain <verdict>."),
+          "with: forgetmenot explain <verdict>.", page=VERDICT_PAGE),
     Alert("ForgetmenotCriticalCapabilityBreach", _breach("true"), "critical",
           "{{ $labels.model }} {{ $labels.version }} broke critical capability {{ $labels.capability }}",
           "{{ $labels.capability }} is critical in the policy and its newest verdict against "
           "{{ $labels.baseline }} is FAIL ({{ $labels.diagnosis }}). Roll back with: forgetmenot "
-          "rollback {{ $labels.model }} --to {{ $labels.baseline }}."),
+          "rollback {{ $labels.model }} --to {{ $labels.baseline }}.", page=VERDICT_PAGE),
     Alert("ForgetmenotProbesErroring",
           f'max by ({VERDICT_KEYS}) ({m.VERDICT_PHASE.full_name}{{phase="ERROR"}}) == 1\n'
           f"or on (model, version)\n"
           f'sum by (model, version) (increase({m.RUNS.full_name}{{status="error"}}[1h])) > 0',
           "warning", "Probes of {{ $labels.model }} {{ $labels.version }} are erroring",
           "The measurement itself is failing (endpoint down, timeouts, out of memory). This is not "
-          "forgetting and nothing is rolled back; fix the serving side.", "10m"),
+          "forgetting and nothing is rolled back; fix the serving side.", "10m", page=MODEL_PAGE),
     Alert("ForgetmenotMonitorStale",
           f"time() - max by (model, version, suite) ({m.LAST_SUCCESS.full_name})\n"
           f"> {STALE_INTERVALS} * scalar({SCHEDULE_INTERVAL})",
           "warning", "No successful probe of {{ $labels.model }} {{ $labels.version }} "
           "{{ $labels.suite }} for 3 intervals",
           "The monitor is up but this version and suite have not completed a run for "
-          f"{STALE_INTERVALS} schedule intervals: verdicts about it are stale."),
+          f"{STALE_INTERVALS} schedule intervals: verdicts about it are stale.", page=MODEL_PAGE),
     Alert("ForgetmenotActionNeedsHuman",
           f"sum by (model, kind, status)\n"
           f'(increase({m.ACTIONS.full_name}{{status=~"failed|rejected"}}[1h])) > 0',
           "warning", "A {{ $labels.kind }} of {{ $labels.model }} ended {{ $labels.status }}",
           "The policy ladder acted on {{ $labels.model }} and could not finish: a deployer or "
           "Alertmanager failed, or a recovered version failed its gate and was kept for inspection. "
-          "Live has not moved. See why with: forgetmenot actions --model {{ $labels.model }}."),
+          "Live has not moved. See why with: forgetmenot actions --model {{ $labels.model }}.",
+          page=MODEL_PAGE),
     Alert("ForgetmenotMonitorDown", 'up{job="forgetmenot"} == 0 or absent(up{job="forgetmenot"})',
           "critical", "The forgetmenot monitor is down",
           "Prometheus cannot scrape forgetmenot: no model is being watched for forgetting.", "5m"),
 )
 
 
-def rules_yaml(runbook_base: str = RUNBOOK_BASE) -> str:
-    groups = {"groups": [{"name": "forgetmenot", "rules": [a.rule(runbook_base) for a in ALERTS]}]}
+def rules_yaml(runbook_base: str = RUNBOOK_BASE, monitor_url: str = MONITOR_URL) -> str:
+    groups = {"groups": [{"name": "forgetmenot",
+                          "rules": [a.rule(runbook_base, monitor_url) for a in ALERTS]}]}
     return dump(groups, GENERATED)
 
 
@@ -133,10 +145,9 @@ def _expect(alert: Alert, labels: dict[str, str]) -> dict[str, object]:
             template = template.replace(f"{{{{ $labels.{key} }}}}", value)
         return template
 
-    rule = alert.rule(RUNBOOK_BASE)
+    annotations: dict[str, str] = alert.rule(RUNBOOK_BASE)["annotations"]  # type: ignore[assignment]
     return {"exp_labels": {"severity": alert.severity, **labels},
-            "exp_annotations": {"summary": render(alert.summary), "description": render(alert.description),
-                                "runbook_url": rule["annotations"]["runbook_url"]}}  # type: ignore[index]
+            "exp_annotations": {key: render(value) for key, value in annotations.items()}}
 
 
 def _by_name(name: str) -> Alert:
