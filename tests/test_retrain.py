@@ -148,7 +148,7 @@ def test_a_recovered_version_that_fails_the_gate_is_kept_and_alerted(tmp_path: P
     rejected = delivered["ForgetmenotRecoveryRejected"]
     assert rejected["labels"]["candidate"] == retrained.to_version
     assert "not promoted" in rejected["annotations"]["description"]
-    assert rejected["generatorURL"] == "http://fmn:9108/api/v1/actions?model=bot"
+    assert rejected["generatorURL"] == "http://fmn:9108/models/bot"
 
 
 def test_dry_run_plans_the_retraining_and_builds_nothing(tmp_path: Path, store: Store,

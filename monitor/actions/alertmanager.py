@@ -22,7 +22,7 @@ STRANDED = "ForgetmenotNoRollbackTarget"
 
 def verdict_alert(verdict: Verdict, action: Action, rules: Rules, spec: AlertmanagerSpec) -> dict[str, Any]:
     now = utcnow()
-    link = f"{spec.link_base.rstrip('/')}/api/v1/verdicts/{verdict.id}" if spec.link_base else ""
+    link = f"{spec.link_base.rstrip('/')}/verdicts/{verdict.id}" if spec.link_base else ""
     return {
         "labels": {"alertname": ALERTNAME, "model": verdict.model, "version": verdict.candidate,
                    "baseline": verdict.baseline, "capability": verdict.capability,
@@ -45,7 +45,7 @@ def action_alert(action: Action, spec: AlertmanagerSpec, alertname: str, summary
     """An action that needs a human (a rejected retraining, a rollback with nowhere to go): live
     is still the failing version."""
     now = utcnow()
-    link = f"{spec.link_base.rstrip('/')}/api/v1/actions?model={action.model}" if spec.link_base else ""
+    link = f"{spec.link_base.rstrip('/')}/models/{action.model}" if spec.link_base else ""
     return {
         "labels": {"alertname": alertname, "model": action.model, "version": action.from_version or "",
                    "candidate": action.to_version or "", "capability": action.capability or "",

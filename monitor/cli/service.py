@@ -81,12 +81,17 @@ def alerts(
     out: Annotated[Path, typer.Option(help="Where to write the rules.")] = Path(
         "alerts/forgetmenot.rules.yml"),
     runbook_base: Annotated[str, typer.Option(help="URL prefix of the runbooks.")] = "alerts/runbooks",
+    monitor_url: Annotated[str, typer.Option(
+        help="The monitor's URL as on-call reaches it: each alert's monitor_url annotation links to "
+             "its page there.")] = "http://forgetmenot:9464",
 ) -> None:
     """Write the Prometheus alert rules generated from the metric names."""
     from monitor.metrics.rules import rule_tests_yaml, rules_yaml
 
+    if not monitor_url.startswith(("http://", "https://")):
+        raise typer.BadParameter("must start with http:// or https://", param_hint="--monitor-url")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(rules_yaml(runbook_base))
+    out.write_text(rules_yaml(runbook_base, monitor_url))
     cases = out.with_name(out.name.replace(".yml", ".test.yml"))
     cases.write_text(rule_tests_yaml())
     console.print(f"wrote {out} and {cases}")

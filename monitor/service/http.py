@@ -1,20 +1,22 @@
-"""The monitor's HTTP face: /metrics, /healthz, /readyz and a small read-only JSON API.
+"""The monitor's HTTP face: /metrics, /healthz, /readyz, a small read-only JSON API and the
+monitor's own pages (`monitor.service.pages`).
 
 A plain WSGI app on prometheus_client's threading WSGI server: the endpoints are few and
 read-only, so a web framework would add a dependency and nothing else. It is bounded like any
 server that faces a network: credentials checked first (`monitor.service.access`: TLS, mTLS,
 basic auth, bearer tokens; 401 otherwise), GET and HEAD only (405 otherwise), query parameters
 checked (400 with the reason), limits applied in SQL, no traceback ever sent, a socket timeout,
-and at most `workers` requests served at once.
+and at most `workers` requests served at once. Pages get the same credential check and the same
+bounds; their errors are HTML, the API's JSON.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -25,8 +27,11 @@ from sqlalchemy import text
 
 from monitor.metrics.exporter import CachedExposition
 from monitor.policy.schema import Config
+from monitor.probing.weights import home
 from monitor.service.access import Access
-from monitor.store import Store
+from monitor.service.pages import Pages
+from monitor.service.replies import MAX_ID, BadRequest, json_reply, parse_id
+from monitor.store import Store, Verdict, VerdictKind
 from monitor.store.versions import with_made
 
 StartResponse = Callable[..., Any]
@@ -35,15 +40,9 @@ log = logging.getLogger(__name__)
 
 METHODS = ("GET", "HEAD")
 MAX_LIMIT = 1000
-MAX_RUN_ID = 2**31 - 1  # the id column is a 32-bit integer on PostgreSQL
 QUERY_KEYS = {"/api/v1/verdicts": ("model", "version", "capability", "limit"),
+              "/verdicts/latest": ("model", "version", "capability"),
               "/api/v1/actions": ("model", "limit")}
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-           500: "Internal Server Error", 503: "Service Unavailable"}
-
-
-class BadRequest(ValueError):
-    """A request this API cannot answer as asked; the message says why (400)."""
 
 
 class _Quiet(WSGIRequestHandler):
@@ -94,10 +93,13 @@ class _BoundedServer(ThreadingWSGIServer):
 
 class Api:
     def __init__(self, config: Config, store: Store, registry: CollectorRegistry | None = None,
-                 ready: Callable[[], str | None] = lambda: None, access: Access | None = None) -> None:
+                 ready: Callable[[], str | None] = lambda: None, access: Access | None = None,
+                 reports: Path | None = None) -> None:
+        """`reports` is where evidence reports are cached (default `<FORGETMENOT_HOME>/reports`)."""
         self.config = config
         self.store = store
         self.access = access or Access()
+        self.pages = Pages(config, store, reports or home() / "reports")
         self.registry = registry or CollectorRegistry()
         self._exposition = CachedExposition(store)
         self._not_ready = ready
@@ -119,13 +121,21 @@ class Api:
         try:
             body = self._route(path, _query(path, environ.get("QUERY_STRING", "")), start_response)
         except BadRequest as exc:
-            body = _json(start_response, 400, {"error": str(exc)})
+            body = self._error(start_response, path, 400, str(exc))
         except Exception:
             log.exception("HTTP %s %s failed", method, path[:200])
-            body = _json(start_response, 500, {"error": "internal error; the monitor's log has the details"})
+            body = self._error(start_response, path, 500, "internal error; the monitor's log has the details")
         return [] if method == "HEAD" else body
 
+    def _error(self, start_response: StartResponse, path: str, status: int, message: str) -> list[bytes]:
+        """An HTML page for a page's path, JSON for the API's."""
+        if self.pages.handles(path):
+            return self.pages.error(status, message).send(start_response)
+        return _json(start_response, status, {"error": message})
+
     def _route(self, path: str, query: dict[str, str], start_response: StartResponse) -> Iterable[bytes]:
+        if self.pages.handles(path):
+            return self.pages.get(path, query).send(start_response)
         if path == "/metrics":
             return self._metrics(start_response)
         if path == "/healthz":
@@ -136,6 +146,8 @@ class Api:
             return _json(start_response, 200, self._models())
         if path == "/api/v1/verdicts":
             return _json(start_response, 200, self._verdicts(query))
+        if path.startswith("/api/v1/verdicts/"):
+            return self._verdict(start_response, path.removeprefix("/api/v1/verdicts/"))
         if path.startswith("/api/v1/runs/"):
             return self._run(start_response, path.rsplit("/", 1)[1])
         if path == "/api/v1/actions":
@@ -177,17 +189,23 @@ class Api:
         found = self.store.verdicts(model=query.get("model"), candidate=query.get("version"),
                                     capability=query.get("capability"), newest=_limit(query))
         kinds = self.store.verdict_kinds([v.id for v in found if v.id is not None])
-        return [{**v.model_dump(mode="json"), "kinds": [k.model_dump(mode="json", exclude={"verdict_id"})
-                                                         for k in kinds.get(v.id or 0, [])]}
-                for v in reversed(found)]
+        return [_verdict_json(v, kinds.get(v.id or 0, [])) for v in reversed(found)]
+
+    def _verdict(self, start_response: StartResponse, raw: str) -> Iterable[bytes]:
+        """One verdict with its kinds, as the list gives each; what direct alert pushes linked to."""
+        verdict_id = parse_id(raw, "verdict")
+        found = self.store.get_verdict(verdict_id)
+        if found is None:
+            return _json(start_response, 404, {"error": f"verdict {verdict_id} does not exist"})
+        return _json(start_response, 200, _verdict_json(*found))
 
     def _actions(self, query: dict[str, str]) -> list[dict[str, Any]]:
-        """The audit trail, newest first; the rejected-retraining alert links here."""
+        """The audit trail, newest first."""
         found = self.store.actions(query.get("model"), newest=_limit(query))
         return [a.model_dump(mode="json") for a in reversed(found)]
 
     def _run(self, start_response: StartResponse, raw: str) -> Iterable[bytes]:
-        if raw.isdigit() and (len(raw) > 10 or int(raw) > MAX_RUN_ID):
+        if raw.isdigit() and (len(raw) > 10 or int(raw) > MAX_ID):
             raise BadRequest(f"run id {raw[:24]}… is out of range")
         run = self.store.get_run(int(raw)) if raw.isdigit() else None
         if run is None:
@@ -197,6 +215,11 @@ class Api:
                 "kinds": [{"kind": s.kind, "mean_score": s.mean_score, "scored": s.scored,
                            "errors": s.errors} for s in summaries]}
         return _json(start_response, 200, body)
+
+
+def _verdict_json(verdict: Verdict, kinds: Sequence[VerdictKind]) -> dict[str, Any]:
+    return {**verdict.model_dump(mode="json"),
+            "kinds": [k.model_dump(mode="json", exclude={"verdict_id"}) for k in kinds]}
 
 
 def _query(path: str, raw: str) -> dict[str, str]:
@@ -224,10 +247,7 @@ def _limit(query: dict[str, str]) -> int:
 
 def _json(start_response: StartResponse, status: int, body: Any,
           headers: Sequence[tuple[str, str]] = ()) -> list[bytes]:
-    payload = json.dumps(body, default=str).encode()
-    start_response(f"{status} {REASONS[status]}", [("Content-Type", "application/json"),
-                                                   ("Content-Length", str(len(payload))), *headers])
-    return [payload]
+    return json_reply(status, body, headers).send(start_response)
 
 
 class HttpServer:

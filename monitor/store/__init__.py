@@ -9,6 +9,7 @@ class made of one mixin per concern, each in its own module:
     coordination.Coordination  heartbeats, reaping dead replicas' runs, claims, locks
     verdicts.Verdicts      verdicts, their statistics, flaky items
     audit.Audit            actions and the live-version pointer
+    overview.Overview      the newest of everything per model, in grouped queries (the pages)
 
 A run whose monitor died stays `running` until `reap` closes it as `interrupted`, so a crash
 can never pass for a complete measurement.
@@ -19,6 +20,7 @@ from __future__ import annotations
 from monitor.store.audit import Audit
 from monitor.store.coordination import Coordination
 from monitor.store.engine import make_engine, redact
+from monitor.store.overview import Overview
 from monitor.store.registry import Registry
 from monitor.store.runs import Runs
 from monitor.store.tables import (
@@ -41,7 +43,7 @@ from monitor.store.tables import (
 from monitor.store.verdicts import Verdicts
 
 
-class Store(Registry, Runs, Coordination, Verdicts, Audit):
+class Store(Registry, Runs, Coordination, Verdicts, Audit, Overview):
     """The database, every concern of it."""
 
 
