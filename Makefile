@@ -49,7 +49,8 @@ profiles:
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not realmodel and not served"
 
-# promtool, amtool, prometheus and alertmanager for the alert tests (Debian packages; needs root).
+# promtool, amtool, prometheus and alertmanager for the alert tests, chromium for the page tests
+# (Debian packages; needs root).
 tools:
 	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null && \
 	  command -v chromium >/dev/null || \
