@@ -17,16 +17,16 @@ import statistics
 import tempfile
 import time
 import urllib.request
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import insert, text
 
 from monitor.policy.schema import Config
 from monitor.service.http import Api, HttpServer
 from monitor.store import Run, RunKind, Store, SuiteRecord, Verdict, VerdictKind
+from monitor.testing.postgres import scratch_database
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -166,17 +166,9 @@ def main() -> None:
         sqlite = f"sqlite:///{tmp}/scrape.db"
         populate(sqlite)
         results["scrape_sqlite"] = scrape(sqlite)
-    name = f"fmn_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        pg = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    with scratch_database(PG_ADMIN, "fmn_bench_") as pg:
         populate(pg)
         results["scrape_postgres"] = scrape(pg)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     print(json.dumps(results, indent=2), flush=True)
     results["overhead"] = overhead()
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,6 @@ import statistics
 import tempfile
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -30,11 +29,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from monitor_overhead import HISTORY, MODELS, PG_ADMIN, SUITES, VERSIONS, populate
-from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy import insert, select, text, update
 
 from monitor.policy.schema import Config
 from monitor.service.http import Api, HttpServer
 from monitor.store import Action, ItemResult, Run, Store, Verdict, VerdictKind
+from monitor.testing.postgres import scratch_database
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPEATS = 30
@@ -204,19 +204,11 @@ def main() -> None:
             work = Path(tmp) / "stack"
             work.mkdir()
             results["prometheus"] = query_times(base, store, work)
-    name = f"fmn_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        pg = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    with scratch_database(PG_ADMIN, "fmn_bench_") as pg:
         populate(pg)
         verdict = enrich(pg)
         with serving(pg) as (base, _):
             results["pages_postgres"] = page_times(base, verdict)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "pages.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "pages.md").write_text(markdown(results))

@@ -148,22 +148,25 @@ def ago(moment: datetime, now: datetime) -> str:
     return "just now"
 
 
+def _time(moment: datetime, shown: str) -> str:
+    """A <time> element: machine-readable, the absolute time (UTC) on hover, `shown` as its text."""
+    iso = aware(moment).astimezone(UTC).isoformat(timespec="seconds")
+    return f'<time datetime="{e(iso)}" title="{e(stamp(moment))}" class="nowrap">{e(shown)}</time>'
+
+
 def when(moment: datetime | None, now: datetime) -> Html:
     """An absolute time (UTC) with how long ago it was."""
     if moment is None:
         return Html('<span class="muted">—</span>')
-    iso = aware(moment).astimezone(UTC).isoformat(timespec="seconds")
-    return Html(f'<time datetime="{e(iso)}" title="{e(stamp(moment))}" class="nowrap">'
-                f'{e(stamp(moment))}</time> <span class="muted small nowrap">{e(ago(moment, now))}</span>')
+    return Html(f'{_time(moment, stamp(moment))} '
+                f'<span class="muted small nowrap">{e(ago(moment, now))}</span>')
 
 
 def since(moment: datetime | None, now: datetime) -> Html:
     """How long ago, compactly; the absolute time (UTC) shows on hover."""
     if moment is None:
         return Html('<span class="muted">—</span>')
-    iso = aware(moment).astimezone(UTC).isoformat(timespec="seconds")
-    return Html(f'<time datetime="{e(iso)}" title="{e(stamp(moment))}" class="nowrap">'
-                f"{e(ago(moment, now))}</time>")
+    return Html(_time(moment, ago(moment, now)))
 
 
 def number(value: float | None, fmt: str = "{:.3f}") -> Html:

@@ -16,12 +16,10 @@ from monitor.vocabulary import RunStatus
 
 
 class Overview(Database):
-    def newest_verdicts(self, model: str | None = None) -> list[Verdict]:
+    def newest_verdicts(self) -> list[Verdict]:
         """The newest verdict per model, candidate and capability, oldest first."""
         newest = sa_select(func.max(Verdict.id)).group_by(
             col(Verdict.model), col(Verdict.candidate), col(Verdict.capability))
-        if model is not None:
-            newest = newest.where(col(Verdict.model) == model)
         query = select(Verdict).where(col(Verdict.id).in_(newest)).order_by(col(Verdict.id))
         with self.session() as s:
             return list(s.exec(query).all())
@@ -32,13 +30,10 @@ class Overview(Database):
         with self.session() as s:
             return {run.model: run for run in s.exec(select(Run).where(col(Run.id).in_(newest))).all()}
 
-    def recent_actions(self, per_model: int, model: str | None = None) -> dict[str, list[Action]]:
+    def recent_actions(self, per_model: int) -> dict[str, list[Action]]:
         """Each model's newest `per_model` actions, newest first: one windowed query."""
         rank = func.row_number().over(partition_by=col(Action.model), order_by=col(Action.id).desc())
-        ranked = sa_select(col(Action.id), rank.label("rank"))
-        if model is not None:
-            ranked = ranked.where(col(Action.model) == model)
-        inner = ranked.subquery()
+        inner = sa_select(col(Action.id), rank.label("rank")).subquery()
         query = (select(Action).join(inner, col(Action.id) == inner.c.id).where(inner.c.rank <= per_model)
                  .order_by(col(Action.id).desc()))
         found: dict[str, list[Action]] = {}

@@ -13,12 +13,34 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.testing.stack import free_port
+
+
+@contextmanager
+def scratch_database(admin_url: str, prefix: str = "fmn_") -> Iterator[str]:
+    """A fresh database on an existing PostgreSQL server (the URL of one it already has), dropped
+    afterwards even if connections are still open: its URL. For tests and benchmarks that need a
+    real server but must leave nothing behind on it."""
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield admin_url.rsplit("/", 1)[0] + "/" + name
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 def _bin(name: str) -> str:
