@@ -88,6 +88,14 @@ class StoreError(ForgetmenotError):
     """The store could not read or write."""
 
 
+class CandidateError(ForgetmenotError):
+    """A candidate cannot be registered as given; `conflict` when only its name is taken."""
+
+    def __init__(self, message: str, conflict: bool = False) -> None:
+        super().__init__(message)
+        self.conflict = conflict
+
+
 class JudgeError(ForgetmenotError):
     """The comparison asked for cannot be made (different content, no runs)."""
 

@@ -137,3 +137,18 @@ class ErrorKind(StrEnum):
     UNSUPPORTED = "unsupported"
     TOKENIZATION = "tokenization"
     SCRIPTED = "scripted"  # the fake backend, told to fail
+
+
+class Decision(StrEnum):
+    """What the retention gate answers a rollout: go on only on PASS."""
+
+    PASS = "pass"
+    FAIL = "fail"  # a measured drop past the tolerance: abort the rollout
+    INCONCLUSIVE = "inconclusive"  # not enough evidence, or near the line: a human decides
+    ERROR = "error"  # the measurement broke: never a pass, never a forgetting
+    PENDING = "pending"  # not judged yet: ask again
+
+    @classmethod
+    def of(cls, phase: str) -> Decision:
+        return {Phase.PASS: cls.PASS, Phase.FAIL: cls.FAIL, Phase.ERROR: cls.ERROR}.get(
+            Phase(phase), cls.INCONCLUSIVE)

@@ -135,3 +135,18 @@ def smollm2(smollm2_dir: Path) -> object:
     from monitor.probing.backends.transformers import TransformersBackend
 
     return TransformersBackend.load(str(smollm2_dir), dtype="float32", batch_size=16)
+
+
+@pytest.fixture(scope="session")
+def demo_versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The demo's v1 (SmolLM2 as shipped) and v2 (its JSON-sentiment full fine-tune), built once
+    per session: the fine-tune is minutes of CPU, and the loop and the gate tests both need it."""
+    import shutil
+
+    from monitor.demo.run import build_v1, build_v2
+    from monitor.policy.loading import load_config
+
+    folder = tmp_path_factory.mktemp("demo")
+    shutil.copy(REPO / "forgetmenot.yaml", folder / "forgetmenot.yaml")
+    config = load_config(folder / "forgetmenot.yaml", check_paths=False)
+    return {"v1": build_v1(config), "v2": build_v2(config)}

@@ -64,7 +64,7 @@ def request(port: int, method: str, path: str) -> tuple[int, dict[str, str], Any
 def test_only_get_and_head_are_served(server: HttpServer, method: str, path: str) -> None:
     status, headers, body = request(server.port, method, path)
     assert (status, headers["Allow"]) == (405, "GET, HEAD")
-    assert body == {"error": f"{method} is not allowed: this API is read-only"}
+    assert body == {"error": f"{method} is not allowed here: only candidates are written"}
 
 
 def test_head_answers_the_headers_without_a_body(server: HttpServer) -> None:

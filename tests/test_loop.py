@@ -1,6 +1,6 @@
 """The full loop on the real model: SmolLM2 v1, the JSON-sentiment fine-tune v2 goes live, the
 monitor finds the alignment loss, retrains, gates and promotes. About 10 minutes on 2 CPU cores
-(the fine-tune and probing both versions on every suite are most of it)."""
+(probing both versions on every suite is most of it; the fine-tune is built once per session)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,14 @@ from tests.conftest import PROBES
 pytestmark = pytest.mark.realmodel
 
 
-def test_the_full_loop_recovers_what_the_fine_tune_made_the_model_stop_saying(tmp_path: Path) -> None:
+def test_the_full_loop_recovers_what_the_fine_tune_made_the_model_stop_saying(
+        tmp_path: Path, demo_versions: dict[str, Path]) -> None:
     shutil.copy(PROBES.parent / "forgetmenot.yaml", tmp_path / "forgetmenot.yaml")
     (tmp_path / "probes").symlink_to(PROBES)
+    models = tmp_path / ".forgetmenot" / "demo" / "models"
+    models.mkdir(parents=True)
+    for version, built in demo_versions.items():  # the fine-tune, shared with the gate's test
+        (models / version).symlink_to(built)
     result = run_loop(tmp_path / "forgetmenot.yaml")
 
     phases = {v.capability: (v.phase, v.diagnosis) for v, _ in result.verdicts}

@@ -51,7 +51,8 @@ def qualifies(store: Store, config: Config, model: str, version: str) -> bool:
     if version == config.models[model].baseline:
         return True
     latest: dict[str, Verdict] = {}
-    for verdict in store.verdicts(model=model, candidate=version):
+    for verdict in store.verdicts(model=model, candidate=version,
+                                  baseline=config.models[model].baseline):
         latest[verdict.capability] = verdict
     counted = [v for v in latest.values() if not v.muted]  # muted as judged
     return bool(counted) and all(v.phase == Phase.PASS for v in counted)

@@ -28,7 +28,10 @@ def triggers(store: Store, config: Config, model: str) -> list[Trigger]:
     the rules the newest verdict was judged by."""
     live = store.live_version(config, model)
     by_capability: dict[str, list[Verdict]] = {}
-    for verdict in store.verdicts(model=model, candidate=live):
+    # Against the policy's baseline only: a candidate judged against live leaves verdicts with
+    # live as their baseline, and those say nothing about whether live forgot.
+    baseline = config.models[model].baseline
+    for verdict in store.verdicts(model=model, candidate=live, baseline=baseline):
         by_capability.setdefault(verdict.capability, []).append(verdict)
     found = []
     for history in by_capability.values():

@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from monitor.cli import actions, dashboards, demo, policy, probing, service, verdicts
+from monitor.cli import actions, dashboards, demo, policy, probing, rollouts, service, verdicts
 
 
 def _group(commands: Mapping[str, Callable[..., Any]], **settings: Any) -> typer.Typer:
@@ -30,7 +30,8 @@ def _group(commands: Mapping[str, Callable[..., Any]], **settings: Any) -> typer
 
 
 app = _group({**policy.COMMANDS, **probing.COMMANDS, **verdicts.COMMANDS, **actions.COMMANDS,
-              **service.COMMANDS, **demo.COMMANDS}, help="Watch deployed fine-tuned models for forgetting.")
+              **service.COMMANDS, **demo.COMMANDS, **rollouts.COMMANDS},
+             help="Watch deployed fine-tuned models for forgetting.")
 app.add_typer(_group(probing.MODEL_COMMANDS, help="Prepare model weights."), name="model")
 app.add_typer(_group(probing.SERVERS_COMMANDS,
                      help="Local model servers (vLLM, llama-cpp-python) for trying the openai backend."),
@@ -38,6 +39,8 @@ app.add_typer(_group(probing.SERVERS_COMMANDS,
 app.add_typer(_group(service.DB_COMMANDS, help="The monitor's database schema."), name="db")
 app.add_typer(_group(service.SPOOL_COMMANDS, help="Measurements kept while the database was away."),
               name="spool")
+app.add_typer(_group(rollouts.CANDIDATE_COMMANDS, help="Versions registered to be judged before they "
+                     "take traffic."), name="candidate")
 app.add_typer(_group(dashboards.COMMANDS, help="Grafana dashboards: write the JSON, or push it to Grafana."),
               name="dashboards")
 

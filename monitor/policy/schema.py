@@ -196,6 +196,16 @@ class RetrainSpec(Strict):
     output: str | None = None
 
 
+class CandidatesSpec(Strict):
+    """Versions registered at runtime (`POST /api/v1/models/{model}/candidates`, `forgetmenot
+    candidate add`) to be judged before they take traffic. A candidate's weights are loaded by
+    the monitor, so a path must sit under one of `roots` (default: the folders holding the
+    policy's own version paths and retrain's output); `max` bounds how many one model keeps."""
+
+    roots: list[str] = []
+    max: Annotated[int, Field(ge=0, le=1000)] = 20
+
+
 class ModelSpec(Strict):
     backend: BackendSpec = BackendSpec()
     versions: Annotated[dict[Name, VersionSpec], Field(min_length=1)]
@@ -203,6 +213,7 @@ class ModelSpec(Strict):
     live: str
     deployer: DeployerSpec = DeployerSpec()
     retrain: RetrainSpec = RetrainSpec()
+    candidates: CandidatesSpec = CandidatesSpec()
 
 
 class CapabilityPolicy(Strict):

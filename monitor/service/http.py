@@ -1,10 +1,12 @@
-"""The monitor's HTTP face: /metrics, /healthz, /readyz, a small read-only JSON API and the
-monitor's own pages (`monitor.service.pages`).
+"""The monitor's HTTP face: /metrics, /healthz, /readyz, a small JSON API, the monitor's own pages
+(`monitor.service.pages`) and what rollouts ask: candidates and the retention gate
+(`monitor.service.rollouts`).
 
-A plain WSGI app on prometheus_client's threading WSGI server: the endpoints are few and
-read-only, so a web framework would add a dependency and nothing else. It is bounded like any
+A plain WSGI app on prometheus_client's threading WSGI server: the endpoints are few and all but
+one read-only, so a web framework would add a dependency and nothing else. It is bounded like any
 server that faces a network: credentials checked first (`monitor.service.access`: TLS, mTLS,
-basic auth, bearer tokens; 401 otherwise), GET and HEAD only (405 otherwise), query parameters
+basic auth, bearer tokens; 401 otherwise), GET and HEAD only, POST only to register a candidate
+(405 otherwise), query parameters
 checked (400 with the reason), limits applied in SQL, no traceback ever sent, a socket timeout,
 and at most `workers` requests served at once. Pages get the same credential check and the same
 bounds; their errors are HTML, the API's JSON.
@@ -31,6 +33,7 @@ from monitor.probing.weights import home
 from monitor.service.access import Access
 from monitor.service.pages import Pages
 from monitor.service.replies import MAX_ID, BadRequest, json_reply, parse_id
+from monitor.service.rollouts import Rollouts
 from monitor.store import Store, Verdict, VerdictKind
 from monitor.store.versions import with_made
 
@@ -42,7 +45,8 @@ METHODS = ("GET", "HEAD")
 MAX_LIMIT = 1000
 QUERY_KEYS = {"/api/v1/verdicts": ("model", "version", "capability", "limit"),
               "/verdicts/latest": ("model", "version", "capability"),
-              "/api/v1/actions": ("model", "limit")}
+              "/api/v1/actions": ("model", "limit"),
+              "/api/v1/gate": ("model", "version", "wait", "mode")}
 
 
 class _Quiet(WSGIRequestHandler):
@@ -94,12 +98,14 @@ class _BoundedServer(ThreadingWSGIServer):
 class Api:
     def __init__(self, config: Config, store: Store, registry: CollectorRegistry | None = None,
                  ready: Callable[[], str | None] = lambda: None, access: Access | None = None,
-                 reports: Path | None = None) -> None:
-        """`reports` is where evidence reports are cached (default `<FORGETMENOT_HOME>/reports`)."""
+                 reports: Path | None = None, on_candidate: Callable[[], object] = lambda: None) -> None:
+        """`reports` is where evidence reports are cached (default `<FORGETMENOT_HOME>/reports`);
+        `on_candidate` schedules a candidate registered over the API."""
         self.config = config
         self.store = store
         self.access = access or Access()
         self.pages = Pages(config, store, reports or home() / "reports")
+        self.rollouts = Rollouts(config, store, on_candidate, writes_allowed=self.access.required)
         self.registry = registry or CollectorRegistry()
         self._exposition = CachedExposition(store)
         self._not_ready = ready
@@ -110,15 +116,19 @@ class Api:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
-        if method not in METHODS:
-            refused = {"error": f"{method[:16]} is not allowed: this API is read-only"}
-            return _json(start_response, 405, refused, [("Allow", ", ".join(METHODS))])
         path = environ.get("PATH_INFO", "/")
+        writing = self.rollouts.accepts(path, method)
+        if method not in METHODS and not writing:
+            refused = {"error": f"{method[:16]} is not allowed here: only candidates are written"}
+            allow = "GET, HEAD, POST" if self.rollouts.accepts(path, "POST") else "GET, HEAD"
+            return _json(start_response, 405, refused, [("Allow", allow)])
         if not self.access.allows(path, environ):
             denied = _json(start_response, 401, {"error": "credentials required"},
                            [("WWW-Authenticate", self.access.challenge())])
             return [] if method == "HEAD" else denied
         try:
+            if writing:
+                return self.rollouts.post(path, environ).send(start_response)
             body = self._route(path, _query(path, environ.get("QUERY_STRING", "")), start_response)
         except BadRequest as exc:
             body = self._error(start_response, path, 400, str(exc))
@@ -152,6 +162,8 @@ class Api:
             return self._run(start_response, path.rsplit("/", 1)[1])
         if path == "/api/v1/actions":
             return _json(start_response, 200, self._actions(query))
+        if self.rollouts.handles(path):
+            return self.rollouts.get(path, query).send(start_response)
         return _json(start_response, 404, {"error": f"no such endpoint: {path[:200]}"})
 
     def _metrics(self, start_response: StartResponse) -> Iterable[bytes]:

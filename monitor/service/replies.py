@@ -15,8 +15,9 @@ from typing import Any
 StartResponse = Callable[..., Any]
 
 MAX_ID = 2**31 - 1  # the id columns are 32-bit integers on PostgreSQL
-REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-           405: "Method Not Allowed", 500: "Internal Server Error", 503: "Service Unavailable"}
+REASONS = {200: "OK", 201: "Created", 302: "Found", 400: "Bad Request", 401: "Unauthorized",
+           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+           412: "Precondition Failed", 500: "Internal Server Error", 503: "Service Unavailable"}
 PAGE_HEADERS = (
     ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
                                 "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),

@@ -3,7 +3,8 @@
 Scheduling is APScheduler, its jobs held in memory and rebuilt from the policy at every start:
 the policy is the schedule's only source, and nothing is pickled into the database (APScheduler's
 SQLAlchemy job store unpickles rows on every replica, so write access to the database would have
-been code execution). One job per watched model version (live and baseline) runs all suites; a
+been code execution). One job per watched model version (live, baseline, and every candidate
+registered at runtime, picked up from the database at each heartbeat) runs all suites; a
 job never overlaps itself (`max_instances=1`), late firings coalesce into one, and a firing later
 than one interval is dropped as a misfire. Each served model has its own lock, so one stuck
 endpoint holds up its own model only (in-process models share one: they share memory and cores).
@@ -45,6 +46,7 @@ from monitor.vocabulary import ErrorKind
 
 log = logging.getLogger("forgetmenot.service")
 BackendLoader = Callable[[Config, str, str], Backend]
+MAX_CANDIDATE_WORKERS = 16
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Monitor:
         self.busy = {name: threading.Lock() if spec.backend.kind == "openai" else shared
                      for name, spec in self.config.models.items()}
         self.scheduler: Any = None
+        self._jobs = threading.Lock()  # candidates are scheduled from the heartbeat and the API
         self.run_duration = _histogram(metrics.RUN_DURATION, self.registry,
                                        (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
         interval = Gauge(metrics.SCHEDULE_INTERVAL.full_name, metrics.SCHEDULE_INTERVAL.help,
@@ -87,14 +90,37 @@ class Monitor:
         every = self.interval()
         self.scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": int(every)},
-            # one worker per watched version: a stuck model never delays another model's firing
-            executors={"default": {"type": "threadpool", "max_workers": max(len(self.watched()), 1)}},
+            # one worker per watched version, room for the candidates to come: a stuck model never
+            # delays another model's firing (threads start only when used)
+            executors={"default": {"type": "threadpool",
+                                   "max_workers": len(self.watched()) + MAX_CANDIDATE_WORKERS}},
             timezone=UTC)
         first = {"next_run_time": datetime.now(UTC)} if run_now else {}
         for model, version in self.watched():
             self.scheduler.add_job(self.fire, self._trigger(every), args=[model, version],
                                    id=f"probe:{model}:{version}", **first)
         self.scheduler.start()
+        self.sync_candidates()
+
+    def sync_candidates(self) -> list[tuple[str, str]]:
+        """Schedule every registered candidate this monitor has no job for yet, probed at once;
+        from then on it is watched like any version. Every replica does this at each heartbeat,
+        and the slot claims keep them from measuring it twice."""
+        if self.scheduler is None:
+            return []
+        added = []
+        with self._jobs:
+            for row in self.store.candidates():
+                job = f"probe:{row.model}:{row.version}"
+                if row.model not in self.config.models or self.scheduler.get_job(job) is not None:
+                    continue
+                self.scheduler.add_job(self.fire, self._trigger(self.interval()),
+                                       args=[row.model, row.version], id=job,
+                                       next_run_time=datetime.now(UTC))
+                added.append((row.model, row.version))
+        for model, version in added:
+            log.info("watching candidate %s/%s", model, version)
+        return added
 
     def replay_spool(self) -> None:
         """Measurements kept while the database was away go back before anything new is measured."""
@@ -118,6 +144,7 @@ class Monitor:
         for action in orphans.settle(self.store, self.config, self.holder, silent):
             log.warning("action %s of a process that is gone: %s (%s)", action.id, action.status,
                         action.detail)
+        self.sync_candidates()
 
     def _beat(self) -> None:
         while not self.stopping.wait(self.beat_every):
@@ -185,7 +212,7 @@ class Monitor:
                 return False
             self.replay_spool()
             self._probe_all(model, version)
-            self._judge(model)
+            self._judge(model, version)
             self._act(model)
         return True
 
@@ -240,19 +267,24 @@ class Monitor:
             if result.latency_ms is not None:
                 self.item_latency.labels(model, result.kind).observe(result.latency_ms / 1000)
 
-    def _judge(self, model: str) -> None:
-        """Live (the registry's pointer once an action has moved it) against the baseline."""
+    def _judge(self, model: str, version: str) -> None:
+        """Live (the registry's pointer once an action has moved it) against the baseline; a
+        candidate just probed against the baseline and against live, for the gate."""
+        from monitor.judge.gate import references
 
         spec = self.config.models[model]
         live = self.store.live_version(self.config, model)
-        if live == spec.baseline:
-            return
-        for suite in self.suites:
-            try:
-                judge_suite(self.store, suite, self.config.policy.rules_for(suite.capability), model,
-                            live, spec.baseline)
-            except JudgeError as exc:
-                log.info("no verdict yet for %s/%s: %s", model, suite.name, exc)
+        if version in (spec.baseline, live):
+            pairs = [] if live == spec.baseline else [(live, spec.baseline)]
+        else:
+            pairs = [(version, ref) for ref in references(self.config, self.store, model, version)]
+        for candidate, baseline in pairs:
+            for suite in self.suites:
+                try:
+                    judge_suite(self.store, suite, self.config.policy.rules_for(suite.capability), model,
+                                candidate, baseline)
+                except JudgeError as exc:
+                    log.info("no verdict yet for %s/%s against %s: %s", model, suite.name, baseline, exc)
 
     def _act(self, model: str) -> None:
         """The policy ladder on what the judge just settled; a verdict is acted on once."""

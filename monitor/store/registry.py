@@ -40,6 +40,20 @@ class Registry(Database):
                 query = query.where(ModelVersion.model == model)
             return list(s.exec(query.order_by(ModelVersion.id)))  # type: ignore[arg-type]
 
+    def versions_seen(self, model: str) -> list[ModelVersion]:
+        """Every version of `model` the store has a row for: measured, made or registered."""
+        with self.session() as s:
+            query = select(ModelVersion).where(ModelVersion.model == model)
+            return list(s.exec(query.order_by(ModelVersion.id)))  # type: ignore[arg-type]
+
+    def candidates(self, model: str | None = None) -> list[ModelVersion]:
+        """Versions registered at runtime to be judged before they take traffic, oldest first."""
+        with self.session() as s:
+            query = select(ModelVersion).where(ModelVersion.spec.is_not(None))  # type: ignore[union-attr]
+            if model:
+                query = query.where(ModelVersion.model == model)
+            return list(s.exec(query.order_by(ModelVersion.id)))  # type: ignore[arg-type]
+
     def ensure_suite(self, name: str, version: int, capability: str, content_hash: str) -> SuiteRecord:
         with self.session() as s:
             found = s.exec(select(SuiteRecord).where(SuiteRecord.name == name,

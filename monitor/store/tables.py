@@ -21,8 +21,9 @@ def utcnow() -> datetime:
 
 class ModelVersion(SQLModel, table=True):
     """Every version ever measured. Those the monitor made itself (recovery retraining) also
-    carry their weights' folder, the version they were made from and the action that made them:
-    they join the policy file's versions (`monitor.store.versions`)."""
+    carry their weights' folder, the version they were made from and the action that made them;
+    candidates registered at runtime carry their version spec as JSON (`spec`). Both join the
+    policy file's versions (`monitor.store.versions`)."""
 
     __tablename__ = "model_version"
     __table_args__ = (UniqueConstraint("model", "version"),)
@@ -34,6 +35,7 @@ class ModelVersion(SQLModel, table=True):
     path: str | None = None
     parent: str | None = None
     action_id: int | None = None
+    spec: str | None = None
 
 
 class SuiteRecord(SQLModel, table=True):

@@ -49,11 +49,12 @@ class Verdicts(Database):
         return found
 
     def verdicts(self, model: str | None = None, candidate: str | None = None,
-                 capability: str | None = None, newest: int | None = None) -> list[Verdict]:
+                 capability: str | None = None, newest: int | None = None,
+                 baseline: str | None = None) -> list[Verdict]:
         """Oldest first; `newest` keeps only that many of the latest, cut in SQL."""
         query = select(Verdict).order_by(col(Verdict.id).desc())
         for column, value in ((Verdict.model, model), (Verdict.candidate, candidate),
-                              (Verdict.capability, capability)):
+                              (Verdict.capability, capability), (Verdict.baseline, baseline)):
             if value is not None:
                 query = query.where(column == value)
         if newest is not None:

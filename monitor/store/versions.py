@@ -10,7 +10,7 @@ keeps meaning what it says.
 from __future__ import annotations
 
 from monitor.policy.schema import Config, VersionSpec
-from monitor.store import Store
+from monitor.store import ModelVersion, Store
 
 
 def _after(versions: dict[str, VersionSpec], parent: str | None, name: str,
@@ -28,18 +28,27 @@ def _after(versions: dict[str, VersionSpec], parent: str | None, name: str,
 
 
 def with_made(config: Config, store: Store) -> Config:
-    """`config` with every version the monitor built added to its model (the file's win on a
-    clash, which `add_made_version` prevents anyway)."""
-    made = store.made_versions()
-    if not made:
+    """`config` with every version the monitor built, and every candidate registered at runtime,
+    added to its model (the file's win on a clash, which `add_made_version` prevents anyway).
+    Candidates go last: they are newer than anything a rollback may land on."""
+    rows = [*store.made_versions(), *store.candidates()]
+    if not rows:
         return config
     models = dict(config.models)
-    for row in made:
+    for row in rows:
         spec = models.get(row.model)
-        if spec is None or row.version in spec.versions or row.path is None:
+        version = _spec(row)
+        if spec is None or row.version in spec.versions or version is None:
             continue
-        version = VersionSpec(path=row.path, description=f"recovered from {row.parent} by action "
-                              f"{row.action_id}")
         models[row.model] = spec.model_copy(update={"versions": _after(spec.versions, row.parent,
                                                                         row.version, version)})
     return config.model_copy(update={"models": models})  # keeps the file's base dir
+
+
+def _spec(row: ModelVersion) -> VersionSpec | None:
+    if row.spec is not None:
+        return VersionSpec.model_validate_json(row.spec)
+    if row.path is not None:
+        return VersionSpec(path=row.path, description=f"recovered from {row.parent} by action "
+                           f"{row.action_id}")
+    return None

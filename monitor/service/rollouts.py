@@ -1,0 +1,133 @@
+"""What rollouts and pipelines ask the monitor over HTTP: register a candidate, then ask the gate.
+
+    POST /api/v1/models/{model}/candidates   {"version": ..., "path" | "served_name" | "adapter"
+                                             | "gguf_file": ..., "description": ...}  -> 201
+    GET  /api/v1/models/{model}/candidates   the candidates registered for a model
+    GET  /api/v1/gate?model=&version=&wait=&mode=
+
+The gate answers two kinds of client. Flagger's webhooks and most CI steps read the status code
+(`mode=flagger`, the default): 200 to go on, 412 on FAIL or INCONCLUSIVE, 503 with Retry-After
+while the measurement is broken or not judged yet. Argo Rollouts' web metric marks any non-2xx as
+an error and tests the JSON instead (`mode=metric`): 200 with the body for any decision, 503 only
+while pending. The body is the same for both (`monitor.judge.gate.Gate.to_json`).
+
+Registering is a write: it is refused (403) unless the server requires credentials, and its body
+is bounded and checked field by field (`monitor.store.candidates`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from monitor.errors import CandidateError
+from monitor.judge.gate import MAX_WAIT_S, UnknownVersion, wait
+from monitor.policy.loading import load_suites
+from monitor.policy.schema import Config
+from monitor.policy.suites import Suite
+from monitor.service.replies import BadRequest, Reply, json_reply
+from monitor.store import ModelVersion, Store
+from monitor.store.candidates import register
+from monitor.vocabulary import Decision
+
+GATE = "/api/v1/gate"
+CANDIDATES = re.compile(r"^/api/v1/models/([^/]{1,128})/candidates$")
+MAX_BODY = 16 * 1024
+MAX_SERVER_WAIT_S = 300.0  # one request holds one of the server's workers at most this long
+GATE_STATUS = {"flagger": {Decision.PASS: 200, Decision.FAIL: 412, Decision.INCONCLUSIVE: 412,
+                           Decision.ERROR: 503, Decision.PENDING: 503},
+               "metric": {Decision.PENDING: 503}}
+
+
+class Rollouts:
+    def __init__(self, config: Config, store: Store, on_candidate: Callable[[], object] = lambda: None,
+                 writes_allowed: bool = False) -> None:
+        """`on_candidate` schedules a new candidate at once (the monitor's `sync_candidates`)."""
+        self.config = config
+        self.store = store
+        self.on_candidate = on_candidate
+        self.writes_allowed = writes_allowed
+        self._suites: list[Suite] | None = None
+
+    @staticmethod
+    def handles(path: str) -> bool:
+        return path == GATE or CANDIDATES.match(path) is not None
+
+    @staticmethod
+    def accepts(path: str, method: str) -> bool:
+        return method == "POST" and CANDIDATES.match(path) is not None
+
+    def get(self, path: str, query: dict[str, str]) -> Reply:
+        if path == GATE:
+            return self.gate(query)
+        model = self._model(path)
+        return json_reply(200, [_candidate_json(row) for row in self.store.candidates(model)])
+
+    def post(self, path: str, environ: dict[str, Any]) -> Reply:
+        if not self.writes_allowed:
+            return json_reply(403, {"error": "registering candidates needs credentials: start serve with "
+                                             "--token-file, --token-env or --web-config"})
+        model = self._model(path)
+        try:
+            row = register(self.store, self.config, model, _body(environ), actor="api")
+        except CandidateError as exc:
+            return json_reply(409 if exc.conflict else 400, {"error": str(exc)})
+        self.on_candidate()
+        gate = f"{GATE}?model={row.model}&version={row.version}"
+        return json_reply(201, {**_candidate_json(row), "gate": gate}, [("Location", gate)])
+
+    def gate(self, query: dict[str, str]) -> Reply:
+        model, version = query.get("model"), query.get("version")
+        if not model or not version:
+            raise BadRequest("the gate needs model and version: /api/v1/gate?model=M&version=V")
+        mode = query.get("mode", "flagger")
+        if mode not in GATE_STATUS:
+            raise BadRequest(f"mode must be one of {', '.join(GATE_STATUS)}")
+        try:
+            answer = wait(self.store, self.config, self.suites(), model, version, _wait(query))
+        except UnknownVersion as exc:
+            return json_reply(404, {"error": str(exc)})
+        status = GATE_STATUS[mode].get(answer.decision, 200)
+        headers = [("Retry-After", "10")] if status == 503 else []
+        return json_reply(status, answer.to_json(), headers)
+
+    def suites(self) -> list[Suite]:
+        if self._suites is None:
+            self._suites = load_suites(self.config)
+        return self._suites
+
+    def _model(self, path: str) -> str:
+        found = CANDIDATES.match(path)
+        assert found is not None
+        model = found.group(1)
+        if model not in self.config.models:
+            raise BadRequest(f"no model '{model[:64]}' (models: {', '.join(self.config.models)})")
+        return model
+
+
+def _wait(query: dict[str, str]) -> float:
+    raw = query.get("wait", "0")
+    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_SERVER_WAIT_S:
+        raise BadRequest(f"wait must be whole seconds from 0 to {int(MAX_SERVER_WAIT_S)}")
+    return min(float(raw), MAX_WAIT_S)
+
+
+def _body(environ: dict[str, Any]) -> Any:
+    kind = str(environ.get("CONTENT_TYPE", "")).split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise BadRequest("the body must be JSON (Content-Type: application/json)")
+    raw_length = str(environ.get("CONTENT_LENGTH") or "")
+    if not raw_length.isdigit() or int(raw_length) > MAX_BODY:
+        raise BadRequest(f"Content-Length is required, at most {MAX_BODY} bytes")
+    raw = environ["wsgi.input"].read(int(raw_length))
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {str(exc)[:120]}") from None
+
+
+def _candidate_json(row: ModelVersion) -> dict[str, Any]:
+    return {"model": row.model, "version": row.version, "registered_at": row.created_at.isoformat(),
+            "by": row.source.partition(":")[2], "spec": json.loads(row.spec or "{}")}
