@@ -13,12 +13,17 @@ from monitor.cli.context import console, err, reported
 
 
 def write(out: Annotated[Path, typer.Option(help="Folder to write the dashboards' JSON into.")] = Path(
-        "dashboards")) -> None:
+        "dashboards"),
+          chart: Annotated[Path, typer.Option(help="The Helm chart's files folder: the ConfigMaps' copies "
+                                                   "are written there too, where it exists.")] = Path(
+        "helm/forgetmenot/files")) -> None:
     """Write the Grafana dashboards generated from the metric names (fleet overview, model drill-down)."""
     from monitor.metrics.dashboards import write as write_all
 
     with reported():
         written = write_all(out)
+        if chart.is_dir():  # Helm reads no file outside its chart: the chart carries a copy
+            written += write_all(chart / "dashboards")
     console.print("wrote " + ", ".join(str(path) for path in written))
 
 

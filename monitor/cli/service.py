@@ -10,6 +10,8 @@ import typer
 
 from monitor.cli.context import DEFAULT_CONFIG, ConfigOpt, console, opened, reported
 
+CHART_FILES = Path("helm/forgetmenot/files")
+
 
 def serve(
     config: ConfigOpt = DEFAULT_CONFIG,
@@ -85,6 +87,8 @@ def alerts(
     monitor_url: Annotated[str, typer.Option(
         help="The monitor's URL as on-call reaches it: each alert's monitor_url annotation links to "
              "its page there.")] = "http://forgetmenot:9464",
+    chart: Annotated[Path, typer.Option(help="The Helm chart's files folder: its PrometheusRule's copy "
+                                             "is written there too, where it exists.")] = CHART_FILES,
 ) -> None:
     """Write the Prometheus alert rules generated from the metric names."""
     from monitor.metrics.rules import rule_tests_yaml, rules_yaml
@@ -92,10 +96,15 @@ def alerts(
     if not monitor_url.startswith(("http://", "https://")):
         raise typer.BadParameter("must start with http:// or https://", param_hint="--monitor-url")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(rules_yaml(runbook_base, monitor_url))
+    rules = rules_yaml(runbook_base, monitor_url)
+    out.write_text(rules)
     cases = out.with_name(out.name.replace(".yml", ".test.yml"))
     cases.write_text(rule_tests_yaml())
-    console.print(f"wrote {out} and {cases}")
+    written = [out, cases]
+    if chart.is_dir():  # Helm reads no file outside its chart: the chart carries a copy
+        (chart / out.name).write_text(rules)
+        written.append(chart / out.name)
+    console.print("wrote " + ", ".join(str(p) for p in written))
 
 
 def db_upgrade(config: ConfigOpt = DEFAULT_CONFIG,

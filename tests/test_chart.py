@@ -1,0 +1,518 @@
+"""The Helm chart (helm/forgetmenot), verified without a Kubernetes API server, which cannot run here.
+
+Helm's own Go library renders and lints the chart (helm-python-sdk, offline): for each values file
+in helm/forgetmenot/ci, the strict lint passes, every core object is valid against the Kubernetes
+API schema (kubernetes-validate, strict), the custom resources have the shape their operators
+read, the pods carry the security defaults, the PrometheusRule is exactly alerts/forgetmenot.rules.yml
+and passes promtool, the policy the chart writes is one the monitor's own loader accepts, and the
+whole render matches its golden copy in tests/golden (FORGETMENOT_UPDATE_GOLDEN=1 rewrites them).
+Wrong values are refused, each with a message that names the key.
+
+`render(values_files)` is public: other tests import it (the retention gate's test evaluates the
+AnalysisTemplate's conditions against the gate's real answers, see `analysis_metric`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from monitor.policy.loading import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+CHART = REPO / "helm" / "forgetmenot"
+CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+GOLDEN = REPO / "tests" / "golden"
+# The values file that switches on the gate, the NetworkPolicy, the ServiceMonitor and the rules.
+EVERYTHING_ON = CHART / "ci" / "openai-only.yaml"
+RELEASE, NAMESPACE = "forgetmenot", "monitoring"
+KUBERNETES = kubernetes_validate.latest_version()
+UPDATE_GOLDEN = os.environ.get("FORGETMENOT_UPDATE_GOLDEN") == "1"
+
+# Objects of these API groups are custom resources: kubernetes-validate has no schema for them.
+CUSTOM = {"monitoring.coreos.com/v1", "argoproj.io/v1alpha1"}
+# Environment variables whose values the chart writes itself; every other one comes from a Secret.
+PLAIN_ENV = {"FORGETMENOT_HOME", "HF_HOME", "MPLCONFIGDIR", "TMPDIR", "PYTHONDONTWRITEBYTECODE",
+             "FORGETMENOT_TOKEN_FILE", "FORGETMENOT_WEB_CONFIG"}
+
+
+# --- rendering: the helpers other tests import --------------------------------------------------
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Values layered as `helm -f a.yaml -f b.yaml` layers them: maps merge, the rest is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+Values = dict[str, Any]
+
+
+def load_values(values_files: Sequence[str | Path], overrides: Values | None = None) -> Values:
+    values: dict[str, Any] = {}
+    for path in values_files:
+        values = merge(values, yaml.safe_load(Path(path).read_text()) or {})
+    return merge(values, overrides or {})
+
+
+def render_templates(values_files: Sequence[str | Path], overrides: Values | None = None) -> dict[str, str]:
+    """Template path -> rendered text, as `helm template forgetmenot helm/forgetmenot -n monitoring
+    -f FILE...`. Values the schema or a template refuses raise helm_python.HelmError with Helm's
+    message."""
+    with helm_python.Chart.load(CHART) as chart:
+        return chart.render(load_values(values_files, overrides), name=RELEASE, namespace=NAMESPACE)
+
+
+def render(values_files: Sequence[str | Path], overrides: Values | None = None) -> list[dict[str, Any]]:
+    """Every object the chart renders for these values files (in order, then `overrides`), parsed."""
+    objects = []
+    for path, text in sorted(render_templates(values_files, overrides).items()):
+        if path.endswith(".yaml"):
+            objects += [doc for doc in yaml.safe_load_all(text) if doc]
+    return objects
+
+
+def find(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = find(objects, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def policy_file(objects: list[dict[str, Any]]) -> str:
+    """The forgetmenot.yaml the chart wrote."""
+    maps = [m for m in find(objects, "ConfigMap") if "forgetmenot.yaml" in m.get("data", {})]
+    assert len(maps) == 1, f"expected one policy ConfigMap, found {len(maps)}"
+    text: str = maps[0]["data"]["forgetmenot.yaml"]
+    return text
+
+
+def analysis_template(values_files: Sequence[str | Path] = (EVERYTHING_ON,)) -> dict[str, Any]:
+    """The rendered Argo Rollouts (Cluster)AnalysisTemplate that asks the retention gate."""
+    objects = render(values_files)
+    templates = [o for o in objects if o["kind"] in ("AnalysisTemplate", "ClusterAnalysisTemplate")]
+    assert len(templates) == 1, "the values do not enable gate.argo"
+    return templates[0]
+
+
+def analysis_metric(values_files: Sequence[str | Path] = (EVERYTHING_ON,)) -> dict[str, Any]:
+    """The gate's metric in that template: its `successCondition` / `failureCondition`
+    (expressions over `result`, the gate's JSON body) and its web provider (url, headers,
+    jsonPath, timeoutSeconds)."""
+    metrics: list[dict[str, Any]] = analysis_template(values_files)["spec"]["metrics"]
+    return metrics[0]
+
+
+# What the chart copies from files/ is checked byte for byte by its own tests; the goldens leave it
+# out, so a regenerated dashboard or rule does not make every golden drift.
+ELIDED = [
+    (re.compile(r"(?m)^(  [\w.-]+\.json: \|-\n)(?:    .*\n)*"),
+     r"\1    <files/dashboards: test_one_dashboard_config_map_per_file>\n"),
+    (re.compile(r"(?m)^(  groups:\n)(?:    .*\n)*"),
+     r"\1    <files/forgetmenot.rules.yml: test_prometheus_rule_is_the_alerts_file>\n"),
+]
+
+
+def golden_text(values_file: Path) -> str:
+    """The render as `helm template` prints it, each template's output under its source path, with
+    the dashboards' and rules' bodies elided."""
+    parts = []
+    for path, text in sorted(render_templates([values_file]).items()):
+        if path.endswith(".yaml") and text.strip():
+            parts.append(f"---\n# Source: {path}\n{text.strip()}\n")
+    golden = "".join(parts)
+    for pattern, replacement in ELIDED:
+        golden = pattern.sub(replacement, golden)
+    return golden
+
+
+def pod_specs(objects: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            yield obj["spec"]["template"]["spec"]
+
+
+def ci_id(path: Path) -> str:
+    return path.stem
+
+
+# --- the chart's files are the repository's -------------------------------------------------------
+
+def test_app_version_is_the_package_version() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["appVersion"] == project["version"]
+    assert chart["kubeVersion"].startswith(">=1.27")
+
+
+def test_rules_copy_is_byte_identical_to_alerts() -> None:
+    copy_ = CHART / "files" / "forgetmenot.rules.yml"
+    assert copy_.read_bytes() == (REPO / "alerts" / "forgetmenot.rules.yml").read_bytes(), (
+        "cp alerts/forgetmenot.rules.yml helm/forgetmenot/files/")
+
+
+def test_dashboard_copies_are_byte_identical_to_dashboards() -> None:
+    originals = {p.name: p.read_bytes() for p in (REPO / "dashboards").glob("*.json")}
+    copies = {p.name: p.read_bytes() for p in (CHART / "files" / "dashboards").glob("*.json")}
+    assert originals, "dashboards/ has no JSON"
+    assert copies == originals, "cp dashboards/*.json helm/forgetmenot/files/dashboards/"
+
+
+# --- every ci values file -----------------------------------------------------------------------
+
+def test_ci_values_cover_the_deployments() -> None:
+    assert {p.stem for p in CI_VALUES} >= {"sqlite-single", "postgres-ha", "gpu", "openai-only"}
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=ci_id)
+def test_strict_lint_passes(values_file: Path) -> None:
+    report = helm_python.lint(CHART, load_values([values_file]), strict=True, namespace=NAMESPACE,
+                              kube_version=f"v{KUBERNETES}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]  # 2 warning, 3 error
+    assert not problems and not report["errors"], json.dumps(report, indent=1)
+
+
+def test_strict_lint_reports_a_broken_template(tmp_path: Path) -> None:
+    broken = tmp_path / "forgetmenot"
+    shutil.copytree(CHART, broken)
+    service = broken / "templates" / "service.yaml"
+    service.write_text(service.read_text().replace("{{ .Values.service.type }}", "{{ .Values.service.type"))
+    report = helm_python.lint(broken, load_values([EVERYTHING_ON]), strict=True)
+    assert report["errors"] or any(m["severity"] == 3 for m in report["messages"])
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=ci_id)
+def test_core_objects_are_valid_kubernetes(values_file: Path) -> None:
+    objects = render([values_file])
+    core = [o for o in objects if o["apiVersion"] not in CUSTOM]
+    assert {"Deployment", "Service", "ConfigMap", "ServiceAccount"} <= {o["kind"] for o in core}
+    for obj in core:
+        kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+
+
+def test_kubernetes_validate_catches_a_wrong_field() -> None:
+    deployment = one(render([EVERYTHING_ON]), "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFs"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=ci_id)
+def test_custom_resources_have_the_shape_their_operators_read(values_file: Path) -> None:
+    """No CRD schemas here: check what Prometheus Operator and Argo Rollouts read from each."""
+    for obj in render([values_file]):
+        if obj["apiVersion"] not in CUSTOM:
+            continue
+        assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", obj["metadata"]["name"])
+        spec = obj["spec"]
+        if obj["kind"] == "ServiceMonitor":
+            assert spec["selector"]["matchLabels"] and spec["endpoints"]
+            assert all(e["port"] == "http-metrics" for e in spec["endpoints"])
+        elif obj["kind"] == "PrometheusRule":
+            assert all(g["name"] and g["rules"] for g in spec["groups"])
+        elif obj["kind"] in ("AnalysisTemplate", "ClusterAnalysisTemplate"):
+            assert all(m["name"] and m["provider"]["web"]["url"] for m in spec["metrics"])
+        else:
+            pytest.fail(f"no shape check for {obj['kind']}")
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=ci_id)
+def test_pods_run_with_the_security_defaults(values_file: Path) -> None:
+    objects = render([values_file])
+    deployer = bool(find(objects, "Role"))
+    for pod in pod_specs(objects):
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
+        assert security["fsGroup"] == 10001 and security["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is deployer
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+            writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+            assert {"/var/lib/forgetmenot", "/tmp"} <= writable
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=ci_id)
+def test_no_secret_value_is_rendered(values_file: Path) -> None:
+    objects = render([values_file])
+    assert not find(objects, "Secret")
+    for pod in pod_specs(objects):
+        for env in pod["containers"][0]["env"]:
+            assert env["name"] in PLAIN_ENV or "secretKeyRef" in env.get("valueFrom", {}), env
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=ci_id)
+def test_the_serve_command_and_its_probes(values_file: Path) -> None:
+    objects = render([values_file])
+    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:7] == ["serve", "--config", "/etc/forgetmenot/forgetmenot.yaml",
+                                     "--host", "0.0.0.0", "--port", "9464"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    service = one(objects, "Service")
+    assert service["spec"]["ports"][0]["port"] == 9464
+    assert service["spec"]["ports"][0]["name"] == "http-metrics"
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=ci_id)
+def test_the_rendered_policy_is_one_the_monitor_accepts(values_file: Path, tmp_path: Path) -> None:
+    """The ConfigMap's forgetmenot.yaml through the monitor's own loader. The image's suites
+    (/app/probes) are the repository's probes/, and the ConfigMap suites are mounted under probes/."""
+    text = policy_file(render([values_file]))
+    policy = yaml.safe_load(text)
+    assert policy["spool"].startswith("/var/lib/forgetmenot/")
+    policy["suites"] = [s.replace("/app/probes", str(REPO / "probes")) for s in policy["suites"]]
+    (tmp_path / "probes").symlink_to(REPO / "probes")
+    (tmp_path / "forgetmenot.yaml").write_text(yaml.safe_dump(policy))
+    config = load_config(tmp_path / "forgetmenot.yaml", check_paths=False)
+    assert config.database.startswith(("sqlite:////var/lib/forgetmenot/", "postgresql+psycopg://"))
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=ci_id)
+def test_render_matches_golden(values_file: Path) -> None:
+    golden = GOLDEN / f"chart-{values_file.stem}.yaml"
+    text = golden_text(values_file)
+    if UPDATE_GOLDEN:
+        golden.write_text(text)
+    regenerate = "FORGETMENOT_UPDATE_GOLDEN=1 pytest tests/test_chart.py"
+    assert golden.exists(), f"no {golden.name}: run {regenerate}"
+    assert text == golden.read_text(), f"the render drifted from {golden.name}; if intended, run {regenerate}"
+
+
+# --- alert rules, scraping, dashboards ------------------------------------------------------------
+
+def test_prometheus_rule_is_the_alerts_file() -> None:
+    rule = one(render([EVERYTHING_ON]), "PrometheusRule")
+    alerts = yaml.safe_load((REPO / "alerts" / "forgetmenot.rules.yml").read_text())
+    assert rule["spec"]["groups"] == alerts["groups"]
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    annotations = json.dumps(rule["spec"]["groups"])
+    assert "{{ $labels.model }}" in annotations, "Helm must leave Prometheus' templates alone"
+
+
+def test_promtool_accepts_the_rendered_rules(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed: run `make tools` (Debian package prometheus)")
+    rule = one(render([EVERYTHING_ON]), "PrometheusRule")
+    rules = tmp_path / "rendered.rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    done = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    count = sum(len(g["rules"]) for g in rule["spec"]["groups"])
+    assert f"SUCCESS: {count} rules found" in done.stdout
+
+
+def test_service_monitor_scrapes_as_the_rules_expect() -> None:
+    objects = render([EVERYTHING_ON])
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["interval"] == "15s"
+    assert endpoint["authorization"]["credentials"] == {"name": "forgetmenot-scrape-token", "key": "token"}
+    jobs = set(re.findall(r'job="([^"]+)"', (REPO / "alerts" / "forgetmenot.rules.yml").read_text()))
+    relabelled = {r["replacement"] for r in endpoint["relabelings"] if r.get("targetLabel") == "job"}
+    assert jobs and relabelled == jobs, "ForgetmenotMonitorDown would fire for a job that never exists"
+    service = one(objects, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_service_monitor_uses_basic_auth_and_tls_when_given() -> None:
+    endpoint = one(render([CHART / "ci" / "postgres-ha.yaml"]), "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["basicAuth"]["password"] == {"name": "forgetmenot-scrape", "key": "password"}
+    assert endpoint["tlsConfig"]["ca"] == {"secret": {"name": "forgetmenot-tls", "key": "ca.crt"}}
+    assert "authorization" not in endpoint
+
+
+def test_open_metrics_scrapes_without_credentials() -> None:
+    objects = render([EVERYTHING_ON], {"web": {"openMetrics": True}})
+    endpoint = one(objects, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert "authorization" not in endpoint and "basicAuth" not in endpoint
+    assert "--open-metrics" in one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_one_dashboard_config_map_per_file() -> None:
+    maps = [m for m in find(render([EVERYTHING_ON]), "ConfigMap")
+            if "grafana_dashboard" in m["metadata"].get("labels", {})]
+    files = sorted((CHART / "files" / "dashboards").glob("*.json"))
+    assert len(maps) == len(files)
+    for config_map, path in zip(sorted(maps, key=lambda m: m["metadata"]["name"]), files, strict=True):
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert config_map["metadata"]["annotations"]["grafana_folder"] == "LLM retention"
+        assert config_map["data"] == {path.name: path.read_text().rstrip("\n")}
+
+
+# --- the retention gate ---------------------------------------------------------------------------
+
+def test_argo_analysis_template_asks_the_gate() -> None:
+    metric = analysis_metric()
+    assert metric["successCondition"] == 'result.decision == "pass"'
+    assert metric["failureCondition"] == 'result.decision == "fail"'
+    web = metric["provider"]["web"]
+    assert web["url"] == ("http://forgetmenot.monitoring.svc:9464/api/v1/gate?model={{args.model}}"
+                          "&version={{args.version}}&wait={{args.wait}}&mode=metric")
+    assert web["jsonPath"] == "{$}"
+    assert web["headers"] == [{"key": "Authorization", "value": "Bearer {{args.token}}"}]
+    template = analysis_template()
+    assert template["kind"] == "ClusterAnalysisTemplate"
+    args = {a["name"]: a for a in template["spec"]["args"]}
+    assert {"model", "version"} <= args.keys() and "value" not in args["model"]
+    assert args["token"]["valueFrom"]["secretKeyRef"] == {"name": "forgetmenot-gate-token", "key": "token"}
+    assert 0 < int(args["wait"]["value"]) <= 300, "the gate holds a request at most 300 s"
+    assert web["timeoutSeconds"] > int(args["wait"]["value"])
+
+
+def test_the_gate_is_off_unless_asked() -> None:
+    kinds = {o["kind"] for o in render([CHART / "ci" / "sqlite-single.yaml"])}
+    assert not kinds & {"AnalysisTemplate", "ClusterAnalysisTemplate", "ServiceMonitor", "PrometheusRule",
+                        "NetworkPolicy"}
+
+
+def test_flagger_webhook_is_printed_in_the_notes() -> None:
+    notes = render_templates([EVERYTHING_ON])["forgetmenot/templates/NOTES.txt"]
+    assert "type: pre-rollout" in notes
+    assert "/api/v1/gate?model=MODEL&version=VERSION&wait=120&mode=flagger" in notes
+
+
+# --- replicas, RBAC, network ----------------------------------------------------------------------
+
+def test_high_availability_with_postgresql() -> None:
+    objects = render([CHART / "ci" / "postgres-ha.yaml"])
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 3 and "strategy" not in deployment["spec"]
+    assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 2
+    assert not find(objects, "PersistentVolumeClaim")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    password = env["FORGETMENOT_DB_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password == {"name": "forgetmenot-db", "key": "password"}
+    policy = yaml.safe_load(policy_file(objects))
+    assert policy["database_password"] == {"env": "FORGETMENOT_DB_PASSWORD"}
+
+
+def test_single_sqlite_replica_recreates_on_its_claim() -> None:
+    objects = render([CHART / "ci" / "sqlite-single.yaml"])
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not find(objects, "PodDisruptionBudget")
+    claim = one(objects, "PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["home"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/etc/forgetmenot/probes/sentiment-json"]["readOnly"] is True
+
+
+def test_deployer_role_is_get_and_patch_on_named_deployments_only() -> None:
+    objects = render([CHART / "ci" / "postgres-ha.yaml"])
+    role, binding = one(objects, "Role"), one(objects, "RoleBinding")
+    assert role["metadata"]["namespace"] == "models"
+    assert role["rules"] == [{"apiGroups": ["apps"], "resources": ["deployments"],
+                              "resourceNames": ["vllm-support-bot"], "verbs": ["get", "patch"]}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "forgetmenot", "namespace": NAMESPACE}]
+    assert one(objects, "ServiceAccount")["automountServiceAccountToken"] is True
+
+
+def test_gpu_scheduling() -> None:
+    pod = one(render([CHART / "ci" / "gpu.yaml"]), "Deployment")["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert {"name": "shm", "mountPath": "/dev/shm"} in pod["containers"][0]["volumeMounts"]
+
+
+def test_network_policy_admits_prometheus_and_named_namespaces_and_egress_to_dns() -> None:
+    policy = one(render([EVERYTHING_ON]), "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    sources = [peer for rule in policy["ingress"] for peer in rule["from"]]
+    assert any(p.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": "prometheus"}
+               for p in sources)
+    assert any(e.get("values") == ["argo-rollouts", "test"]
+               for p in sources for e in p.get("namespaceSelector", {}).get("matchExpressions", []))
+    ports = [p for rule in policy["egress"] for p in rule.get("ports", [])]
+    assert {"port": 53, "protocol": "UDP"} in ports and {"port": 8000, "protocol": "TCP"} in ports
+
+
+def test_extra_objects_are_templated() -> None:
+    names = [o["metadata"]["name"] for o in find(render([EVERYTHING_ON]), "ConfigMap")]
+    assert names.count("forgetmenot-extra") == 1
+
+
+# --- refusals: wrong values fail the install, naming the key ---------------------------------------
+
+REFUSED = [
+    ({"bogus": 1}, "additional properties 'bogus' not allowed"),
+    ({"replicaCount": "two"}, "/replicaCount"),
+    ({"replicaCount": 2}, "/database/kind"),
+    ({"image": {"tag": "latest"}}, "/image/tag"),
+    ({"image": {"tag": "1.0 beta"}}, "/image/tag"),
+    ({"image": {"flavor": "huge"}}, "/image/flavor"),
+    ({"image": {"digest": "sha256:abc"}}, "/image/digest"),
+    ({"database": {"kind": "postgresql", "postgresql": {"url": "postgresql://fm:hunter2@db/fm"}}},
+     "/database/postgresql/url"),
+    ({"database": {"kind": "mysql"}}, "/database/kind"),
+    ({"extraEnv": [{"name": "VLLM_API_KEY", "value": "sk-live"}]}, "/extraEnv/0/value"),
+    ({"secretEnv": [{"name": "VLLM_API_KEY", "value": "sk-live"}]}, "/secretEnv/0"),
+    ({"serviceMonitor": {"interval": 30}}, "/serviceMonitor/interval"),
+    ({"web": {"scheme": "http"}}, "/web/scheme"),
+    ({"persistence": {"size": "lots"}}, "/persistence/size"),
+    ({"gate": {"argo": {"kind": "Rollout"}}}, "/gate/argo/kind"),
+    ({"gate": {"argo": {"wait": 900}}}, "/gate/argo/wait"),
+    # Refusals across several values, from the templates.
+    ({"replicaCount": 2, "database": {"kind": "postgresql", "postgresql": {"url": "postgresql+psycopg://fm@db/fm"}}},
+     "persistence.accessModes [ReadWriteMany]"),
+    ({"database": {"kind": "postgresql"}}, "/database/postgresql/url"),
+    ({"policy": {"database": "sqlite:///x.db"}}, "policy.database is set by the chart"),
+    ({"image": {"flavor": "slim"}}, "image.flavor=slim has no torch, but policy.models.support-bot"),
+    ({"gate": {"argo": {"enabled": True, "wait": 120, "timeoutSeconds": 60}}},
+     "gate.argo.timeoutSeconds (60)"),
+    ({"web": {"configSecret": {"name": "forgetmenot-web"}}, "serviceMonitor": {"enabled": True}},
+     "every scrape gets 401"),
+    ({"networkPolicy": {"enabled": True}, "rbac": {"deployments": [{"name": "vllm"}]}},
+     "networkPolicy.egress.kubernetesApi"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), REFUSED, ids=[m for _, m in REFUSED])
+def test_wrong_values_are_refused_naming_the_key(overrides: Values, message: str) -> None:
+    with pytest.raises(helm_python.HelmError) as refused:
+        render([CHART / "ci" / "sqlite-single.yaml"], overrides)
+    assert message in str(refused.value)
+
+
+def test_an_empty_policy_is_refused_with_what_to_do() -> None:
+    with pytest.raises(helm_python.HelmError, match="policy is empty"):
+        render([])
+
+
+def test_an_existing_config_map_replaces_the_policy() -> None:
+    objects = render([], {"existingConfigMap": "my-policy"})
+    volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "policy", "configMap": {"name": "my-policy"}} in volumes
+    assert not [m for m in find(objects, "ConfigMap") if m["metadata"]["name"].endswith("-policy")]
