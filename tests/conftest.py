@@ -148,5 +148,6 @@ def demo_versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     folder = tmp_path_factory.mktemp("demo")
     shutil.copy(REPO / "forgetmenot.yaml", folder / "forgetmenot.yaml")
+    (folder / "probes").symlink_to(PROBES)
     config = load_config(folder / "forgetmenot.yaml", check_paths=False)
     return {"v1": build_v1(config), "v2": build_v2(config)}

@@ -103,6 +103,7 @@ def test_probe_a_version_that_cannot_load_exits_3_and_records_errors(tmp_path: P
     assert result.exit_code == 3
     runs = Store(f"sqlite:///{tmp_path / 'fmn.db'}").runs(version="broken")
     assert [r.status for r in runs] == ["error", "error"]
+    assert f"error arithmetic: {runs[0].error}" in result.output, "the reason is printed, not only stored"
 
 
 @pytest.mark.postgres

@@ -40,10 +40,10 @@ models:
       v1: {{path: {v1}}}
     baseline: v1
     live: v1
-suites: [probes/general-knowledge]
+suites: [probes/arithmetic]
 policy:
   capabilities:
-    general-knowledge: {{max_drop: 0.10}}
+    arithmetic: {{max_drop: 0.10}}
 """)
     return path
 
@@ -104,7 +104,7 @@ def test_the_gate_stops_the_json_fine_tune_and_lets_v1_through(
 
         status, stopped = _decided(port, "v2-candidate")
         assert (status, stopped["decision"]) == (412, "fail"), stopped
-        knowledge = next(v for v in stopped["verdicts"] if v["suite"] == "general-knowledge")
+        knowledge = next(v for v in stopped["verdicts"] if v["suite"] == "arithmetic")
         assert (knowledge["baseline"], knowledge["phase"], knowledge["diagnosis"]) == (
             "v1", "FAIL", "alignment_loss")
         status, passed = _decided(port, "v1-candidate")

@@ -14,6 +14,7 @@ from monitor.cli.context import (
     ModelOpt,
     SuitesOpt,
     console,
+    err,
     opened,
     progress_bars,
     reported,
@@ -52,7 +53,11 @@ def probe(
         runs = [m.run for m in measured]
         console.print(tables.runs_table(runs, policy.store.summaries([r.id for r in runs if r.id]),
                                         f"{name}/{chosen}", console.width))
-    if any(r.status == RunStatus.ERROR for r in runs):
+    broken = [r for r in runs if r.status == RunStatus.ERROR]
+    for run in broken:  # the table says a run broke; this says why (a folder it cannot read, ...)
+        err.print(f"[red]error[/red] {run.suite}: {run.error or 'no reason recorded'}", highlight=False,
+                  soft_wrap=True)
+    if broken:
         raise typer.Exit(3)
 
 

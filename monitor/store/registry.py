@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from sqlmodel import select
+from typing import Any
+
+from sqlmodel import or_, select
 
 from monitor.errors import StoreError
 from monitor.store.engine import Database
 from monitor.store.tables import ModelVersion, SuiteRecord
+
+MADE = ModelVersion.path.is_not(None)  # type: ignore[union-attr]
+REGISTERED = ModelVersion.spec.is_not(None)  # type: ignore[union-attr]
 
 
 class Registry(Database):
@@ -34,24 +39,25 @@ class Registry(Database):
 
     def made_versions(self, model: str | None = None) -> list[ModelVersion]:
         """Versions the monitor built (they have a path), oldest first."""
-        with self.session() as s:
-            query = select(ModelVersion).where(ModelVersion.path.is_not(None))  # type: ignore[union-attr]
-            if model:
-                query = query.where(ModelVersion.model == model)
-            return list(s.exec(query.order_by(ModelVersion.id)))  # type: ignore[arg-type]
-
-    def versions_seen(self, model: str) -> list[ModelVersion]:
-        """Every version of `model` the store has a row for: measured, made or registered."""
-        with self.session() as s:
-            query = select(ModelVersion).where(ModelVersion.model == model)
-            return list(s.exec(query.order_by(ModelVersion.id)))  # type: ignore[arg-type]
+        return self._versions(MADE, model)
 
     def candidates(self, model: str | None = None) -> list[ModelVersion]:
         """Versions registered at runtime to be judged before they take traffic, oldest first."""
+        return self._versions(REGISTERED, model)
+
+    def added_versions(self) -> list[ModelVersion]:
+        """Both, in one query, oldest first: what joins the policy file's versions."""
+        return self._versions(or_(MADE, REGISTERED))
+
+    def versions_seen(self, model: str) -> list[ModelVersion]:
+        """Every version of `model` the store has a row for: measured, made or registered."""
+        return self._versions(ModelVersion.model == model)
+
+    def _versions(self, where: Any, model: str | None = None) -> list[ModelVersion]:
+        query = select(ModelVersion).where(where)
+        if model:
+            query = query.where(ModelVersion.model == model)
         with self.session() as s:
-            query = select(ModelVersion).where(ModelVersion.spec.is_not(None))  # type: ignore[union-attr]
-            if model:
-                query = query.where(ModelVersion.model == model)
             return list(s.exec(query.order_by(ModelVersion.id)))  # type: ignore[arg-type]
 
     def ensure_suite(self, name: str, version: int, capability: str, content_hash: str) -> SuiteRecord:

@@ -31,7 +31,7 @@ def with_made(config: Config, store: Store) -> Config:
     """`config` with every version the monitor built, and every candidate registered at runtime,
     added to its model (the file's win on a clash, which `add_made_version` prevents anyway).
     Candidates go last: they are newer than anything a rollback may land on."""
-    rows = [*store.made_versions(), *store.candidates()]
+    rows = store.added_versions()
     if not rows:
         return config
     models = dict(config.models)
