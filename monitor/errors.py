@@ -89,11 +89,16 @@ class StoreError(ForgetmenotError):
 
 
 class CandidateError(ForgetmenotError):
-    """A candidate cannot be registered as given; `conflict` when only its name is taken."""
+    """A candidate cannot be registered or retired as asked: `status` is the HTTP answer (409 when
+    only its name is taken, 404 when there is no such candidate)."""
 
-    def __init__(self, message: str, conflict: bool = False) -> None:
+    def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
-        self.conflict = conflict
+        self.status = status
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
 
 
 class JudgeError(ForgetmenotError):

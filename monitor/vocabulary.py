@@ -139,6 +139,9 @@ class ErrorKind(StrEnum):
     SCRIPTED = "scripted"  # the fake backend, told to fail
 
 
+CANDIDATE = "candidate"  # model_version.source of a candidate: "candidate:<who>" ("candidate-retired:...")
+
+
 class Decision(StrEnum):
     """What the retention gate answers a rollout: go on only on PASS."""
 

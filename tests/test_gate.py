@@ -4,6 +4,7 @@ and both databases: registration checks, probing at once, the answers rollouts r
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -277,3 +278,131 @@ def test_junit_marks_errors_and_muted_suites(tmp_path: Path, tiny_model_dir: Pat
     root = ET.fromstring(junit_xml(gate).split("\n", 1)[1])
     assert root.get("errors") == "4" and root.get("failures") == "0"
     assert {p.get("name"): p.get("value") for p in root.iter("property")}["decision"] == "error"
+
+
+def test_weights_outside_the_roots_are_refused_however_they_are_named(tmp_path: Path,
+                                                                     tiny_model_dir: Path) -> None:
+    monitor = open_monitor(policy(tmp_path, tiny_model_dir))
+    store, config = monitor.store, monitor.config
+    outside = Path(tempfile.mkdtemp(prefix="fmn-outside-"))  # not under the default root
+    (tiny_model_dir.parent / "sneaky").symlink_to(outside)
+
+    def refused(body: dict[str, Any]) -> str:
+        with pytest.raises(CandidateError) as caught:
+            register(store, config, "bot", {"version": "c", **body}, "test")
+        return str(caught.value)
+
+    assert "give the candidate's weights as path" in refused({"gguf_file": "model.gguf"})
+    assert "a file name inside path" in refused({"path": str(tiny_model_dir), "gguf_file": "/etc/passwd"})
+    assert "a file name inside path" in refused({"path": str(tiny_model_dir), "gguf_file": "../x.gguf"})
+    assert "not under an allowed root" in refused({"path": str(tiny_model_dir.parent / "sneaky")})
+    assert "give path, not served_name" in refused({"path": str(tiny_model_dir), "served_name": "x"})
+    assert "kept for the versions recovery" in refused({"version": "v2-r7", "path": str(tiny_model_dir)})
+    assert "no control characters" in refused({"path": str(tiny_model_dir) + "\x00"})
+
+    # A relative path (from the policy's folder) is kept resolved: every replica loads what was checked
+    assert tmp_path.parent == tiny_model_dir.parent, "pytest keeps both under one base folder"
+    (tiny_model_dir.parent / "alias").symlink_to(tiny_model_dir)
+    row = register(store, config, "bot", {"version": "c", "path": "../alias"}, "test")
+    assert json.loads(row.spec or "{}")["path"] == str(tiny_model_dir.resolve())
+    # ... and a kept path that has left the roots since (its folder swapped) is not loaded.
+    row.spec = json.dumps({"path": str(outside)})
+    with store.session() as s:
+        s.add(row)
+        s.commit()
+    assert "c" not in with_made(config, store).models["bot"].versions
+    outside.rmdir()
+
+
+def test_a_retired_candidate_is_no_longer_probed_and_keeps_its_name(tmp_path: Path,
+                                                                   tiny_model_dir: Path) -> None:
+    monitor = measured_monitor(tmp_path, tiny_model_dir)
+    monitor.start()
+    server = serving(monitor, tmp_path)
+    try:
+        path = "/api/v1/models/bot/candidates"
+        assert request(server.port, path, {"version": "c", "path": str(tiny_model_dir)})[0] == 201
+        assert "probe:bot:c" in {j.id for j in monitor.scheduler.get_jobs()}
+        deleted = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}/c", method="DELETE",
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(deleted, timeout=10) as reply:
+            assert reply.status == 200 and json.loads(reply.read())["by"] == "api"
+        monitor.sync_candidates()
+        assert "probe:bot:c" not in {j.id for j in monitor.scheduler.get_jobs()}
+        assert request(server.port, "/api/v1/gate?model=bot&version=c")[0] == 404
+        assert request(server.port, path, {"version": "c", "path": str(tiny_model_dir)})[0] == 409
+        assert request(server.port, path)[1] == []
+    finally:
+        server.stop()
+        monitor.stop()
+    runner = CliRunner()
+    config = str(tmp_path / "forgetmenot.yaml")
+    assert runner.invoke(app, ["candidate", "retire", "bot", "c", "-c", config]).exit_code == 2
+
+
+def test_a_candidate_pages_no_one_and_waits_for_the_current_rules(tmp_path: Path,
+                                                                  tiny_model_dir: Path) -> None:
+    monitor = measured_monitor(tmp_path, tiny_model_dir)
+    register(monitor.store, monitor.config, "bot", {"version": "bad", "path": str(tiny_model_dir)}, "t")
+    monitor.cycle("bot", "bad", slot=2)
+    assert decide(monitor.store, monitor.config, monitor.suites, "bot", "bad").decision == Decision.FAIL
+    server = serving(monitor, tmp_path)
+    try:
+        req = urllib.request.Request(f"http://127.0.0.1:{server.port}/metrics",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=10) as reply:
+            metrics = reply.read().decode()
+    finally:
+        server.stop()
+    live = ('forgetmenot_verdict_phase{baseline="v1",capability="arithmetic",model="bot",phase="PASS",'
+            'version="v2"} 1.0')
+    assert live in metrics, "live's verdicts are exported"
+    assert 'version="bad"' not in metrics.split("forgetmenot_verdict_phase", 1)[1], "a candidate never pages"
+    tightened = monitor.config.model_copy(update={"policy": monitor.config.policy.model_copy(update={
+        "defaults": monitor.config.policy.defaults.model_copy(update={"max_drop": 0.5})})})
+    gate = decide(monitor.store, tightened, monitor.suites, "bot", "bad")
+    assert gate.decision == Decision.PENDING and "judged under other rules" in gate.checks[0].reason
+
+
+def test_waiting_requests_never_take_every_worker(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import concurrent.futures
+
+    monitor = measured_monitor(tmp_path, tiny_model_dir)
+    register(monitor.store, monitor.config, "bot", {"version": "later", "path": str(tiny_model_dir)}, "t")
+    server = serving(monitor, tmp_path)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            asked = [pool.submit(request, server.port, "/api/v1/gate?model=bot&version=later&wait=4")
+                     for _ in range(8)]
+            time.sleep(0.5)
+            began = time.monotonic()
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=10) as reply:
+                assert reply.status == 200 and time.monotonic() - began < 1.0
+            waited = sorted(f.result()[1]["waited_s"] for f in asked)
+    finally:
+        server.stop()
+    assert waited[:4] == [0.0] * 4 and min(waited[4:]) >= 3.0, "four wait, the rest answer at once"
+
+
+def test_a_database_failure_is_not_a_name_conflict(tmp_path: Path, tiny_model_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.errors import StoreError
+
+    monitor = open_monitor(policy(tmp_path, tiny_model_dir))
+
+    def broken(row: Any) -> Any:
+        raise StoreError("database unreachable: OperationalError")
+
+    monkeypatch.setattr(monitor.store, "add_made_version", broken)
+    with pytest.raises(StoreError):
+        register(monitor.store, monitor.config, "bot", {"version": "c", "path": str(tiny_model_dir)}, "t")
+    server = serving(monitor, tmp_path)
+    try:
+        status, body, headers = request(server.port, "/api/v1/models/bot/candidates",
+                                        {"version": "c", "path": str(tiny_model_dir)})
+        assert (status, headers["Retry-After"]) == (503, "10") and "unavailable" in body["error"]
+        assert request(server.port, "/api/v1/models/bot/candidates", b"[" * 15000)[0] == 400
+        assert request(server.port, "/api/v1/models/bot/candidates", ["c"])[1]["error"].startswith(
+            "the body must be a JSON object")
+    finally:
+        server.stop()

@@ -64,6 +64,24 @@ def candidate_list(config: ConfigOpt = DEFAULT_CONFIG,
                       f"{row.source.partition(':')[2]}  {row.spec}", highlight=False, soft_wrap=True)
 
 
+def candidate_retire(
+    model: Annotated[str, typer.Argument(help="The policy's model.")],
+    version: Annotated[str, typer.Argument(help="The candidate to stop watching.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Stop probing a candidate (shipped, or abandoned); its name stays taken and its scores stay."""
+    from monitor.store.candidates import retire
+
+    with opened(config) as policy:
+        try:
+            retire(policy.store, policy.config, model, version, actor=whoami())
+        except CandidateError as exc:
+            err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from exc
+    console.print(f"retired {model} {version}: every running monitor stops probing it within one heartbeat",
+                  highlight=False)
+
+
 def gate(
     model: Annotated[str, typer.Argument(help="The policy's model.")],
     version: Annotated[str, typer.Argument(help="The version about to take traffic.")],
@@ -83,6 +101,9 @@ def gate(
     try:
         answer = (_remote(url, model, version, os.environ.get(token_env, ""), wait_s) if url
                   else _local(config, model, version, wait_s))
+    except UnknownVersion as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
     except ForgetmenotError as exc:
         err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(3) from exc
@@ -97,7 +118,7 @@ def _local(config: Path, model: str, version: str, wait_s: float) -> Gate:
     with opened(config) as policy:
         try:
             return wait(policy.store, policy.config, policy.suites(), model, version, wait_s)
-        except UnknownVersion as exc:
+        except UnknownVersion as exc:  # `opened` would report it as a broken measurement (3)
             err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from exc
 
@@ -124,6 +145,8 @@ def _ask(url: str, model: str, version: str, token: str, wait_s: int) -> Gate:
         with urllib.request.urlopen(request, timeout=wait_s + 30) as reply:
             body = reply.read(MAX_REPLY_BYTES + 1)
     except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise UnknownVersion(exc.read(2000).decode("utf-8", "replace")[:300]) from None
         if exc.code != 503:
             detail = exc.read(2000).decode("utf-8", "replace")
             raise ForgetmenotError(f"the monitor answered {exc.code}: {detail[:300]}") from None
@@ -139,5 +162,5 @@ def _ask(url: str, model: str, version: str, token: str, wait_s: int) -> Gate:
 
 
 COMMANDS: dict[str, Callable[..., Any]] = {"gate": gate}
-CANDIDATE_COMMANDS: dict[str, Callable[..., Any]] = {"add": candidate_add,
-                                                   "list": candidate_list}
+CANDIDATE_COMMANDS: dict[str, Callable[..., Any]] = {"add": candidate_add, "list": candidate_list,
+                                                   "retire": candidate_retire}

@@ -64,7 +64,7 @@ def _serve(config: Path, host: str, port: int, access: Any, *, run_now: bool, st
         monitor = open_monitor(config)
         monitor.stale_after, monitor.beat_every = stale_after, min(10.0, stale_after / 3)
         api = Api(monitor.config, monitor.store, monitor.registry, monitor.not_ready, access,
-                  on_candidate=monitor.sync_candidates)
+                  on_candidate=monitor.sync_candidates, suites=monitor.suites)
         api.warm()
         http = HttpServer(api, host, port).start()
         monitor.start(run_now=run_now)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from monitor.errors import JudgeError
@@ -130,12 +130,17 @@ def wait(store: Store, config: Config, suites: Sequence[Suite], model: str, vers
 
 
 def _check(store: Store, config: Config, suite: Suite, model: str, version: str, ref: str) -> Check:
+    """The newest verdict on the suite's current content, judged under the current rules: one
+    judged before the policy was changed (unmuted, tightened) waits for the next judging."""
     rules = config.policy.rules_for(suite.capability)
-    found = [v for v in store.verdicts(model=model, candidate=version, baseline=ref,
-                                       capability=suite.capability, newest=20)
-             if v.suite == suite.name and v.content_hash == suite.content_hash]
+    found = store.verdicts(model=model, candidate=version, baseline=ref, suite=suite.name,
+                           content_hash=suite.content_hash, newest=1)
+    pending = Check(suite.name, suite.capability, ref, muted=rules.muted, critical=rules.critical)
     if not found:
-        return Check(suite.name, suite.capability, ref, muted=rules.muted, critical=rules.critical)
+        return pending
+    if found[-1].rules and verdict_rules(found[-1], config) != rules:
+        return replace(pending, reason=f"verdict {found[-1].id} was judged under other rules than the "
+                                       "policy's now; waiting for the next")
     return _from_verdict(found[-1], config)
 
 

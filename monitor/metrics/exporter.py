@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import col
 
@@ -31,7 +31,7 @@ from monitor.store import (
     Verdict,
     VerdictKind,
 )
-from monitor.vocabulary import LADDER, MOVES, ActionStatus, Kind, Phase, RunStatus
+from monitor.vocabulary import CANDIDATE, LADDER, MOVES, ActionStatus, Kind, Phase, RunStatus
 
 # Every (kind, status) series exists from the start, for outcomes only: `planned` and
 # `deploying` are moments in an action's life, not how it ended.
@@ -133,14 +133,16 @@ class StoreCollector(Collector):
 
 
 def _retired(s: Any) -> set[tuple[str, str]]:
-    """Versions that no longer serve and are not the baseline: moved away from by an action, or
-    built by recovery retraining and never made live. Their last verdict and last run would
-    otherwise page (breach, stale) forever; their scores stay, as history."""
+    """Versions that no longer serve and are not the baseline: moved away from by an action,
+    built by recovery retraining and never made live, or registered as candidates and not live
+    (the gate is where a candidate's verdicts go: it never took traffic, so it pages no one).
+    Their last verdict and last run would otherwise page (breach, stale) forever; their scores
+    stay, as history."""
     live = dict(s.execute(sa_select(col(LiveVersion.model), col(LiveVersion.version))).all())
     left = s.execute(sa_select(col(Action.model), col(Action.from_version)).where(
         col(Action.kind).in_(MOVES), col(Action.status) == ActionStatus.DONE)).all()
     made = s.execute(sa_select(col(ModelVersion.model), col(ModelVersion.version)).where(
-        col(ModelVersion.path).is_not(None))).all()
+        or_(col(ModelVersion.path).is_not(None), col(ModelVersion.source).startswith(CANDIDATE)))).all()
     return {(model, version) for model, version in (*left, *made) if version and live.get(model) != version}
 
 

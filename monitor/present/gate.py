@@ -10,8 +10,8 @@ from pathlib import Path
 from rich.table import Table
 
 from monitor.judge.gate import Check, Gate
-from monitor.present.tables import fmt_signed, phase
-from monitor.vocabulary import Kind, Phase
+from monitor.present.tables import phase
+from monitor.vocabulary import Phase
 
 
 def gate_table(gate: Gate) -> Table:
@@ -21,8 +21,8 @@ def gate_table(gate: Gate) -> Table:
     for c in gate.checks:
         table.add_row(c.suite + (" (muted)" if c.muted else ""), c.baseline,
                       phase(c.phase) if c.phase else "[dim]pending[/dim]", c.diagnosis or "",
-                      fmt_signed(c.drop, Kind.GENERATE_UNTIL) if c.drop is not None else "",
-                      f"{c.max_drop:.0%}" if c.max_drop is not None else "",
+                      f"{c.drop:+.3f}" if c.drop is not None else "",
+                      f"{c.max_drop:.3f}" if c.max_drop is not None else "",
                       str(c.verdict or ""))
     return table
 

@@ -29,6 +29,7 @@ from sqlalchemy import text
 
 from monitor.metrics.exporter import CachedExposition
 from monitor.policy.schema import Config
+from monitor.policy.suites import Suite
 from monitor.probing.weights import home
 from monitor.service.access import Access
 from monitor.service.pages import Pages
@@ -98,14 +99,17 @@ class _BoundedServer(ThreadingWSGIServer):
 class Api:
     def __init__(self, config: Config, store: Store, registry: CollectorRegistry | None = None,
                  ready: Callable[[], str | None] = lambda: None, access: Access | None = None,
-                 reports: Path | None = None, on_candidate: Callable[[], object] = lambda: None) -> None:
+                 reports: Path | None = None, on_candidate: Callable[[], object] = lambda: None,
+                 suites: Sequence[Suite] | None = None) -> None:
         """`reports` is where evidence reports are cached (default `<FORGETMENOT_HOME>/reports`);
-        `on_candidate` schedules a candidate registered over the API."""
+        `on_candidate` schedules a candidate registered over the API; `suites` are the
+        monitor's (default: loaded from the policy on first use)."""
         self.config = config
         self.store = store
         self.access = access or Access()
         self.pages = Pages(config, store, reports or home() / "reports")
-        self.rollouts = Rollouts(config, store, on_candidate, writes_allowed=self.access.required)
+        self.rollouts = Rollouts(config, store, on_candidate, writes_allowed=self.access.required,
+                                 suites=suites)
         self.registry = registry or CollectorRegistry()
         self._exposition = CachedExposition(store)
         self._not_ready = ready
@@ -120,7 +124,8 @@ class Api:
         writing = self.rollouts.accepts(path, method)
         if method not in METHODS and not writing:
             refused = {"error": f"{method[:16]} is not allowed here: only candidates are written"}
-            allow = "GET, HEAD, POST" if self.rollouts.accepts(path, "POST") else "GET, HEAD"
+            allow = ("GET, HEAD, POST" if self.rollouts.accepts(path, "POST")
+                     else "DELETE" if self.rollouts.accepts(path, "DELETE") else "GET, HEAD")
             return _json(start_response, 405, refused, [("Allow", allow)])
         if not self.access.allows(path, environ):
             denied = _json(start_response, 401, {"error": "credentials required"},
@@ -128,7 +133,7 @@ class Api:
             return [] if method == "HEAD" else denied
         try:
             if writing:
-                return self.rollouts.post(path, environ).send(start_response)
+                return self.rollouts.write(path, method, environ).send(start_response)
             body = self._route(path, _query(path, environ.get("QUERY_STRING", "")), start_response)
         except BadRequest as exc:
             body = self._error(start_response, path, 400, str(exc))
@@ -185,9 +190,13 @@ class Api:
         return _json(start_response, 200, {"status": "ready"})
 
     def _models(self) -> list[dict[str, Any]]:
+        """Each model's live version and its newest verdict per capability against the baseline
+        (a candidate's verdicts are the gate's, not the model's)."""
         latest: dict[tuple[str, str], Any] = {}
-        for verdict in self.store.verdicts():
-            latest[(verdict.model, verdict.capability)] = verdict
+        for name, spec in self.config.models.items():
+            live = self.store.live_version(self.config, name)
+            for verdict in self.store.verdicts(model=name, candidate=live, baseline=spec.baseline):
+                latest[(verdict.model, verdict.capability)] = verdict
         return [{
             "model": name, "live": self.store.live_version(self.config, name), "baseline": spec.baseline,
             "versions": list(spec.versions),

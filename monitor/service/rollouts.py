@@ -1,9 +1,10 @@
 """What rollouts and pipelines ask the monitor over HTTP: register a candidate, then ask the gate.
 
-    POST /api/v1/models/{model}/candidates   {"version": ..., "path" | "served_name" | "adapter"
-                                             | "gguf_file": ..., "description": ...}  -> 201
-    GET  /api/v1/models/{model}/candidates   the candidates registered for a model
-    GET  /api/v1/gate?model=&version=&wait=&mode=
+    POST   /api/v1/models/{model}/candidates   {"version": ..., "path" (+ "gguf_file") |
+                                               "served_name" | "adapter", "description": ...} -> 201
+    GET    /api/v1/models/{model}/candidates   the candidates registered for a model
+    DELETE /api/v1/models/{model}/candidates/{version}   retire one: no longer probed
+    GET    /api/v1/gate?model=&version=&wait=&mode=
 
 The gate answers two kinds of client. Flagger's webhooks and most CI steps read the status code
 (`mode=flagger`, the default): 200 to go on, 412 on FAIL or INCONCLUSIVE, 503 with Retry-After
@@ -11,31 +12,38 @@ while the measurement is broken or not judged yet. Argo Rollouts' web metric mar
 an error and tests the JSON instead (`mode=metric`): 200 with the body for any decision, 503 only
 while pending. The body is the same for both (`monitor.judge.gate.Gate.to_json`).
 
-Registering is a write: it is refused (403) unless the server requires credentials, and its body
-is bounded and checked field by field (`monitor.store.candidates`).
+Registering and retiring are writes: refused (403) unless the server requires credentials; a body
+is bounded and checked field by field (`monitor.store.candidates`). A request that waits holds one
+of the server's workers, so at most `MAX_WAITING` wait at once and the rest are answered at once:
+health checks and scrapes always find a worker.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from monitor.errors import CandidateError
-from monitor.judge.gate import MAX_WAIT_S, UnknownVersion, wait
+from monitor.errors import CandidateError, StoreError
+from monitor.judge.gate import MAX_WAIT_S, UnknownVersion, decide, wait
 from monitor.policy.loading import load_suites
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
 from monitor.service.replies import BadRequest, Reply, json_reply
 from monitor.store import ModelVersion, Store
-from monitor.store.candidates import register
+from monitor.store.candidates import register, retire
 from monitor.vocabulary import Decision
 
+log = logging.getLogger(__name__)
 GATE = "/api/v1/gate"
 CANDIDATES = re.compile(r"^/api/v1/models/([^/]{1,128})/candidates$")
+CANDIDATE = re.compile(r"^/api/v1/models/([^/]{1,128})/candidates/([^/]{1,128})$")
 MAX_BODY = 16 * 1024
 MAX_SERVER_WAIT_S = 300.0  # one request holds one of the server's workers at most this long
+MAX_WAITING = 4  # of the server's 16 workers
 GATE_STATUS = {"flagger": {Decision.PASS: 200, Decision.FAIL: 412, Decision.INCONCLUSIVE: 412,
                            Decision.ERROR: 503, Decision.PENDING: 503},
                "metric": {Decision.PENDING: 503}}
@@ -43,13 +51,15 @@ GATE_STATUS = {"flagger": {Decision.PASS: 200, Decision.FAIL: 412, Decision.INCO
 
 class Rollouts:
     def __init__(self, config: Config, store: Store, on_candidate: Callable[[], object] = lambda: None,
-                 writes_allowed: bool = False) -> None:
-        """`on_candidate` schedules a new candidate at once (the monitor's `sync_candidates`)."""
+                 writes_allowed: bool = False, suites: Sequence[Suite] | None = None) -> None:
+        """`on_candidate` schedules a new candidate at once (the monitor's `sync_candidates`);
+        `suites` are the monitor's own, so the gate asks for the content the scheduler probes."""
         self.config = config
         self.store = store
         self.on_candidate = on_candidate
         self.writes_allowed = writes_allowed
-        self._suites: list[Suite] | None = None
+        self._suites = list(suites) if suites is not None else None
+        self._waiting = threading.BoundedSemaphore(MAX_WAITING)
 
     @staticmethod
     def handles(path: str) -> bool:
@@ -57,7 +67,8 @@ class Rollouts:
 
     @staticmethod
     def accepts(path: str, method: str) -> bool:
-        return method == "POST" and CANDIDATES.match(path) is not None
+        return ((method == "POST" and CANDIDATES.match(path) is not None)
+                or (method == "DELETE" and CANDIDATE.match(path) is not None))
 
     def get(self, path: str, query: dict[str, str]) -> Reply:
         if path == GATE:
@@ -65,18 +76,37 @@ class Rollouts:
         model = self._model(path)
         return json_reply(200, [_candidate_json(row) for row in self.store.candidates(model)])
 
-    def post(self, path: str, environ: dict[str, Any]) -> Reply:
+    def write(self, path: str, method: str, environ: dict[str, Any]) -> Reply:
         if not self.writes_allowed:
-            return json_reply(403, {"error": "registering candidates needs credentials: start serve with "
+            return json_reply(403, {"error": "changing candidates needs credentials: start serve with "
                                              "--token-file, --token-env or --web-config"})
-        model = self._model(path)
         try:
-            row = register(self.store, self.config, model, _body(environ), actor="api")
+            if method == "DELETE":
+                return self._retire(path)
+            return self._register(path, environ)
         except CandidateError as exc:
-            return json_reply(409 if exc.conflict else 400, {"error": str(exc)})
-        self.on_candidate()
+            return json_reply(exc.status, {"error": str(exc)})
+        except StoreError as exc:
+            log.error("candidate %s: %s", method, exc)
+            return json_reply(503, {"error": "the database is unavailable; try again"},
+                              [("Retry-After", "10")])
+
+    def _register(self, path: str, environ: dict[str, Any]) -> Reply:
+        row = register(self.store, self.config, self._model(path), _body(environ), actor="api")
+        try:
+            self.on_candidate()
+        except Exception:  # kept already: the next heartbeat schedules it
+            log.exception("scheduling candidate %s/%s failed; the heartbeat will", row.model, row.version)
         gate = f"{GATE}?model={row.model}&version={row.version}"
         return json_reply(201, {**_candidate_json(row), "gate": gate}, [("Location", gate)])
+
+    def _retire(self, path: str) -> Reply:
+        found = CANDIDATE.match(path)
+        assert found is not None
+        model, version = found.groups()
+        if model not in self.config.models:
+            raise BadRequest(f"no model '{model[:64]}' (models: {', '.join(self.config.models)})")
+        return json_reply(200, _candidate_json(retire(self.store, self.config, model, version, actor="api")))
 
     def gate(self, query: dict[str, str]) -> Reply:
         model, version = query.get("model"), query.get("version")
@@ -85,13 +115,23 @@ class Rollouts:
         mode = query.get("mode", "flagger")
         if mode not in GATE_STATUS:
             raise BadRequest(f"mode must be one of {', '.join(GATE_STATUS)}")
+        waited = _wait(query)
         try:
-            answer = wait(self.store, self.config, self.suites(), model, version, _wait(query))
+            answer = self._answer(model, version, waited)
         except UnknownVersion as exc:
             return json_reply(404, {"error": str(exc)})
         status = GATE_STATUS[mode].get(answer.decision, 200)
         headers = [("Retry-After", "10")] if status == 503 else []
         return json_reply(status, answer.to_json(), headers)
+
+    def _answer(self, model: str, version: str, wait_s: float) -> Any:
+        """Waiting only while a waiting slot is free; otherwise the answer as it stands now."""
+        if wait_s <= 0 or not self._waiting.acquire(blocking=False):
+            return decide(self.store, self.config, self.suites(), model, version)
+        try:
+            return wait(self.store, self.config, self.suites(), model, version, wait_s)
+        finally:
+            self._waiting.release()
 
     def suites(self) -> list[Suite]:
         if self._suites is None:
@@ -119,12 +159,13 @@ def _body(environ: dict[str, Any]) -> Any:
     if kind != "application/json":
         raise BadRequest("the body must be JSON (Content-Type: application/json)")
     raw_length = str(environ.get("CONTENT_LENGTH") or "")
-    if not raw_length.isdigit() or int(raw_length) > MAX_BODY:
+    if not (raw_length.isascii() and raw_length.isdigit()) or int(raw_length) > MAX_BODY:
         raise BadRequest(f"Content-Length is required, at most {MAX_BODY} bytes")
-    raw = environ["wsgi.input"].read(int(raw_length))
+    stream = environ.get("wsgi.input")
+    raw = stream.read(int(raw_length)) if stream is not None else b""
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {str(exc)[:120]}") from None
 
 

@@ -46,7 +46,8 @@ from monitor.vocabulary import ErrorKind
 
 log = logging.getLogger("forgetmenot.service")
 BackendLoader = Callable[[Config, str, str], Backend]
-MAX_CANDIDATE_WORKERS = 16
+CANDIDATES = "candidates"  # the executor candidate jobs run in
+CANDIDATE_WORKERS = 2
 
 
 @dataclass
@@ -90,10 +91,10 @@ class Monitor:
         every = self.interval()
         self.scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": int(every)},
-            # one worker per watched version, room for the candidates to come: a stuck model never
-            # delays another model's firing (threads start only when used)
-            executors={"default": {"type": "threadpool",
-                                   "max_workers": len(self.watched()) + MAX_CANDIDATE_WORKERS}},
+            # one worker per watched version: a stuck model never delays another model's firing;
+            # candidates have a small pool of their own, so many never crowd out live monitoring
+            executors={"default": {"type": "threadpool", "max_workers": max(len(self.watched()), 1)},
+                       CANDIDATES: {"type": "threadpool", "max_workers": CANDIDATE_WORKERS}},
             timezone=UTC)
         first = {"next_run_time": datetime.now(UTC)} if run_now else {}
         for model, version in self.watched():
@@ -103,21 +104,25 @@ class Monitor:
         self.sync_candidates()
 
     def sync_candidates(self) -> list[tuple[str, str]]:
-        """Schedule every registered candidate this monitor has no job for yet, probed at once;
-        from then on it is watched like any version. Every replica does this at each heartbeat,
-        and the slot claims keep them from measuring it twice."""
+        """Schedule every registered candidate this monitor has no job for yet, probed at once,
+        and drop the jobs of retired ones; a candidate is watched like any version meanwhile.
+        Every replica does this at each heartbeat, and the slot claims keep them from measuring
+        one twice."""
         if self.scheduler is None:
             return []
         added = []
         with self._jobs:
-            for row in self.store.candidates():
-                job = f"probe:{row.model}:{row.version}"
-                if row.model not in self.config.models or self.scheduler.get_job(job) is not None:
-                    continue
-                self.scheduler.add_job(self.fire, self._trigger(self.interval()),
-                                       args=[row.model, row.version], id=job,
-                                       next_run_time=datetime.now(UTC))
-                added.append((row.model, row.version))
+            wanted = {f"probe:{r.model}:{r.version}": (r.model, r.version) for r in self.store.candidates()
+                      if r.model in self.config.models}
+            for job in self.scheduler.get_jobs():
+                if job.executor == CANDIDATES and job.id not in wanted:
+                    job.remove()
+                    log.info("no longer watching retired candidate %s", job.id.removeprefix("probe:"))
+            for job_id, (model, version) in wanted.items():
+                if self.scheduler.get_job(job_id) is None:
+                    self.scheduler.add_job(self.fire, self._trigger(self.interval()), args=[model, version],
+                                           id=job_id, executor=CANDIDATES, next_run_time=datetime.now(UTC))
+                    added.append((model, version))
         for model, version in added:
             log.info("watching candidate %s/%s", model, version)
         return added

@@ -49,6 +49,19 @@ class Registry(Database):
         """Both, in one query, oldest first: what joins the policy file's versions."""
         return self._versions(or_(MADE, REGISTERED))
 
+    def retire_candidate(self, model: str, version: str, source: str) -> ModelVersion | None:
+        """The candidate's spec dropped (no replica watches it from then on), its row kept."""
+        with self.session() as s:
+            row = s.exec(select(ModelVersion).where(ModelVersion.model == model,
+                                                    ModelVersion.version == version, REGISTERED)).first()
+            if row is None:
+                return None
+            row.spec, row.source = None, source
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return row
+
     def versions_seen(self, model: str) -> list[ModelVersion]:
         """Every version of `model` the store has a row for: measured, made or registered."""
         return self._versions(ModelVersion.model == model)

@@ -50,11 +50,13 @@ class Verdicts(Database):
 
     def verdicts(self, model: str | None = None, candidate: str | None = None,
                  capability: str | None = None, newest: int | None = None,
-                 baseline: str | None = None) -> list[Verdict]:
+                 baseline: str | None = None, suite: str | None = None,
+                 content_hash: str | None = None) -> list[Verdict]:
         """Oldest first; `newest` keeps only that many of the latest, cut in SQL."""
         query = select(Verdict).order_by(col(Verdict.id).desc())
         for column, value in ((Verdict.model, model), (Verdict.candidate, candidate),
-                              (Verdict.capability, capability), (Verdict.baseline, baseline)):
+                              (Verdict.capability, capability), (Verdict.baseline, baseline),
+                              (Verdict.suite, suite), (Verdict.content_hash, content_hash)):
             if value is not None:
                 query = query.where(column == value)
         if newest is not None:
