@@ -72,6 +72,7 @@ image:
 
 image-test: $(STAMP)
 	container/test.sh all
+	$(BIN)/python container/probe_real_server.py
 
 $(BENCH): $(STAMP)
 	$(PIP) -e '.[bench]'
