@@ -88,7 +88,12 @@ class StoreError(ForgetmenotError):
     """The store could not read or write."""
 
 
-class CandidateError(ForgetmenotError):
+class Refused(ForgetmenotError):
+    """What was asked names something that is not there or cannot be kept as given: the asker's
+    input is wrong (the CLI exits 2), not the measurement (3)."""
+
+
+class CandidateError(Refused):
     """A candidate cannot be registered or retired as asked: `status` is the HTTP answer (409 when
     only its name is taken, 404 when there is no such candidate)."""
 

@@ -1,7 +1,8 @@
 """What every command shares: the consoles, error reporting, progress bars, and one opened
 policy (its suites loaded once, its store opened once and closed at the end).
 
-Every command that can fail on input prints the problems (file:line: key: message) and exits 2;
+Every command that can fail on input prints the problems (file:line: key: message, or what was
+refused and why) and exits 2;
 a run whose measurement broke exits 3, so scripts can tell "your file is wrong" from "the model
 endpoint is down".
 """
@@ -19,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from monitor.errors import ConfigError, ForgetmenotError, SuiteError
+from monitor.errors import ConfigError, ForgetmenotError, Refused, SuiteError
 from monitor.policy.loading import load_policy
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
@@ -36,6 +37,8 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Policy file.")]
 ModelOpt = Annotated[str | None, typer.Option(help="Model name (default: the only one).")]
 SuitesOpt = Annotated[list[str] | None, typer.Option(help="Only these suites (repeatable).")]
 DEFAULT_CONFIG = Path("forgetmenot.yaml")
+# Helm reads no file outside its chart: `alerts` and `dashboards write` also write the chart's copies.
+CHART_FILES = Path("helm/forgetmenot/files")
 
 
 @contextmanager
@@ -45,6 +48,9 @@ def reported() -> Iterator[None]:
     except (ConfigError, SuiteError) as exc:
         for problem in exc.problems:
             err.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+    except Refused as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
     except ForgetmenotError as exc:
         err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)

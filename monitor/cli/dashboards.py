@@ -9,14 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from monitor.cli.context import console, err, reported
+from monitor.cli.context import CHART_FILES, console, err, reported
+
+DASHBOARDS = Path("dashboards")
 
 
-def write(out: Annotated[Path, typer.Option(help="Folder to write the dashboards' JSON into.")] = Path(
-        "dashboards"),
-          chart: Annotated[Path, typer.Option(help="The Helm chart's files folder: the ConfigMaps' copies "
-                                                   "are written there too, where it exists.")] = Path(
-        "helm/forgetmenot/files")) -> None:
+def write(
+    out: Annotated[Path, typer.Option(help="Folder to write the dashboards' JSON into.")] = DASHBOARDS,
+    chart: Annotated[Path, typer.Option(help="The Helm chart's files folder: the ConfigMaps' copies are "
+                                             "written there too, where it exists.")] = CHART_FILES,
+) -> None:
     """Write the Grafana dashboards generated from the metric names (fleet overview, model drill-down)."""
     from monitor.metrics.dashboards import write as write_all
 

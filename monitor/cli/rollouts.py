@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
-from monitor.cli.context import DEFAULT_CONFIG, ConfigOpt, console, err, opened, whoami
-from monitor.errors import CandidateError, ForgetmenotError
+from monitor.cli.context import DEFAULT_CONFIG, ConfigOpt, console, opened, reported, whoami
+from monitor.errors import ForgetmenotError
 from monitor.judge.gate import MAX_WAIT_S, Gate, UnknownVersion, wait
 from monitor.vocabulary import Decision
 
@@ -43,13 +43,9 @@ def candidate_add(
 
     given = {"version": version, "path": path, "gguf_file": gguf_file, "served_name": served_name,
              "adapter": adapter, "description": description}
-    with opened(config) as policy:
-        try:
-            row = register(policy.store, policy.config, model, {k: v for k, v in given.items() if v},
-                           actor=whoami())
-        except CandidateError as exc:
-            err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from exc
+    with opened(config) as policy:  # a refusal exits 2 with its reason
+        row = register(policy.store, policy.config, model, {k: v for k, v in given.items() if v},
+                       actor=whoami())
     console.print(f"registered {row.model} {row.version}; ask: forgetmenot gate {row.model} {row.version}",
                   highlight=False)
 
@@ -73,11 +69,7 @@ def candidate_retire(
     from monitor.store.candidates import retire
 
     with opened(config) as policy:
-        try:
-            retire(policy.store, policy.config, model, version, actor=whoami())
-        except CandidateError as exc:
-            err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from exc
+        retire(policy.store, policy.config, model, version, actor=whoami())
     console.print(f"retired {model} {version}: every running monitor stops probing it within one heartbeat",
                   highlight=False)
 
@@ -98,15 +90,9 @@ def gate(
     from monitor.present.gate import gate_table, write_junit
 
     wait_s = min(max(wait_s, 0.0), MAX_WAIT_S)
-    try:
+    with reported():  # an unknown version exits 2, an unreachable monitor 3
         answer = (_remote(url, model, version, os.environ.get(token_env, ""), wait_s) if url
                   else _local(config, model, version, wait_s))
-    except UnknownVersion as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from exc
-    except ForgetmenotError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(3) from exc
     console.print(gate_table(answer))
     console.print(f"{answer.decision.value}: {answer.reason}", highlight=False, soft_wrap=True)
     if junit is not None:
@@ -116,11 +102,7 @@ def gate(
 
 def _local(config: Path, model: str, version: str, wait_s: float) -> Gate:
     with opened(config) as policy:
-        try:
-            return wait(policy.store, policy.config, policy.suites(), model, version, wait_s)
-        except UnknownVersion as exc:  # `opened` would report it as a broken measurement (3)
-            err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from exc
+        return wait(policy.store, policy.config, policy.suites(), model, version, wait_s)
 
 
 def _remote(url: str, model: str, version: str, token: str, wait_s: float) -> Gate:

@@ -8,9 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from monitor.cli.context import DEFAULT_CONFIG, ConfigOpt, console, opened, reported
-
-CHART_FILES = Path("helm/forgetmenot/files")
+from monitor.cli.context import CHART_FILES, DEFAULT_CONFIG, ConfigOpt, console, opened, reported
 
 
 def serve(

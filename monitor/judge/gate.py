@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from monitor.errors import JudgeError
+from monitor.errors import JudgeError, Refused
 from monitor.judge.model import verdict_rules
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
@@ -26,7 +26,7 @@ from monitor.vocabulary import Decision, Phase
 MAX_WAIT_S = 600.0
 
 
-class UnknownVersion(JudgeError):
+class UnknownVersion(JudgeError, Refused):
     """The gate was asked about a model or version the monitor does not know."""
 
 

@@ -193,12 +193,12 @@ class Api:
         """Each model's live version and its newest verdict per capability against the baseline
         (a candidate's verdicts are the gate's, not the model's)."""
         latest: dict[tuple[str, str], Any] = {}
+        lives = {name: self.store.live_version(self.config, name) for name in self.config.models}
         for name, spec in self.config.models.items():
-            live = self.store.live_version(self.config, name)
-            for verdict in self.store.verdicts(model=name, candidate=live, baseline=spec.baseline):
+            for verdict in self.store.verdicts(model=name, candidate=lives[name], baseline=spec.baseline):
                 latest[(verdict.model, verdict.capability)] = verdict
         return [{
-            "model": name, "live": self.store.live_version(self.config, name), "baseline": spec.baseline,
+            "model": name, "live": lives[name], "baseline": spec.baseline,
             "versions": list(spec.versions),
             "backend": spec.backend.kind,
             "capabilities": {cap: {"phase": v.phase, "diagnosis": v.diagnosis, "verdict": v.id,

@@ -26,7 +26,7 @@ from monitor.errors import CandidateError, StoreError
 from monitor.policy.bounds import inside, name_problem
 from monitor.policy.schema import Config, ModelSpec, VersionSpec
 from monitor.store import ModelVersion, Store
-from monitor.store.versions import candidate_roots, with_made
+from monitor.store.versions import candidate_roots
 from monitor.vocabulary import CANDIDATE
 
 FIELDS = ("path", "gguf_file", "served_name", "adapter", "description")
@@ -103,8 +103,8 @@ def _parse(body: Any) -> tuple[str, VersionSpec]:
 
 
 def _check_free(store: Store, config: Config, model: str, name: str) -> None:
-    known = with_made(config, store).models[model].versions
-    if name in known or any(r.version == name for r in store.versions_seen(model)):
+    """Free of the policy's names and of every row: versions measured, made or registered."""
+    if name in config.models[model].versions or any(r.version == name for r in store.versions_seen(model)):
         raise CandidateError(f"{model} already has a version '{name}': a candidate needs a new name, "
                              "so scores of different weights never share one", status=409)
 
