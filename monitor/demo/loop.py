@@ -1,7 +1,7 @@
 """The full-loop demo: v2 goes live, the monitor judges it, diagnoses it and acts as the policy says.
 
 It starts from what `forgetmenot demo` measured (v1 and v2 probed on every suite) and works on a
-throwaway copy of that database under `.forgetmenot/demo/loop/`, so it can be run again and again
+throwaway copy of that database in a `loop/` folder beside it, so it can be run again and again
 from the same start without the demo's own audit trail filling up or the cooldown refusing the
 second run. The steps are the monitor's own: `judge_suite` on every suite, then `actions.act`,
 exactly what one `forgetmenot serve` cycle does after probing.
@@ -16,7 +16,8 @@ from pathlib import Path
 from monitor.actions.deployers import deployer_for
 from monitor.actions.ladder import act
 from monitor.actions.retrain import Figure, Hooks, figures
-from monitor.demo.run import DEMO_MODEL, run_demo
+from monitor.demo.run import run_demo
+from monitor.demo.scenarios import scenario_for
 from monitor.errors import ForgetmenotError
 from monitor.judge import JudgeError, judge_suite
 from monitor.policy.loading import load_config, load_suites
@@ -41,17 +42,18 @@ def run_loop(config_file: Path, hooks: Hooks | None = None) -> LoopResult:
     hooks = hooks or Hooks()
     run_demo(config_file, track=hooks.track)  # v1 and v2 built and measured (reused when stored)
     config = _loop_config(load_config(config_file))
+    model = scenario_for(config).model
     store = Store(config.database_url())
     try:
-        _go_live(store, config, "v2")
-        verdicts = _judge(store, config)
-        act(store, config, DEMO_MODEL, HOLDER, hooks)
-        live = store.live_version(config, DEMO_MODEL)
-        made = store.made_versions(DEMO_MODEL)  # oldest first: the newest is this loop's
-        candidate = made[-1].version if made else None
-        shown = _figures(store, config, candidate or live)
+        _go_live(store, config, model, "v2")
+        verdicts = _judge(store, config, model)
+        act(store, config, model, HOLDER, hooks)
+        live = store.live_version(config, model)
+        made = store.made_versions(model)  # oldest first
+        candidate = _best(store, model, [m.version for m in made], live)
+        shown = _figures(store, config, model, candidate or live)
         kinds = store.verdict_kinds([v.id for v in verdicts if v.id is not None])
-        trail = store.actions(DEMO_MODEL)  # the whole trail, the release included
+        trail = store.actions(model)  # the whole trail, the release included
     finally:
         store.close()
     rows = [(v, kinds.get(v.id or 0, [])) for v in verdicts]
@@ -64,7 +66,8 @@ def _loop_config(config: Config) -> Config:
     if not source.startswith("sqlite:///") or source.endswith(":memory:"):
         raise ForgetmenotError(f"the full-loop demo copies the embedded SQLite database; "
                                f"{config.database} is not one")
-    folder = config.resolve(".forgetmenot/demo/loop")
+    name = scenario_for(config).model
+    folder = Path(source.removeprefix("sqlite:///")).parent / "loop"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     shutil.copyfile(source.removeprefix("sqlite:///"), folder / "forgetmenot.db")
@@ -73,32 +76,32 @@ def _loop_config(config: Config) -> Config:
         copy.reset_actions()  # whatever was done to the demo database before, start from v2's release
     finally:
         copy.close()
-    spec = config.models[DEMO_MODEL]
+    spec = config.models[name]
     model = spec.model_copy(update={
         "deployer": spec.deployer.model_copy(update={"path": str(folder / "live")}),
         "retrain": spec.retrain.model_copy(update={"output": str(folder / "models")})})
     return config.model_copy(update={"database": f"sqlite:///{folder / 'forgetmenot.db'}",
-                                     "models": {**config.models, DEMO_MODEL: model}})
+                                     "models": {**config.models, name: model}})
 
 
-def _go_live(store: Store, config: Config, version: str) -> None:
+def _go_live(store: Store, config: Config, model: str, version: str) -> None:
     """The release that starts the story, recorded like any other move."""
-    action = store.add_action(Action(model=DEMO_MODEL, kind=ActionKind.DEPLOY, trigger=TriggeredBy.MANUAL,
+    action = store.add_action(Action(model=model, kind=ActionKind.DEPLOY, trigger=TriggeredBy.MANUAL,
                                      actor=HOLDER,
-                                     from_version=config.models[DEMO_MODEL].baseline, to_version=version,
+                                     from_version=config.models[model].baseline, to_version=version,
                                      reason="the fine-tuned v2 is released"))
-    detail = deployer_for(config, DEMO_MODEL).promote(DEMO_MODEL, version, action.id)
-    store.set_live(DEMO_MODEL, version, action.id)
+    detail = deployer_for(config, model).promote(model, version, action.id)
+    store.set_live(model, version, action.id)
     store.finish_action(action.id or 0, ActionStatus.DONE, detail=detail)
 
 
-def _judge(store: Store, config: Config) -> list[Verdict]:
-    spec = config.models[DEMO_MODEL]
-    live = store.live_version(config, DEMO_MODEL)
+def _judge(store: Store, config: Config, model: str) -> list[Verdict]:
+    spec = config.models[model]
+    live = store.live_version(config, model)
     out = []
     for suite in load_suites(config):
         try:
-            _, verdict = judge_suite(store, suite, config.policy.rules_for(suite.capability), DEMO_MODEL,
+            _, verdict = judge_suite(store, suite, config.policy.rules_for(suite.capability), model,
                                      live, spec.baseline)
         except JudgeError:
             continue  # the demo measured every suite; a suite added since has no run yet
@@ -106,7 +109,15 @@ def _judge(store: Store, config: Config) -> list[Verdict]:
     return out
 
 
-def _figures(store: Store, config: Config, candidate: str) -> list[Figure]:
-    spec = config.models[DEMO_MODEL]
+def _best(store: Store, model: str, made: list[str], live: str) -> str | None:
+    """The version recovery ended with: live where a round was promoted, else the newest round
+    (the alert names the best; the demo shows the last one tried)."""
+    if live in made:
+        return live
+    return made[-1] if made else None
+
+
+def _figures(store: Store, config: Config, model: str, candidate: str) -> list[Figure]:
+    spec = config.models[model]
     return [f for suite in load_suites(config)
-            for f in figures(store, suite, DEMO_MODEL, spec.baseline, "v2", candidate)]
+            for f in figures(store, suite, model, spec.baseline, "v2", candidate)]

@@ -1,7 +1,8 @@
 """The demo: watch a real fine-tune make a real model forget.
 
-v1 is SmolLM2-135M-Instruct as shipped. v2 is v1 fully fine-tuned on one narrow task (answer
-every message with a JSON sentiment verdict). Both are probed on every shipped suite and the
+v1 is SmolLM2-135M-Instruct as shipped. v2 is v1 fully fine-tuned on one narrow task, the
+scenario's (`scenarios.py`; by default, answer every message with a JSON sentiment verdict).
+Both are probed on every shipped suite and the
 scores are compared per capability. Everything built is kept under the demo folder, so a second
 run reuses the models and the stored runs and finishes in seconds.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from monitor.actions import retrain
 from monitor.actions.retrain import sft as finetune
-from monitor.demo import task as demo_task
+from monitor.demo.scenarios import scenario_for
 from monitor.judge import judge_runs
 from monitor.policy.loading import load_config, load_suites
 from monitor.policy.schema import Config
@@ -26,8 +27,6 @@ from monitor.probing.run import VersionRef
 from monitor.probing.version import Measured, Track, probe_version
 from monitor.store import Store
 
-DEMO_MODEL = "support-bot"
-TRAIN = finetune.TrainSettings(epochs=1, batch_size=8, learning_rate=5e-5, seed=0)
 Steps = Callable[[int], Callable[[int, float], None]]
 
 
@@ -51,12 +50,13 @@ def build_v2(config: Config, steps: Steps | None = None) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    scenario = scenario_for(config)
     source = build_v1(config)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    pairs = demo_task.training_pairs()
-    advance = steps(finetune.steps_for(pairs, TRAIN)) if steps else None
-    finetune.fine_tune(model, tokenizer, pairs, TRAIN, advance)
+    pairs = scenario.training_pairs()
+    advance = steps(finetune.steps_for(pairs, scenario.train)) if steps else None
+    finetune.fine_tune(model, tokenizer, pairs, scenario.train, advance)
     finetune.save(model, tokenizer, out)
     return out
 
@@ -64,13 +64,14 @@ def build_v2(config: Config, steps: Steps | None = None) -> Path:
 def write_replay(config: Config) -> None:
     """The fine-tune's own data, where the policy's retrain.replay expects it (cheap: it is
     generated, so it is written on every run)."""
-    replay = config.models[DEMO_MODEL].retrain.replay
+    scenario = scenario_for(config)
+    replay = config.models[scenario.model].retrain.replay
     if replay:
-        retrain.write_replay(demo_task.training_pairs(), config.resolve(replay))
+        retrain.write_replay(scenario.training_pairs(), config.resolve(replay))
 
 
 def _version_dir(config: Config, version: str) -> Path:
-    path = config.models[DEMO_MODEL].versions[version].path
+    path = config.models[scenario_for(config).model].versions[version].path
     assert path is not None, f"the demo policy must give {version} a path"
     return config.resolve(path)
 
@@ -100,7 +101,7 @@ def _conclude(config: Config, store: Store, suites: list[Suite],
     out = []
     for suite in suites:
         base, cand = runs["v1"][suite.name], runs["v2"][suite.name]
-        quarantined = store.flaky(DEMO_MODEL, suite.content_hash, ["v1", "v2"])
+        quarantined = store.flaky(scenario_for(config).model, suite.content_hash, ["v1", "v2"])
         judgement = judge_runs(suite, config.policy.rules_for(suite.capability),
                                [(base, store.results(base.id or 0))], [(cand, store.results(cand.id or 0))],
                                quarantined)
@@ -110,10 +111,11 @@ def _conclude(config: Config, store: Store, suites: list[Suite],
 
 def _probe(config: Config, store: Store, version: str, suites: list[Suite], fresh: bool,
            track: Track | None) -> list[Measured]:
-    backend = config.models[DEMO_MODEL].backend
+    model = scenario_for(config).model
+    backend = config.models[model].backend
     return probe_version(
-        store, VersionRef(DEMO_MODEL, version), suites,
-        lambda: backend_for(config, DEMO_MODEL, version),
+        store, VersionRef(model, version), suites,
+        lambda: backend_for(config, model, version),
         reuse_on=None if fresh else (backend.kind, backend.dtype), track=track,
     )
 
