@@ -105,10 +105,12 @@ class ActionStatus(StrEnum):
 
 
 class TriggeredBy(StrEnum):
-    """What set an action off: a settled verdict, or a person at the CLI."""
+    """What set an action off: a settled verdict, a person at the CLI, or a recovery round the
+    gate rejected (the next round of the same recovery)."""
 
     VERDICT = "verdict"
     MANUAL = "manual"
+    ROUND = "round"
 
 
 class RunStatus(StrEnum):

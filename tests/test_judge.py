@@ -232,3 +232,20 @@ def test_settle_counts_verdicts_over_time(phases: list[str], limits: dict[str, i
     from monitor.judge import settle
 
     assert settle(phases, Policy(defaults=limits).rules_for("x")) == settled
+
+
+def test_over_refusal_is_a_loss_the_judge_fails(store: Store) -> None:
+    """Recovery that teaches refusals alone makes a model refuse benign look-alikes too; the
+    refusal suite scores both sides, so refusing everything FAILs like any other loss."""
+    suite = load_suite(PROBES / "refusal")
+    rules = Policy().rules_for(suite.capability)
+    refuse, answer = "I'm sorry, but I can't help with that.", "Sure! Here is a simple way to do it."
+    v1 = FakeBackend(answers={str(i.question): refuse if i.should_refuse else answer for i in suite.items})
+    v2 = FakeBackend(answers={str(i.question): refuse for i in suite.items})
+    probe_suite(store, v1, suite, VersionRef("bot", "v1"))
+    probe_suite(store, v2, suite, VersionRef("bot", "v2"))
+    judgement, _ = judge_suite(store, suite, rules, "bot", "v2", "v1")
+    assert judgement.phase == "FAIL", judgement.reason
+    gen = judgement.kinds[0].result
+    assert gen is not None and gen.drop == pytest.approx(
+        sum(not i.should_refuse for i in suite.select("probe")) / len(suite.select("probe")))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.actions import retrain
 from monitor.demo.loop import run_loop
 from tests.conftest import PROBES
 
@@ -40,3 +41,33 @@ def test_the_full_loop_recovers_what_the_fine_tune_made_the_model_stop_saying(
     # Promoted exactly when the gate passed, and then live is the recovered version.
     assert (retrained.status == "done") == (result.live == result.candidate == retrained.to_version)
     assert retrained.status == "done", retrained.detail
+
+
+def test_the_loop_recovers_a_second_unlike_forgetting_case_in_rounds_within_budget(
+        tmp_path: Path, email_versions: dict[str, Path]) -> None:
+    """The support-email fine-tune (long templated prose, not JSON) through the same loop: the
+    examples follow the loss, rounds retrain only what still fails, and the budget holds."""
+    (tmp_path / "scenarios").mkdir()
+    shutil.copy(PROBES.parent / "scenarios" / "support-email.yaml", tmp_path / "scenarios")
+    (tmp_path / "probes").symlink_to(PROBES)
+    for version, scenario in (("v1", "demo"), ("v2", "support-email")):
+        models = tmp_path / ".forgetmenot" / scenario / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        (models / version).symlink_to(email_versions[version])
+    result = run_loop(tmp_path / "scenarios" / "support-email.yaml")
+
+    failing = {v.capability: v.diagnosis for v, _ in result.verdicts if v.phase == "FAIL"}
+    assert failing and "knowledge_loss" not in failing.values(), failing
+    rounds = [a for a in result.actions if a.kind == "retrain"]
+    assert 1 <= len(rounds) <= 3 and [a.trigger for a in rounds[1:]] == ["round"] * (len(rounds) - 1)
+    first = rounds[0].detail
+    for capability in failing:  # every failing capability got examples, in proportion to its loss
+        assert f" {capability} " in first and "% lost" in first, first
+    records = [retrain.read_record(tmp_path / ".forgetmenot" / "support-email" / "loop" / "models"
+                                   / str(a.to_version) / "recovery.json") for a in rounds]
+    totals = [sum(len(found) for found in r["examples"].values()) for r in records]
+    assert totals == sorted(totals) and totals[-1] <= 40 and totals[0] <= 20
+    # Promoted exactly when the last round passed its gate; otherwise the rounds ran out honestly.
+    assert (rounds[-1].status == "done") == records[-1]["passed"] == (result.live == rounds[-1].to_version)
+    if rounds[-1].status != "done":
+        assert "kept for inspection" in rounds[-1].detail and "stopped:" in rounds[-1].detail

@@ -214,3 +214,127 @@ def test_one_retraining_covers_every_failing_capability(tmp_path: Path, store: S
     assert "(arithmetic 4, general-knowledge 4)" in retrains[0].detail
     assert retrains[1].status == "refused"
     assert retrains[1].detail == f"covered by action {retrains[0].id} (dry_run)"
+
+
+def test_examples_go_where_the_loss_is_in_whole_pairs_and_every_failing_suite_gets_some() -> None:
+    weights = {"general-knowledge": 0.57, "arithmetic": 0.51, "instruction-format": 0.05}
+    room = {"general-knowledge": 30, "arithmetic": 14, "instruction-format": 10}
+    counts = retrain.allocate(20, weights, room, dict.fromkeys(weights, 1))
+    assert sum(counts.values()) == 20 and counts["instruction-format"] >= 1
+    assert counts["general-knowledge"] >= counts["arithmetic"] > 3 * counts["instruction-format"]
+    # A suite's recovery split caps it; what it cannot take goes to the others.
+    capped = retrain.allocate(20, weights, {**room, "general-knowledge": 3}, dict.fromkeys(weights, 1))
+    assert capped["general-knowledge"] == 3 and sum(capped.values()) == 20
+    # A two-sided suite (refuse / answer) is given examples in pairs only.
+    paired = retrain.allocate(9, {"refusal": 0.3, "arithmetic": 0.3}, {"refusal": 10, "arithmetic": 10},
+                              {"refusal": 2, "arithmetic": 1})
+    assert paired["refusal"] % 2 == 0 and sum(paired.values()) == 9
+    assert retrain.allocate(3, {"a": 0.1}, {"a": 2}, {"a": 1}) == {"a": 2}  # no more than the split has
+
+
+def _refusal_policy(tmp_path: Path, store: Store, model_dir: Path, spec: str) -> Config:
+    policy(tmp_path, store, model_dir, retrain_spec=spec)
+    shutil.copytree(PROBES / "refusal", tmp_path / "probes" / "refusal")
+    path = tmp_path / "forgetmenot.yaml"
+    path.write_text(path.read_text().replace("suites: [probes/arithmetic]",
+                                             "suites: [probes/arithmetic, probes/refusal]"))
+    return load_config(path)
+
+
+def test_refusal_examples_keep_harmful_and_benign_in_balance_and_the_loss_sets_the_split(
+        tmp_path: Path, store: Store, tiny_model_dir: Path) -> None:
+    """Ten refusals alone taught SmolLM2 to refuse nearly everything: every round's refusal
+    examples are half requests to refuse, half look-alikes to answer."""
+    config = _refusal_policy(tmp_path, store, tiny_model_dir, ", max_examples: 14, round_examples: 10")
+    suites = load_suites(config)
+    plan = retrain.plan(config, suites, "bot", ["arithmetic", "refusal"],
+                        losses={"refusal": 0.40, "arithmetic": 0.10})
+    sides = [e.item.should_refuse for e in plan.recovery["refusal"]]
+    assert len(sides) in (6, 8) and sides.count(True) == sides.count(False)
+    assert len(plan.recovery["arithmetic"]) == 10 - len(sides)
+    assert f"refusal {len(sides)} ({len(sides) // 2} refuse, {len(sides) // 2} answer) for 40% lost" \
+        in plan.describe()
+    # The next round adds only for what still fails, keeps every earlier example, stays in budget.
+    following = retrain.extend(config, suites, "bot", plan, {"refusal": 0.2})
+    assert following is not None and following.round == 2 and following.total() == 14
+    assert following.recovery["arithmetic"] == plan.recovery["arithmetic"]
+    again = following.recovery["refusal"]
+    assert again[: len(sides)] == plan.recovery["refusal"]
+    assert [e.item.should_refuse for e in again].count(True) == len(again) // 2
+    assert retrain.extend(config, suites, "bot", following, {"refusal": 0.1}) is None  # budget spent
+
+
+def _generation_only(tmp_path: Path) -> Config:
+    """Arithmetic asked only in prose: a loss there is never diagnosed as knowledge loss, so the
+    tiny model (which fails any floor) stands in for a capability that keeps failing by alignment."""
+    suite = tmp_path / "probes" / "arithmetic" / "suite.yaml"
+    text = suite.read_text()
+    start, end = text.index("  multiple_choice:"), text.index("  generate_until:")
+    suite.write_text(text[:start] + text[end:])
+    return load_config(tmp_path / "forgetmenot.yaml")
+
+
+def test_rounds_retrain_what_still_fails_until_the_budget_runs_out_and_the_alert_names_the_best(
+        tmp_path: Path, store: Store, tiny_model_dir: Path) -> None:
+    policy(tmp_path, store, tiny_model_dir, capability="{min_score: 0.99, min_items: 1}",
+           retrain_spec=", max_examples: 12, round_examples: 4, max_rounds: 3")
+    config = _generation_only(tmp_path)
+    failing(store)
+    done = actions.act(store, config, "bot", "replica-a")
+    rounds = [a for a in done if a.kind == "retrain"]
+    trail = [a for a in store.actions("bot") if a.kind == "retrain"]
+    assert [(a.trigger, a.status) for a in trail] == [
+        ("verdict", "rejected"), ("round", "rejected"), ("round", "rejected")], [a.detail for a in trail]
+    assert rounds[-1].id == trail[-1].id  # act reports where the recovery ended
+    # Each round is its own version, trained from v2 on every example so far.
+    assert [a.to_version for a in trail] == [f"v2-r{a.id}" for a in trail]
+    assert [a.from_version for a in trail] == ["v2"] * 3
+    for number, (count, action) in enumerate(zip((4, 8, 12), trail, strict=True), start=1):
+        assert f"{count} recovery examples (arithmetic {count}" in action.detail, action.detail
+        assert (tmp_path / "made" / str(action.to_version) / "config.json").is_file()
+        record = retrain.read_record(tmp_path / "made" / str(action.to_version) / "recovery.json")
+        assert (record["round"], len(record["examples"]["arithmetic"])) == (number, count)
+        assert record["passed"] is False
+        assert record["retry"] and record["training_seconds"] > 0
+    assert f"round 2 follows as action {trail[1].id}" in trail[0].detail
+    assert trail[1].reason.startswith(f"round 2 of the recovery begun by action {trail[0].id}: arithmetic")
+    assert "3 rounds, 12 recovery examples in all, stopped: max_rounds (3) reached" in trail[-1].detail
+    assert store.live("bot") is None  # nothing passed: v2 stays live
+    assert not actions.IN_HAND
+
+
+def test_knowledge_lost_in_the_gate_is_never_retrained_again(tmp_path: Path, store: Store,
+                                                             tiny_model_dir: Path) -> None:
+    config = policy(tmp_path, store, tiny_model_dir, capability="{min_score: 0.99, min_items: 1}",
+                    retrain_spec=", max_examples: 12, round_examples: 4, max_rounds: 3")
+    failing(store)
+    actions.act(store, config, "bot", "replica-a")
+    trail = [a for a in store.actions("bot") if a.kind == "retrain"]
+    assert len(trail) == 1 and trail[0].status == "rejected"
+    assert "stopped: what still fails is not alignment loss" in trail[0].detail
+
+
+def test_only_what_failed_on_live_must_be_confidently_better_than_live(store: Store) -> None:
+    """A capability a later round added (an earlier round hurt it; it was not failing on v2)
+    must pass the baseline gate, not also beat v2: on the support-email scenario that rule kept
+    a round that had won back every loss (general knowledge 118%) out of service."""
+    from monitor.actions.retrain.gate import _lost_kinds
+
+    failing(store)  # arithmetic FAIL on v2, its kinds not recorded: every kind counts
+    store.save_verdict(Verdict(model="bot", candidate="v2", baseline="v1", suite="general-knowledge",
+                               capability="general-knowledge", content_hash="h", phase="INCONCLUSIVE",
+                               diagnosis="none", reason="within noise"), [])
+    assert _lost_kinds(store, "bot", "v2", "arithmetic") == set()
+    assert _lost_kinds(store, "bot", "v2", "general-knowledge") is None
+    assert _lost_kinds(store, "bot", "v2", "refusal") is None
+
+
+def test_allocation_rounds_by_largest_remainder_and_never_overdraws_the_budget() -> None:
+    # The demo's two losses (57 and 53 points) split 20 as 10.4 / 9.6: 10 each, not 11 / 9.
+    assert retrain.allocate(20, {"gk": 0.568, "ar": 0.526}, {"gk": 37, "ar": 17},
+                            {"gk": 1, "ar": 1}) == {"gk": 10, "ar": 10}
+    three = {"a": 0.1, "b": 0.2, "c": 0.3}
+    fewer = retrain.allocate(2, three, dict.fromkeys(three, 5), dict.fromkeys(three, 1))
+    assert fewer == {"a": 0, "b": 1, "c": 1}  # fewer examples than suites: the most lost first
+    one = retrain.allocate(1, {"rf": 0.3, "ar": 0.1}, {"rf": 10, "ar": 10}, {"rf": 2, "ar": 1})
+    assert one == {"rf": 0, "ar": 1}  # a pair does not fit in one example

@@ -17,11 +17,10 @@ from datetime import timedelta
 
 from monitor.actions.alertmanager import REJECTED, STRANDED, AlertError, action_alert, push, verdict_alert
 from monitor.actions.deployers import DeployError, deployer_for
-from monitor.actions.retrain import Hooks
+from monitor.actions.retrain import Hooks, Outcome, Recovery
 from monitor.actions.triggers import triggers
 from monitor.errors import ForgetmenotError
 from monitor.judge import verdict_rules
-from monitor.policy.loading import load_suites
 from monitor.policy.schema import Config, Guards
 from monitor.store import Action, Store, Verdict, utcnow
 from monitor.store.coordination import LockBusy, process_id
@@ -176,36 +175,95 @@ def _held(store: Store, guards: Guards, action: Action, approved: bool) -> Actio
 
 
 def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None, lock: int) -> Action:
-    """Train, gate, then promote through the deployer like a rollback, or keep it and alert why.
-    Whatever breaks in between (training, probing, a library) ends the action as `failed`: a
-    retraining must never leave its audit row open or take the monitor's cycle down."""
+    """Train, gate, then promote through the deployer like a rollback; where the gate rejects only
+    alignment loss that remains, train again with more examples (`retrain.max_rounds`); else keep
+    the rounds' versions and alert what still fails. Whatever breaks in between (training,
+    probing, a library) ends that round's action as `failed`: a retraining must never leave its
+    audit row open or take the monitor's cycle down."""
     from monitor.actions import retrain
 
     assert action.id is not None
     try:
+        recovery = retrain.Recovery(store, config, action, hooks)
         if action.dry_run:
-            retrain.check(config, action.model)
-            the_plan = retrain.plan(config, load_suites(config), action.model,
-                                    retrain.capabilities_for(store, config, action))
-            return store.finish_action(action.id, ActionStatus.DRY_RUN,
-                                       detail=f"would retrain {action.from_version} on {the_plan.describe()}")
-        merged, outcome = retrain.recover(store, config, action, hooks)
-    except retrain.RetrainRefused as exc:
-        return store.finish_action(action.id, ActionStatus.REFUSED, detail=str(exc))
-    except ForgetmenotError as exc:
-        return store.finish_action(action.id, ActionStatus.FAILED, detail=str(exc))
+            spec = recovery.spec
+            rounds = spec.max_rounds > 1 and spec.first_round() < spec.max_examples
+            more = (f", then up to {spec.max_rounds - 1} more round(s) within {spec.max_examples} examples "
+                    "in all while alignment loss remains" if rounds else "")
+            return store.finish_action(action.id, ActionStatus.DRY_RUN, detail=f"would retrain "
+                                       f"{action.from_version} on {recovery.plan.describe()}{more}")
     except Exception as exc:
-        log.exception("retraining for action %s broke", action.id)
-        return store.finish_action(action.id, ActionStatus.FAILED,
-                                   detail=f"{exc.__class__.__name__}: {exc}")
-    trained = store.revise_action(action.id, to_version=outcome.version)
-    if outcome.problems:
-        why = f"{outcome.summary}; kept for inspection, not promoted: {'; '.join(outcome.problems)}"
-        rejected = store.finish_action(action.id, ActionStatus.REJECTED, detail=why)
-        tell(config, rejected, REJECTED, f"{action.model}: recovery retraining of {action.from_version} "
-              f"produced {outcome.version}, which was not promoted; it is kept for inspection")
-        return rejected
-    return _promote(store, config, merged, trained, outcome.summary, lock)
+        return _broken(store, action, exc)
+    with recovery:
+        return _rounds(store, config, action, recovery, lock)
+
+
+def _broken(store: Store, action: Action, exc: Exception) -> Action:
+    from monitor.actions import retrain
+
+    assert action.id is not None
+    if isinstance(exc, retrain.RetrainRefused):
+        return store.finish_action(action.id, ActionStatus.REFUSED, detail=str(exc))
+    if not isinstance(exc, ForgetmenotError):
+        log.exception("retraining for action %s broke", action.id, exc_info=exc)
+    detail = str(exc) if isinstance(exc, ForgetmenotError) else f"{exc.__class__.__name__}: {exc}"
+    return store.finish_action(action.id, ActionStatus.FAILED, detail=detail)
+
+
+def _rounds(store: Store, config: Config, first: Action, recovery: Recovery, lock: int) -> Action:
+    """Each round is its own audited action: rejected with its figures, then the next one opened."""
+    tried: list[Outcome] = []
+    action = first
+    while True:
+        assert action.id is not None
+        IN_HAND.add(action.id)
+        try:
+            merged, outcome = recovery.attempt(action)
+        except Exception as exc:
+            return _broken(store, action, exc)
+        finally:
+            if action is not first:
+                IN_HAND.discard(action.id)
+        trained = store.revise_action(action.id, to_version=outcome.version)
+        if not outcome.problems:
+            return _promote(store, config, merged, trained, outcome.summary, lock)
+        tried.append(outcome)
+        why_not = recovery.again(outcome)
+        if why_not is not None:
+            return _rejected(store, config, trained, tried, recovery, why_not)
+        reason = f"round {recovery.plan.round} of the recovery begun by action {first.id}: {_short(outcome)}"
+        following = store.add_action(Action(
+            model=first.model, kind=ActionKind.RETRAIN, trigger=TriggeredBy.ROUND,
+            verdict_id=first.verdict_id,
+            capability=first.capability, diagnosis=first.diagnosis, from_version=first.from_version,
+            actor=first.actor, holder=process_id(), dry_run=first.dry_run, reason=reason[:500]))
+        store.finish_action(action.id, ActionStatus.REJECTED, detail=f"{outcome.summary}; not promoted: "
+                            f"{'; '.join(outcome.problems)}; round {recovery.plan.round} follows as action "
+                            f"{following.id}")
+        action = following
+
+
+def _short(outcome: Outcome) -> str:
+    """What still fails and by how much, in a line an on-call engineer reads in an alert."""
+    lacking = [f"{suite} {gap:.1%} short of the baseline" for suite, gap in outcome.retry.items()]
+    return "; ".join(lacking + outcome.final) or "; ".join(outcome.problems)
+
+
+def _rejected(store: Store, config: Config, action: Action, tried: list[Outcome], recovery: Recovery,
+              why_not: str) -> Action:
+    """No round passed: the last is rejected with every reason, and the alert names the best
+    candidate (kept for inspection, as every round's is) and what it still lacks."""
+    assert action.id is not None
+    outcome, best = tried[-1], max(tried, key=lambda o: (-len(o.problems), o.recovered()))
+    rounds = (f"; {len(tried)} rounds, {recovery.plan.total()} recovery examples in all, stopped: {why_not}; "
+              f"best {best.version} ({best.recovered():.0%} of the loss back on average)"
+              if len(tried) > 1 else f"; stopped: {why_not}")
+    why = f"{outcome.summary}; kept for inspection, not promoted: {'; '.join(outcome.problems)}{rounds}"
+    rejected = store.finish_action(action.id, ActionStatus.REJECTED, detail=why)
+    tell(config, rejected, REJECTED, f"{action.model}: recovery retraining of {action.from_version} ran "
+         f"{len(tried)} round(s) on {recovery.plan.total()} recovery examples and no version passed the "
+         f"gate; best {best.version} is kept for inspection; still failing: {_short(best)}")
+    return rejected
 
 
 def _promote(store: Store, config: Config, merged: Config, action: Action, summary: str, lock: int) -> Action:

@@ -171,7 +171,11 @@ class RetrainSpec(Strict):
     splits, mixed with replay of the fine-tune's own data so the skill it was made for is kept.
 
     `answers: baseline` trains on the baseline's own answer wherever it got the item right (the
-    gold target elsewhere): recovery restores the old behaviour. `replay` is a JSONL file of
+    gold target elsewhere): recovery restores the old behaviour. Examples are spent where the loss
+    is: each round's are allocated over the failing suites by how many points each lost. When the
+    gate rejects a round only because capabilities still fail with alignment loss, another round
+    retrains from the same version with `round_examples` more for exactly those, up to
+    `max_rounds` and `max_examples` in all. `replay` is a JSONL file of
     {"prompt", "answer"} lines (the fine-tune's training data, or a sample of it). The result
     becomes live only if every counted capability PASSes against the baseline and `target_suite`
     (the fine-tune's own task) loses at most `target_max_drop` against the version it was
@@ -180,7 +184,9 @@ class RetrainSpec(Strict):
     confidently better than the version it replaces; otherwise it is kept for inspection and alerted.
     """
 
-    max_examples: Annotated[int, Field(gt=0)] = 20
+    max_examples: Annotated[int, Field(gt=0, le=10_000)] = 40
+    round_examples: Annotated[int, Field(gt=0, le=10_000)] = 20
+    max_rounds: Annotated[int, Field(gt=0, le=10)] = 3
     answers: Literal["baseline", "target"] = "baseline"
     replay: str | None = None
     replay_examples: Annotated[int, Field(ge=0)] = 20
@@ -194,6 +200,10 @@ class RetrainSpec(Strict):
     batch_size: Annotated[int, Field(gt=0)] = 8
     seed: int = 0
     output: str | None = None
+
+    def first_round(self) -> int:
+        """Examples in round one: `round_examples`, or the whole budget where that is smaller."""
+        return min(self.round_examples, self.max_examples)
 
 
 class CandidatesSpec(Strict):

@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from monitor.judge import Judgement
-from monitor.store import KindSummary, Run
-from monitor.vocabulary import ActionKind, ActionStatus, Diagnosis, Kind, Phase, RunStatus
+from monitor.store import Action, KindSummary, Run
+from monitor.vocabulary import ActionKind, ActionStatus, Diagnosis, Kind, Phase, RunStatus, TriggeredBy
 
 KIND_LABELS: dict[str, str] = {
     Kind.MULTIPLE_CHOICE: "knows (multiple-choice log-likelihood)",
@@ -240,7 +240,7 @@ def actions_table(actions: Sequence[Any], title: str, width: int = NARROW) -> Re
 def _action_cells(a: Any) -> dict[str, str]:
     moved = f"{a.from_version or '—'} → {a.to_version or '—'}" if a.kind != ActionKind.ALERT else "—"
     return {"action": str(a.id), "when (UTC)": a.created_at.strftime("%Y-%m-%d %H:%M:%S"), "model": a.model,
-            "kind": a.kind, "trigger": f"verdict {a.verdict_id}" if a.verdict_id else a.trigger,
+            "kind": a.kind, "trigger": _trigger(a),
             "from → to": moved, "status": f"[{STATUS_COLOURS.get(a.status, 'white')}]{a.status}[/]",
             "why": a.reason, "detail": a.detail, "by": a.actor}
 
@@ -270,3 +270,12 @@ def recovery_table(figures: Sequence[Any], baseline: str, before: str, after: st
         table.add_row(f.suite, _label(f.kind, narrow), fmt(f.baseline, f.kind),
                       fmt(f.before, f.kind), fmt(f.after, f.kind), "—" if share is None else f"{share:.0%}")
     return table
+
+
+def _trigger(action: Action) -> str:
+    """`verdict 4`; a later recovery round says so (`round, verdict 4`)."""
+    if not action.verdict_id:
+        return action.trigger
+    if action.trigger == TriggeredBy.VERDICT:
+        return f"verdict {action.verdict_id}"
+    return f"{action.trigger}, verdict {action.verdict_id}"

@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from monitor.actions.retrain.plan import Plan
-from monitor.judge import judge_model, judge_runs
+from monitor.judge import Judgement, judge_model, judge_runs
 from monitor.policy.schema import Config, Rules
 from monitor.policy.suites import Suite
 from monitor.probing.factory import backend_for
 from monitor.probing.run import VersionRef
 from monitor.probing.version import Track, probe_version
 from monitor.store import Store
-from monitor.vocabulary import Kind, Phase
+from monitor.vocabulary import ActionKind, Diagnosis, Kind, Phase
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,28 @@ class Figure:
 
 @dataclass(frozen=True)
 class Outcome:
+    """The gate's answer. `retry` holds the suites that another round could still fix (failing by
+    alignment, on a capability whose ladder retrains) with the points each still lacks; `final`
+    the problems no round fixes (knowledge lost, the target task dropped, a suite not judged)."""
+
     version: str
     summary: str
     problems: list[str]
     figures: list[Figure] = field(default_factory=list)
     target: list[Figure] = field(default_factory=list)
+    retry: dict[str, float] = field(default_factory=dict)
+    final: list[str] = field(default_factory=list)
+
+    def retrainable(self) -> bool:
+        """Rejected only for what more examples of the same kind could bring back."""
+        return bool(self.problems) and bool(self.retry) and not self.final
+
+    def recovered(self) -> float:
+        """Mean share of the loss brought back over the figures that have one, each counted up to
+        all of it (winning back more than was lost on one kind must not hide a shortfall on
+        another): with fewer problems, how the best of several rejected rounds is chosen."""
+        shares = [min(r, 1.0) for r in (f.recovered() for f in self.figures) if r is not None]
+        return sum(shares) / len(shares) if shares else 0.0
 
 
 def gate(store: Store, config: Config, suites: Sequence[Suite], model: str, name: str, source: str,
@@ -58,21 +75,42 @@ def gate(store: Store, config: Config, suites: Sequence[Suite], model: str, name
     judged = judge_model(store, config, suites, model, name, baseline)
     verdicts = {j.judgement.suite: j.judgement for j in judged.judged}
     missing = {suite.name: exc for suite, exc in judged.missing}
-    problems = []
+    retry: dict[str, float] = {}
+    final = [f"{s.capability}: not judged ({missing[s.name]})" for s in suites if s.name in missing]
+    problems = list(final)
     for suite in suites:
         if suite.name in missing:
-            problems.append(f"{suite.capability}: not judged ({missing[suite.name]})")
             continue
         judgement = verdicts[suite.name]
+        found = []
         if not judgement.rules.muted and judgement.phase not in accepted:
-            problems.append(f"{suite.capability} {judgement.phase} against {baseline}: {judgement.reason}")
+            found.append(f"{suite.capability} {judgement.phase} against {baseline}: {judgement.reason}")
         if Phase.INCONCLUSIVE in accepted and suite.capability in the_plan.capabilities:
-            problems += _not_better(store, suite, judgement.rules, model, source, name)
-    restored = [f for s in suites if s.capability in the_plan.capabilities
+            found += _not_better(store, suite, judgement.rules, model, source, name)
+        problems += found
+        if found and _retrainable(judgement):
+            retry[suite.name] = lacking(figures(store, suite, model, baseline, source, name))
+        elif found:
+            final += found
+    restored = [f for s in suites if s.capability in the_plan.capabilities or s.name in retry
                 for f in figures(store, s, model, baseline, source, name)]
     target, kept = _target(store, config, suites, model, source, name, track)
     words = [_words(f) for f in restored] + [f"target {_words(f)}" for f in target]
-    return Outcome(name, "; ".join(words), problems + kept, restored, target)
+    return Outcome(name, "; ".join(words), problems + kept, restored, target, retry, final + kept)
+
+
+def _retrainable(judgement: Judgement) -> bool:
+    """Alignment loss (or a loss measured one way only) on a capability whose ladder retrains;
+    never knowledge loss, which rolls back, and never an ERROR, which says nothing of the model."""
+    return (judgement.phase != Phase.ERROR and judgement.diagnosis != Diagnosis.KNOWLEDGE_LOSS
+            and ActionKind.RETRAIN in judgement.rules.on_alignment_loss)
+
+
+def lacking(found: Sequence[Figure]) -> float:
+    """Points still lost against the baseline, the worst accuracy kind's (fluency is no accuracy)."""
+    gaps = [f.baseline - f.after for f in found if f.kind != Kind.LOGLIKELIHOOD_ROLLING
+            and f.baseline is not None and f.after is not None]
+    return max(0.0, *gaps) if gaps else 0.0
 
 
 def _accepted(config: Config, model: str) -> tuple[Phase, ...]:
@@ -84,7 +122,12 @@ def _accepted(config: Config, model: str) -> tuple[Phase, ...]:
 def _not_better(store: Store, suite: Suite, rules: Rules, model: str, source: str, name: str) -> list[str]:
     """Under `promote_when: no_worse`, a capability the retraining was for must be confidently
     better than the failing version it would replace on the kinds it lost (upper bound of the
-    drop below zero), so an unproven candidate never displaces live on a guess."""
+    drop below zero), so an unproven candidate never displaces live on a guess. A capability that
+    was not failing on that version (one a later round added because an earlier round hurt it)
+    owes nothing beyond what the baseline gate already asks."""
+    lost = _lost_kinds(store, model, source, suite.capability)
+    if lost is None:
+        return []
     runs = []
     for version in (source, name):
         run = store.latest_complete_run(model, version, suite.content_hash)
@@ -92,7 +135,6 @@ def _not_better(store: Store, suite: Suite, rules: Rules, model: str, source: st
             return [f"{suite.capability}: {version} has no complete run to compare"]
         runs.append([(run, store.results(run.id or 0))])
     judgement = judge_runs(suite, rules, runs[0], runs[1])
-    lost = _lost_kinds(store, model, source, suite.capability)
     worse = [k for k in judgement.kinds if (not lost or k.kind in lost)
              and (k.result is None or k.result.high >= 0)]
     return [f"{suite.capability} {k.kind} is not confidently better than {source}"
@@ -100,11 +142,12 @@ def _not_better(store: Store, suite: Suite, rules: Rules, model: str, source: st
             for k in worse]
 
 
-def _lost_kinds(store: Store, model: str, version: str, capability: str) -> set[str]:
-    """The kinds that FAILed or were MARGINAL on `version`'s latest verdict for `capability`."""
+def _lost_kinds(store: Store, model: str, version: str, capability: str) -> set[str] | None:
+    """The kinds that FAILed or were MARGINAL on `version`'s latest verdict for `capability`
+    (empty: it failed, the kinds are not recorded, so all count); None where it was not failing."""
     history = store.verdicts(model=model, candidate=version, capability=capability)
-    if not history or history[-1].id is None:
-        return set()
+    if not history or history[-1].id is None or history[-1].phase not in (Phase.FAIL, Phase.MARGINAL):
+        return None
     kinds = store.verdict_kinds([history[-1].id]).get(history[-1].id, [])
     return {k.kind for k in kinds if k.phase in (Phase.FAIL, Phase.MARGINAL)}
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from monitor.actions.triggers import triggers
 from monitor.errors import RetrainRefused
 from monitor.policy.schema import Config
-from monitor.policy.suites import Item, Suite, generation_correct, render
+from monitor.policy.suites import GenerateSpec, Item, Suite, generation_correct, render
 from monitor.probing.backends.base import Backend, GenerationRequest
 from monitor.store import Action, Store
 from monitor.vocabulary import ActionKind, Split
@@ -29,6 +29,7 @@ class Example:
     prompt: str
     answer: str
     taught: bool = False
+    asked: bool = False  # the baseline was asked already (taught says whether it got it right)
 
 
 @dataclass(frozen=True)
@@ -36,49 +37,157 @@ class Plan:
     capabilities: tuple[str, ...]
     recovery: dict[str, list[Example]]  # suite name → examples from its recovery split
     replay: list[Pair]
+    losses: dict[str, float] = field(default_factory=dict)  # suite name → points lost when planned
+    round: int = 1
 
     def examples(self) -> list[Pair]:
-        return [(e.prompt, e.answer) for found in self.recovery.values() for e in found] + self.replay
+        taught = [(e.prompt, e.answer) for found in self.recovery.values() for e in found if e.answer]
+        return taught + self.replay
+
+    def total(self) -> int:
+        return sum(len(found) for found in self.recovery.values())
 
     def describe(self) -> str:
-        parts = ", ".join(f"{suite} {len(found)}" for suite, found in self.recovery.items())
-        total = sum(len(found) for found in self.recovery.values())
+        parts = ", ".join(f"{suite} {_count(found)}" + (f" for {self.losses[suite]:.0%} lost"
+                                                         if suite in self.losses else "")
+                          for suite, found in self.recovery.items())
         taught = sum(e.taught for found in self.recovery.values() for e in found)
         words = f"; {taught} in the baseline's own words" if taught else ""
-        return f"{total} recovery examples ({parts}{words}) + {len(self.replay)} replay examples"
+        waiting = sum(not e.answer for found in self.recovery.values() for e in found)
+        words += f"; {waiting} with no answer yet, left out unless the baseline gives one" if waiting else ""
+        return f"{self.total()} recovery examples ({parts}{words}) + {len(self.replay)} replay examples"
 
 
-def plan(config: Config, suites: Sequence[Suite], model: str, capabilities: Sequence[str]) -> Plan:
-    """Recovery examples spread evenly over the failing capabilities' suites, up to max_examples."""
+def _count(found: Sequence[Example]) -> str:
+    """How many, and for a two-sided suite how many on each side of the line."""
+    refuse = sum(e.item.should_refuse is True for e in found)
+    answer = sum(e.item.should_refuse is False for e in found)
+    return f"{len(found)} ({refuse} refuse, {answer} answer)" if refuse and answer else str(len(found))
+
+
+def plan(config: Config, suites: Sequence[Suite], model: str, capabilities: Sequence[str],
+         losses: Mapping[str, float] | None = None) -> Plan:
+    """Round one: the first round's examples allocated over the failing capabilities' suites by
+    how much each lost (`losses`, suite name → points; evenly where unknown)."""
     spec = config.models[model].retrain
-    pools = {s.name: recovery_examples(s, spec.seed) for s in suites if s.capability in capabilities}
-    chosen: dict[str, list[Example]] = {name: [] for name, pool in pools.items() if pool}
-    while sum(map(len, chosen.values())) < spec.max_examples and any(
-            len(chosen[n]) < len(pools[n]) for n in chosen):
-        for name in chosen:
-            if len(chosen[name]) < len(pools[name]) and sum(map(len, chosen.values())) < spec.max_examples:
-                chosen[name].append(pools[name][len(chosen[name])])
-    if not chosen:
+    pools = _pools(suites, capabilities, spec.seed)
+    if not pools:
         raise RetrainRefused(f"no recovery items to train on for {', '.join(capabilities)}: their suites' "
                              "recovery splits are empty or have no answers (split.recovery_fraction)")
+    weights = {name: (losses or {}).get(name, 1.0) for name in pools}
+    counts = allocate(spec.first_round(), weights, {n: len(p) for n, p in pools.items()}, _units(pools))
+    chosen = {name: pools[name][:count] for name, count in counts.items() if count}
     replay = replay_pairs(config.resolve(spec.replay), spec.replay_examples, spec.seed) if spec.replay else []
-    return Plan(tuple(capabilities), chosen, replay)
+    shown = {name: weights[name] for name in chosen if losses and name in losses}
+    return Plan(tuple(capabilities), chosen, replay, shown)
+
+
+def extend(config: Config, suites: Sequence[Suite], model: str, previous: Plan,
+           losses: Mapping[str, float]) -> Plan | None:
+    """The next round: every example so far, plus up to `round_examples` more (within
+    `max_examples` in all) for exactly the suites in `losses` (those still failing by alignment,
+    with the points each still lacks), allocated by that remaining loss. None where the budget
+    or the suites' recovery splits have nothing left to add."""
+    spec = config.models[model].retrain
+    capabilities = tuple(dict.fromkeys([*previous.capabilities,
+                                        *(s.capability for s in suites if s.name in losses)]))
+    pools = {name: pool for name, pool in _pools(suites, capabilities, spec.seed).items() if name in losses}
+    have = {name: len(previous.recovery.get(name, [])) for name in pools}
+    budget = min(spec.round_examples, spec.max_examples - previous.total())
+    room = {name: len(pools[name]) - have[name] for name in pools}
+    added = allocate(budget, {n: losses[n] for n in pools}, room, _units(pools)) if budget > 0 else {}
+    if not any(added.values()):
+        return None
+    recovery = {name: list(found) for name, found in previous.recovery.items()}
+    for name, count in added.items():
+        recovery.setdefault(name, []).extend(pools[name][have[name]: have[name] + count])
+    return Plan(capabilities, recovery, previous.replay, dict(losses), previous.round + 1)
+
+
+def _pools(suites: Sequence[Suite], capabilities: Sequence[str], seed: int) -> dict[str, list[Example]]:
+    found = {s.name: recovery_examples(s, seed) for s in suites if s.capability in capabilities}
+    return {name: pool for name, pool in found.items() if pool}
+
+
+def _units(pools: Mapping[str, Sequence[Example]]) -> dict[str, int]:
+    """Examples are handed out in pairs where a suite is scored on both sides of a line (refuse
+    the harmful request, answer its benign look-alike): ten refusals alone taught SmolLM2 to refuse
+    nearly everything, five refusals with their five look-alikes did not."""
+    return {name: 2 if len({e.item.should_refuse for e in pool} - {None}) == 2 else 1
+            for name, pool in pools.items()}
+
+
+REFUSE = "I'm sorry, but I can't help with that."
+FLOOR = 0.02  # a failing suite whose measured loss is tiny still counts for this much
+
+
+def allocate(budget: int, weights: Mapping[str, float], room: Mapping[str, int],
+             units: Mapping[str, int]) -> dict[str, int]:
+    """`budget` examples over suites in proportion to `weights` (points lost), in whole `units`,
+    none beyond a suite's `room` (what a full suite cannot take goes to the others), at least one
+    unit each so no failing suite goes untrained, and what rounding leaves by largest remainder."""
+    weight = {n: max(weights[n], FLOOR) for n in weights}
+    most = {n: room[n] // units[n] * units[n] for n in weights}
+    full: set[str] = set()
+    while True:  # fill the suites whose share is more than they hold, then share out the rest
+        rest = [n for n in weights if n not in full]
+        left = budget - sum(most[n] for n in full)
+        total = sum(weight[n] for n in rest) or 1.0
+        over = [n for n in rest if left * weight[n] / total >= most[n]]
+        if not over:
+            break
+        full.update(over)
+    exact = {n: left * weight[n] / total for n in rest}
+    counts = {n: most[n] if n in full else int(exact[n] / units[n]) * units[n] for n in weights}
+    for name in sorted(rest, key=lambda n: -weight[n]):
+        if counts[name] == 0 and units[name] <= most[name]:
+            counts[name] = units[name]
+    while sum(counts.values()) > budget:  # the minimum units overdrew: from the largest, else the least lost
+        larger = [n for n in counts if counts[n] > units[n]]
+        name = (max(larger, key=lambda n: counts[n]) if larger
+                else min((n for n in counts if counts[n]), key=lambda n: weight[n]))
+        counts[name] -= units[name]
+    left = budget - sum(counts.values())
+    while left > 0:
+        open_ = [n for n in rest if counts[n] + units[n] <= most[n] and units[n] <= left]
+        if not open_:
+            break
+        name = max(open_, key=lambda n: exact[n] - counts[n])
+        counts[name] += units[name]
+        left -= units[name]
+    return counts
 
 
 def recovery_examples(suite: Suite, seed: int) -> list[Example]:
     """The recovery split, asked the way the suite's generation asks it, answered with the gold
-    target (until `teach` puts the baseline's own answer in its place)."""
+    target (until `teach` puts the baseline's own answer in its place). A refusal item has no
+    target: a harmful request is answered with a plain refusal, and a benign look-alike only with
+    the baseline's own answer (left empty, and not trained on, until `teach` finds one)."""
     kinds = suite.spec.kinds
     found = []
     for item in suite.select(Split.RECOVERY):
-        targets = item.targets()
+        targets = item.targets() or ([REFUSE] if item.should_refuse else [""] if item.should_refuse is False
+                                     else [])
         if kinds.generate_until and targets:
             found.append(Example(item, render(kinds.generate_until.doc_to_text, item), targets[0]))
         elif kinds.multiple_choice and item.choices and item.gold is not None:
             prompt = render(kinds.multiple_choice.doc_to_text, item)
             found.append(Example(item, prompt, item.choices[item.gold]))
     random.Random(seed).shuffle(found)
-    return found
+    return _interleaved(found)
+
+
+def _interleaved(found: list[Example]) -> list[Example]:
+    """Items to be refused and items to be answered in turn, so any prefix keeps the balance;
+    suites without that line keep their (seeded) order."""
+    refuse = [e for e in found if e.item.should_refuse is True]
+    answer = [e for e in found if e.item.should_refuse is False]
+    if not refuse or not answer:
+        return found
+    rest = [e for e in found if e.item.should_refuse is None]
+    paired = [e for two in zip(refuse, answer, strict=False) for e in two]
+    longer = refuse if len(refuse) > len(answer) else answer
+    return paired + longer[min(len(refuse), len(answer)):] + rest
 
 
 def teach(the_plan: Plan, suites: Sequence[Suite], teacher: Backend) -> Plan:
@@ -92,13 +201,18 @@ def teach(the_plan: Plan, suites: Sequence[Suite], teacher: Backend) -> Plan:
         if spec is None:
             taught[name] = examples
             continue
+        fresh = [e for e in examples if not e.asked]  # a later round asks only its new items
         asked = [GenerationRequest(e.prompt, spec.max_new_tokens * 2, spec.until, spec.system_prompt)
-                 for e in examples]
-        answers = teacher.generate(asked)
-        taught[name] = [replace(e, answer=a.strip(), taught=True)
-                        if a.strip() and generation_correct(e.item, spec, a) else e
-                        for e, a in zip(examples, answers, strict=True)]
+                 for e in fresh]
+        answers = dict(zip((e.item.id for e in fresh), teacher.generate(asked) if asked else [], strict=True))
+        taught[name] = [e if e.asked else _answered(e, spec, answers[e.item.id]) for e in examples]
     return replace(the_plan, recovery=taught)
+
+
+def _answered(example: Example, spec: GenerateSpec, answer: str) -> Example:
+    if answer.strip() and generation_correct(example.item, spec, answer):
+        return replace(example, answer=answer.strip(), taught=True, asked=True)
+    return replace(example, asked=True)
 
 
 def replay_pairs(path: Path, count: int, seed: int) -> list[Pair]:
