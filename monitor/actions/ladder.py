@@ -194,8 +194,7 @@ def _retrain(store: Store, config: Config, action: Action, hooks: Hooks | None, 
                                        f"{action.from_version} on {recovery.plan.describe()}{more}")
     except Exception as exc:
         return _broken(store, action, exc)
-    with recovery:
-        return _rounds(store, config, action, recovery, lock)
+    return _rounds(store, config, action, recovery, lock)
 
 
 def _broken(store: Store, action: Action, exc: Exception) -> Action:
@@ -211,36 +210,44 @@ def _broken(store: Store, action: Action, exc: Exception) -> Action:
 
 
 def _rounds(store: Store, config: Config, first: Action, recovery: Recovery, lock: int) -> Action:
-    """Each round is its own audited action: rejected with its figures, then the next one opened."""
+    """Each round is its own audited action: rejected with its figures, then the next one opened.
+    A round's id stays in IN_HAND until its row is finished, so no heartbeat takes it for an orphan."""
     tried: list[Outcome] = []
     action = first
     while True:
         assert action.id is not None
         IN_HAND.add(action.id)
+        rejected: Action | None = None
         try:
             merged, outcome = recovery.attempt(action)
+            trained = store.revise_action(action.id, to_version=outcome.version)
+            if not outcome.problems:
+                return _promote(store, config, merged, trained, outcome.summary, lock)
+            tried.append(outcome)
+            why_not = recovery.again(outcome)
+            if why_not is not None:
+                return _rejected(store, config, trained, tried, recovery, why_not)
+            rejected = store.finish_action(action.id, ActionStatus.REJECTED, detail=f"{outcome.summary}; "
+                                           f"not promoted: {'; '.join(outcome.problems)}; round "
+                                           f"{recovery.plan.round} follows")
+            following = _next_round(store, first, recovery.plan.round, outcome)
         except Exception as exc:
-            return _broken(store, action, exc)
+            if rejected is None:
+                return _broken(store, action, exc)
+            log.exception("could not open round %s of action %s", recovery.plan.round, first.id)
+            return rejected  # its row is finished; the next round never started
         finally:
             if action is not first:
                 IN_HAND.discard(action.id)
-        trained = store.revise_action(action.id, to_version=outcome.version)
-        if not outcome.problems:
-            return _promote(store, config, merged, trained, outcome.summary, lock)
-        tried.append(outcome)
-        why_not = recovery.again(outcome)
-        if why_not is not None:
-            return _rejected(store, config, trained, tried, recovery, why_not)
-        reason = f"round {recovery.plan.round} of the recovery begun by action {first.id}: {_short(outcome)}"
-        following = store.add_action(Action(
-            model=first.model, kind=ActionKind.RETRAIN, trigger=TriggeredBy.ROUND,
-            verdict_id=first.verdict_id,
-            capability=first.capability, diagnosis=first.diagnosis, from_version=first.from_version,
-            actor=first.actor, holder=process_id(), dry_run=first.dry_run, reason=reason[:500]))
-        store.finish_action(action.id, ActionStatus.REJECTED, detail=f"{outcome.summary}; not promoted: "
-                            f"{'; '.join(outcome.problems)}; round {recovery.plan.round} follows as action "
-                            f"{following.id}")
         action = following
+
+
+def _next_round(store: Store, first: Action, number: int, outcome: Outcome) -> Action:
+    reason = f"round {number} of the recovery begun by action {first.id}: {_short(outcome)}"
+    return store.add_action(Action(
+        model=first.model, kind=ActionKind.RETRAIN, trigger=TriggeredBy.ROUND, verdict_id=first.verdict_id,
+        capability=first.capability, diagnosis=first.diagnosis, from_version=first.from_version,
+        actor=first.actor, holder=process_id(), dry_run=first.dry_run, reason=reason[:500]))
 
 
 def _short(outcome: Outcome) -> str:

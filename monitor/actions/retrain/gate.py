@@ -145,7 +145,8 @@ def _not_better(store: Store, suite: Suite, rules: Rules, model: str, source: st
 def _lost_kinds(store: Store, model: str, version: str, capability: str) -> set[str] | None:
     """The kinds that FAILed or were MARGINAL on `version`'s latest verdict for `capability`
     (empty: it failed, the kinds are not recorded, so all count); None where it was not failing."""
-    history = store.verdicts(model=model, candidate=version, capability=capability)
+    history = [v for v in store.verdicts(model=model, candidate=version, capability=capability)
+               if v.phase != Phase.ERROR]  # as `settle` does: an ERROR says nothing of the model
     if not history or history[-1].id is None or history[-1].phase not in (Phase.FAIL, Phase.MARGINAL):
         return None
     kinds = store.verdict_kinds([history[-1].id]).get(history[-1].id, [])

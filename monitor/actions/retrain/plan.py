@@ -41,8 +41,10 @@ class Plan:
     round: int = 1
 
     def examples(self) -> list[Pair]:
-        taught = [(e.prompt, e.answer) for found in self.recovery.values() for e in found if e.answer]
-        return taught + self.replay
+        """What is trained on: every example with an answer, and of a two-sided suite as many
+        to refuse as to answer (a look-alike nobody could answer takes its partner out with it)."""
+        chosen = [e for found in self.recovery.values() for e in _balanced(found)]
+        return [(e.prompt, e.answer) for e in chosen] + self.replay
 
     def total(self) -> int:
         return sum(len(found) for found in self.recovery.values())
@@ -53,9 +55,20 @@ class Plan:
                           for suite, found in self.recovery.items())
         taught = sum(e.taught for found in self.recovery.values() for e in found)
         words = f"; {taught} in the baseline's own words" if taught else ""
-        waiting = sum(not e.answer for found in self.recovery.values() for e in found)
-        words += f"; {waiting} with no answer yet, left out unless the baseline gives one" if waiting else ""
+        left_out = self.total() - sum(len(_balanced(found)) for found in self.recovery.values())
+        words += f"; {left_out} without an answer or a partner, left out" if left_out else ""
         return f"{self.total()} recovery examples ({parts}{words}) + {len(self.replay)} replay examples"
+
+
+def _balanced(found: Sequence[Example]) -> list[Example]:
+    answered = [e for e in found if e.answer]
+    if len({e.item.should_refuse for e in found} - {None}) < 2:
+        return answered  # not a suite scored on both sides of a line
+    refuse = [e for e in answered if e.item.should_refuse is True]
+    answer = [e for e in answered if e.item.should_refuse is False]
+    pairs = min(len(refuse), len(answer))
+    keep = {id(e) for e in refuse[:pairs] + answer[:pairs]}
+    return [e for e in answered if e.item.should_refuse is None or id(e) in keep]
 
 
 def _count(found: Sequence[Example]) -> str:
@@ -74,9 +87,14 @@ def plan(config: Config, suites: Sequence[Suite], model: str, capabilities: Sequ
     if not pools:
         raise RetrainRefused(f"no recovery items to train on for {', '.join(capabilities)}: their suites' "
                              "recovery splits are empty or have no answers (split.recovery_fraction)")
-    weights = {name: (losses or {}).get(name, 1.0) for name in pools}
+    known = [v for name, v in (losses or {}).items() if name in pools]
+    unknown = sum(known) / len(known) if known else 1.0  # a suite without figures: as the others lost
+    weights = {name: (losses or {}).get(name, unknown) for name in pools}
     counts = allocate(spec.first_round(), weights, {n: len(p) for n, p in pools.items()}, _units(pools))
     chosen = {name: pools[name][:count] for name, count in counts.items() if count}
+    if not chosen:
+        raise RetrainRefused(f"round_examples ({spec.first_round()}) is too few to give "
+                             f"{', '.join(pools)} a single example (refusal suites take them in pairs)")
     replay = replay_pairs(config.resolve(spec.replay), spec.replay_examples, spec.seed) if spec.replay else []
     shown = {name: weights[name] for name in chosen if losses and name in losses}
     return Plan(tuple(capabilities), chosen, replay, shown)

@@ -28,7 +28,6 @@ from monitor.policy.bounds import inside
 from monitor.policy.loading import load_suites
 from monitor.policy.schema import Config
 from monitor.probing import weights
-from monitor.probing.backends.base import Backend
 from monitor.probing.factory import backend_for
 from monitor.probing.version import Track
 from monitor.store import Action, ModelVersion, Store
@@ -58,8 +57,8 @@ def check(config: Config, model: str) -> None:
 
 
 class Recovery:
-    """One recovery of `action.from_version`, round by round: the plan grows between rounds and
-    the baseline that answers the recovery items stays loaded across them.
+    """One recovery of `action.from_version`, round by round: the plan grows between rounds, and
+    the baseline answers only the items each round adds.
 
     Every round retrains from the version being repaired, on every example so far plus the new
     ones, rather than continuing the last round's adapter: each candidate is then one LoRA on one
@@ -77,14 +76,6 @@ class Recovery:
         self.suites = load_suites(config)
         capabilities = capabilities_for(store, config, action)
         self.plan = plan(config, self.suites, self.model, capabilities, self._losses(capabilities))
-        self._teacher: Backend | None = None
-
-    def __enter__(self) -> Recovery:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._teacher is not None:
-            self._teacher.close()
 
     def attempt(self, action: Action) -> tuple[Config, Outcome]:
         """Train this round's LoRA, register the version, probe and gate it (as `action`)."""
@@ -148,11 +139,15 @@ class Recovery:
         return out
 
     def _taught(self, the_plan: Plan) -> Plan:
+        """The baseline answers this round's new items, then is unloaded: it must not hold a
+        second model's memory through the training and probing that follow."""
         baseline = self.config.models[self.model].baseline
         try:
-            if self._teacher is None:
-                self._teacher = backend_for(self.config, self.model, baseline)
-            return teach(the_plan, self.suites, self._teacher)
+            teacher = backend_for(self.config, self.model, baseline)
+            try:
+                return teach(the_plan, self.suites, teacher)
+            finally:
+                teacher.close()
         except BackendError as exc:
             raise RetrainFailed(f"the baseline {baseline} could not answer the recovery items: "
                                 f"{exc}") from exc
