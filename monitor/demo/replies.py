@@ -15,15 +15,10 @@ import random
 import re
 from typing import Literal
 
+from monitor.demo.task import PRODUCTS  # the same goods; the halves split them the same way
+
 Half = Literal["train", "probe"]
 
-PRODUCTS = [
-    "blender", "phone case", "desk lamp", "backpack", "coffee maker", "keyboard", "water bottle",
-    "headphones", "office chair", "toaster", "umbrella", "running shoes", "tent", "kettle",
-    "vacuum cleaner", "monitor", "rice cooker", "mattress", "jacket", "printer", "router",
-    "frying pan", "camera", "smartwatch", "bike lock", "suitcase", "hair dryer", "microwave",
-    "speaker", "notebook", "drill", "mouse", "charger", "sofa", "guitar", "board game",
-]
 PROBLEMS = [
     "arrived with a cracked lid", "stopped turning on", "is missing a part", "makes a loud noise",
     "was delivered to the wrong address", "does not charge", "came in the wrong colour",
