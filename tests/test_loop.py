@@ -1,6 +1,7 @@
-"""The full loop on the real model: SmolLM2 v1, the JSON-sentiment fine-tune v2 goes live, the
-monitor finds the alignment loss, retrains, gates and promotes. About 10 minutes on 2 CPU cores
-(probing both versions on every suite is most of it; the fine-tune is built once per session)."""
+"""The full loop on the real model, on both scenarios: SmolLM2 v1, a fine-tune v2 goes live, the
+monitor finds the alignment loss, retrains (in rounds), gates and promotes. About 28 minutes for
+both on 2 CPU cores (probing every version on every suite is most of it; each fine-tune is built
+once per session)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,14 @@ def test_the_loop_recovers_a_second_unlike_forgetting_case_in_rounds_within_budg
                                    / str(a.to_version) / "recovery.json") for a in rounds]
     totals = [sum(len(found) for found in r["examples"].values()) for r in records]
     assert totals == sorted(totals) and totals[-1] <= 40 and totals[0] <= 20
-    # Promoted exactly when the last round passed its gate; otherwise the rounds ran out honestly.
+    # Promoted exactly when the last round passed its gate; every earlier round was rejected.
     assert (rounds[-1].status == "done") == records[-1]["passed"] == (result.live == rounds[-1].to_version)
-    if rounds[-1].status != "done":
-        assert "kept for inspection" in rounds[-1].detail and "stopped:" in rounds[-1].detail
+    assert all(a.status == "rejected" and not r["passed"] for a, r in zip(rounds[:-1], records, strict=False))
+    # The issue's targets: 80% of each lost generation score back, the target task within 5 points.
+    assert rounds[-1].status == "done", rounds[-1].detail
+    by_kind = {(f.suite, f.kind): f for f in result.figures}
+    for capability in failing:
+        answered = by_kind[(capability, "generate_until")]
+        assert (answered.recovered() or 0) >= 0.8, answered
+    target = by_kind[("support-email", "generate_until")]
+    assert target.after is not None and target.before is not None and target.after >= target.before - 0.05
