@@ -108,12 +108,15 @@ class Schedule(Strict):
 class BackendSpec(Strict):
     """How versions are measured. For `openai`, `batch_size` is prompts per completions request,
     `dtype` records what the server runs (scores compare only within one dtype), and `tokenizer`
-    names a local copy of the served tokenizer (else the server's /tokenize is used)."""
+    names a local copy of the served tokenizer (else the server's /tokenize is used). In process,
+    `generation_tokens` bounds the prompt and answer tokens generation keeps in flight: it answers
+    as many prompts at once as that holds, at least `batch_size`."""
 
     kind: Literal["transformers", "openai"] = "transformers"
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     batch_size: Annotated[int, Field(gt=0)] = 16
+    generation_tokens: Annotated[int, Field(gt=0)] = 8192
     base_url: str | None = None
     api_key: Secret | None = None
     api_key_env: str | None = None

@@ -41,7 +41,8 @@ def _in_process(config: Config, model: str, version: str) -> Backend:
 
     spec = config.models[model].backend
     return TransformersBackend.load(str(weights_dir(config, model, version)), device=spec.device,
-                                    dtype=spec.dtype, batch_size=spec.batch_size)
+                                    dtype=spec.dtype, batch_size=spec.batch_size,
+                                    generation_tokens=spec.generation_tokens)
 
 
 def served_name(config: Config, model: str, version: str) -> str:
