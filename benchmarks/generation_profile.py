@@ -103,10 +103,17 @@ def profile(model: Path, batch: int, limit: int | None) -> dict[str, Any]:
     requests = _requests(limit)
     before = plain_generate(backend, requests, batch)
     after = continuous(backend, requests)
-    same = sum(a == b for a, b in zip(before.pop("tokens"), after.pop("tokens"), strict=True))
-    print(f"in process: plain {before['items_per_s']:.2f} items/s, continuous "
-          f"{after['items_per_s']:.2f} items/s, same tokens {same}/{len(requests)}", flush=True)
-    return {"items": len(requests), "identical_tokens": same, "plain_generate": before, "continuous": after}
+    budget, backend.generation_tokens = backend.generation_tokens, 1  # rows in flight: batch_size
+    at_batch = continuous(backend, requests)
+    backend.generation_tokens = budget
+    expected = before.pop("tokens")
+    both = zip(expected, after.pop("tokens"), at_batch.pop("tokens"), strict=True)
+    same = sum(a == b == c for a, b, c in both)
+    print(f"in process: plain {before['items_per_s']:.2f} items/s, continuous {after['items_per_s']:.2f} "
+          f"items/s ({at_batch['items_per_s']:.2f} at {batch} rows), same tokens {same}/{len(requests)}",
+          flush=True)
+    return {"items": len(requests), "identical_tokens": same, "plain_generate": before, "continuous": after,
+            "continuous_16": at_batch}
 
 
 def _best(call: Any, repeats: int = 5) -> float:

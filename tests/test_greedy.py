@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from monitor.errors import BackendError
 from monitor.probing.backends.base import GenerationRequest, cut_at_stops
 from monitor.probing.backends.greedy import GreedyDecoder
 from monitor.probing.backends.transformers import TransformersBackend
@@ -119,3 +120,40 @@ def test_a_request_for_no_tokens_gets_none(tiny_parts: Any, sharp_model: Any) ->
     requests = [GenerationRequest("Hi", max_new_tokens=0), REQUESTS[0]]
     tokens = _decoder(model, tokenizer, 2).run([_prompt(tokenizer, r) for r in requests], requests)
     assert tokens[0] == [] and tokens[1] == _plain(model, tokenizer, REQUESTS[0])
+
+
+class _RowLimited:
+    """The tiny model behind a memory limit: more than `rows` rows in one pass is out of memory,
+    as a GPU reports it (the CPU here has room for any of these)."""
+
+    def __init__(self, model: Any, rows: int) -> None:
+        self.model, self.rows, self.refused = model, rows, 0
+        self.config, self.generation_config = model.config, model.generation_config
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def eval(self) -> _RowLimited:
+        return self
+
+    def forward(self, input_ids: Any, cache: Any = None, **kwargs: Any) -> Any:
+        if input_ids.shape[0] > self.rows:
+            self.refused += 1
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.model(input_ids=input_ids, cache=cache, **kwargs)
+
+    __call__ = forward
+
+
+def test_out_of_memory_halves_the_rows_in_flight_and_loses_nothing(tiny_parts: Any,
+                                                                   stopping_model: Any) -> None:
+    _, tokenizer = tiny_parts
+    limited = _RowLimited(stopping_model, rows=3)
+    backend = TransformersBackend(limited, tokenizer, name="t", batch_size=7, generation_tokens=1)
+    expected = TransformersBackend(stopping_model, tokenizer, name="t").generate(REQUESTS)
+    assert backend.generate(REQUESTS) == expected
+    assert limited.refused == 1  # 7 rows in one pass refused, then 3 at a time answered everything
+    limited.rows = 0
+    with pytest.raises(BackendError) as caught:
+        backend.generate(REQUESTS)
+    assert caught.value.kind == "oom"

@@ -246,10 +246,22 @@ class TransformersBackend:
         prompts = self.tokenizer.apply_chat_template(
             [self._messages(r) for r in requests], add_generation_prompt=True, tokenize=True,
             return_dict=True)["input_ids"]
-        decoder = GreedyDecoder(self.model, eos=self._eos(), decode=self._text,
-                                rows_in_flight=self.rows_in_flight(prompts, requests))
-        tokens = decoder.run(prompts, requests)
+        tokens = self._decode_halving(prompts, requests, self.rows_in_flight(prompts, requests))
         return [cut_at_stops(self._text(t), r.until).strip() for t, r in zip(tokens, requests, strict=True)]
+
+    def _decode_halving(self, prompts: list[list[int]], requests: Sequence[GenerationRequest],
+                        rows: int) -> list[list[int]]:
+        """Out of memory with many rows in flight, try again with half as many before giving up:
+        greedy tokens do not depend on the rows beside them, and the chunk is not lost."""
+        while True:
+            decoder = GreedyDecoder(self.model, eos=self._eos(), decode=self._text, rows_in_flight=rows)
+            try:
+                return decoder.run(prompts, requests)
+            except RuntimeError as exc:
+                if "out of memory" not in str(exc).lower() or rows <= 1:
+                    raise
+                rows //= 2
+                self.close()
 
     def rows_in_flight(self, prompts: Sequence[list[int]], requests: Sequence[GenerationRequest]) -> int:
         """As many rows as `generation_tokens` holds at the longest prompt and answer, at least
