@@ -25,6 +25,19 @@ REQUESTS = [
 ]
 
 
+def _plain_ids(model: Any, prompt: list[int], max_new_tokens: int) -> list[int]:
+    import torch
+
+    with torch.inference_mode():
+        ones = torch.ones(1, len(prompt), dtype=torch.long)
+        out = model.generate(torch.tensor([prompt]), attention_mask=ones,
+                             do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=0,
+                             temperature=None, top_p=None, top_k=None)
+    tokens = out[0, len(prompt):].tolist()
+    eos = model.generation_config.eos_token_id
+    return tokens[: tokens.index(eos)] if eos in tokens else tokens
+
+
 def _prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
     messages = TransformersBackend._messages(request)
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
@@ -33,17 +46,7 @@ def _prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
 
 def _plain(model: Any, tokenizer: Any, request: GenerationRequest) -> list[int]:
     """`model.generate` on the prompt alone, up to (not including) the first end token."""
-    import torch
-
-    prompt = _prompt(tokenizer, request)
-    with torch.inference_mode():
-        ones = torch.ones(1, len(prompt), dtype=torch.long)
-        out = model.generate(torch.tensor([prompt]), attention_mask=ones,
-                             do_sample=False, max_new_tokens=request.max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
-    tokens = out[0, len(prompt):].tolist()
-    eos = model.generation_config.eos_token_id
-    return tokens[: tokens.index(eos)] if eos in tokens else tokens
+    return _plain_ids(model, _prompt(tokenizer, request), request.max_new_tokens)
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +160,14 @@ def test_out_of_memory_halves_the_rows_in_flight_and_loses_nothing(tiny_parts: A
     with pytest.raises(BackendError) as caught:
         backend.generate(REQUESTS)
     assert caught.value.kind == "oom"
+
+
+def test_prompts_that_share_no_prefix_and_one_that_is_a_single_token(tiny_parts: Any,
+                                                                     stopping_model: Any) -> None:
+    prompts = [[40, 41, 42, 43, 44], [50, 51], [60]]
+    requests = [GenerationRequest("", max_new_tokens=n) for n in (6, 9, 4)]
+    expected = [_plain_ids(stopping_model, p, r.max_new_tokens)
+                for p, r in zip(prompts, requests, strict=True)]
+    assert _decoder(stopping_model, tiny_parts[1], 3).run(prompts, requests) == expected
+    # one prompt alone: all of it but its last token is the "shared" prefix
+    assert _decoder(stopping_model, tiny_parts[1], 3).run(prompts[:1], requests[:1]) == expected[:1]
