@@ -154,6 +154,8 @@ def run_fault(pg: TempPostgres, proxy: FaultProxy, tokenizer: Path, work: Path, 
             world.serve()
         if not world.wait_for("SELECT id FROM verdict WHERE phase <> 'ERROR'", settle_s):
             out.did = "no healthy verdict before the fault: the harness could not start"
+            out.log = [line for log in sorted(world.work.glob("serve-*.log"))
+                       for line in log.read_text(errors="replace").splitlines()[-20:]]
             return out
         fault.inject(world)
         time.sleep(fault.hold_s)

