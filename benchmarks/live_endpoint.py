@@ -99,25 +99,31 @@ def scoring(url: str, model: Path, work: Path, rounds: int) -> dict[str, Any]:
     return out
 
 
-def generation(url: str, model: Path, levels: list[int], count: int) -> list[dict[str, Any]]:
+def generation(url: str, model: Path, levels: list[int], count: int,
+               outputs: bool = False) -> list[dict[str, Any]]:
+    """Items per second through forgetmenot's `openai` backend at each level of requests in
+    flight; with `outputs`, each item's answer too (the generation benchmark compares them)."""
     from monitor.policy.suites import load_suite
     from monitor.probing.backends.endpoint import Endpoint
     from monitor.probing.backends.openai import OpenAIBackend
     from monitor.probing.backends.tokens import LocalTokenizer
     from monitor.probing.run import score_kind
+    from monitor.vocabulary import Kind
 
     suite = load_suite(SUITE)
     tokenizer = LocalTokenizer(str(model))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for level in levels:
         backend = OpenAIBackend(Endpoint(url, concurrency=level), tokenizer, model="smollm2")
         began = time.perf_counter()
-        results = score_kind(backend, suite, "generate_until", suite.items[:count])
+        results = score_kind(backend, suite, Kind.GENERATE_UNTIL, suite.items[:count])
         seconds = time.perf_counter() - began
         assert not any(r.error_kind for r in results), [r.error for r in results if r.error_kind][:1]
         tokens = sum(len(tokenizer.encode(r.output or "")) for r in results)
         rows.append({"concurrency": level, "items": len(results), "seconds": seconds,
                      "items_per_s": len(results) / seconds, "answer_tokens_per_s": tokens / seconds})
+        if outputs:
+            rows[-1]["outputs"] = {r.item_id: r.output or "" for r in results}
         print(f"generation at concurrency {level}: {len(results) / seconds:.2f} items/s", flush=True)
     return rows
 
