@@ -227,6 +227,7 @@ def test_every_replica_picks_up_a_candidate_from_the_database(store: Store, tmp_
     first, second = (open_monitor(path, load_backend=backends(tmp_path)) for _ in range(2))
     second.holder = "other-replica:1"
     for monitor in (first, second):
+        monitor.beat_every = 3600  # the heartbeat's own sync must not pick c up before the test's
         monitor.start()
     try:
         register(store, first.config, "bot", {"version": "c", "path": str(tiny_model_dir)}, "test")
@@ -234,7 +235,8 @@ def test_every_replica_picks_up_a_candidate_from_the_database(store: Store, tmp_
         assert first.sync_candidates() == [], "scheduled once per monitor"
         assert {j.id for j in second.scheduler.get_jobs()} == {"probe:bot:v1", "probe:bot:v2", "probe:bot:c"}
         deadline = time.monotonic() + 60
-        while not store.runs(version="c", status="complete") and time.monotonic() < deadline:
+        # Both suites' runs, not the first alone: a stop between them would leave only one.
+        while len(store.runs(version="c", status="complete")) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         first.stop()
