@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine import BIN, RESULTS, SUITE, _timed, items
+from engine import BIN, POLICY, RESULTS, SUITE, _timed, items
 from generation_profile import hardware, profile
 
 TASK = "fmn_general_knowledge_gen"
@@ -54,17 +54,6 @@ metric_list:
     higher_is_better: true
 metadata:
   version: 1
-"""
-POLICY = """\
-database: sqlite:///{db}
-models:
-  smollm2:
-    backend: {{kind: transformers, device: cpu, dtype: float32, batch_size: {batch}}}
-    versions:
-      v1: {{path: {model}}}
-    baseline: v1
-    live: v1
-suites: [{suite}]
 """
 
 

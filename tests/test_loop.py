@@ -1,7 +1,7 @@
 """The full loop on the real model, on both scenarios: SmolLM2 v1, a fine-tune v2 goes live, the
-monitor finds the alignment loss, retrains (in rounds), gates and promotes. About 28 minutes for
-both on 2 CPU cores (probing every version on every suite is most of it; each fine-tune is built
-once per session)."""
+monitor finds the alignment loss, retrains (in rounds), gates and promotes. About 11 minutes for
+both on 2 CPU cores (probing every version on every suite, and retraining; each fine-tune is
+built once per session)."""
 
 from __future__ import annotations
 
