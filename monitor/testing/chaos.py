@@ -118,6 +118,14 @@ class Harness:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
+    def log_lines(self, last: int | None = None) -> list[str]:
+        """The serve processes' logs, one after another; with `last`, only each one's last lines."""
+        lines = []
+        for log in sorted(self.work.glob("serve-*.log")):
+            found = log.read_text(errors="replace").splitlines()
+            lines += found[-last:] if last else found
+        return lines
+
     def query(self, sql: str) -> list[Any]:
         try:
             with self.engine.connect() as conn:
@@ -154,8 +162,7 @@ def run_fault(pg: TempPostgres, proxy: FaultProxy, tokenizer: Path, work: Path, 
             world.serve()
         if not world.wait_for("SELECT id FROM verdict WHERE phase <> 'ERROR'", settle_s):
             out.did = "no healthy verdict before the fault: the harness could not start"
-            out.log = [line for log in sorted(world.work.glob("serve-*.log"))
-                       for line in log.read_text(errors="replace").splitlines()[-20:]]
+            out.log = world.log_lines(last=20)
             return out
         fault.inject(world)
         time.sleep(fault.hold_s)
@@ -194,8 +201,7 @@ def _measure(world: Harness, out: Outcome) -> None:
                   else "; never recovered"))
     out.survived = (out.recover_s is not None and out.false_fails == 0 and out.false_rollbacks == 0
                     and out.items_lost == 0 and out.duplicated_actions == 0 and out.slots_worked_twice == 0)
-    lines = [line for p in sorted(world.work.glob("serve-*.log"))
-             for line in p.read_text(errors="replace").splitlines()]
+    lines = world.log_lines()
     spooled_runs = sum("results measured so far are saved in" in line for line in lines)
     replays = sum(" replayed " in line and "from the spool" in line for line in lines)
     reaped = sum("marked" in line and "as interrupted" in line for line in lines)

@@ -134,9 +134,8 @@ def _first_completion(served: Served, model: str) -> None:
         with urllib.request.urlopen(request, timeout=60) as answer:
             answer.read()
     except OSError as exc:
-        time.sleep(1)
+        time.sleep(1)  # a crashing server's exit code, if it is dying; the caller stops it
         code = served.process.poll()
-        served.stop()
         state = f"exited with {code}" if code is not None else "still running"
         raise RuntimeError(f"{served.name} answered /v1/models, then failed its first completion "
                            f"({exc}; the server {state}):\n{served.tail()}") from exc
