@@ -318,6 +318,8 @@ def test_prometheus_rule_is_the_alerts_file() -> None:
 def test_promtool_accepts_the_rendered_rules(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
+        if os.environ.get("CI"):  # `make test` runs `make tools` first: missing there is a broken set-up
+            pytest.fail("promtool is not installed although `make tools` ran before the tests")
         pytest.skip("promtool is not installed: run `make tools` (Debian package prometheus)")
     rule = one(render([EVERYTHING_ON]), "PrometheusRule")
     rules = tmp_path / "rendered.rules.yml"
