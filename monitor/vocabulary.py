@@ -138,6 +138,7 @@ class ErrorKind(StrEnum):
     INVALID_RESPONSE = "invalid_response"
     UNSUPPORTED = "unsupported"
     TOKENIZATION = "tokenization"
+    WORKER_LOST = "worker_lost"  # a Ray worker or its node died mid-run, retries spent
     SCRIPTED = "scripted"  # the fake backend, told to fail
 
 

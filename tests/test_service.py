@@ -358,8 +358,9 @@ def test_the_live_job_follows_a_rollback(tmp_path: Path, tiny_model_dir: Path) -
 
 
 def test_a_stuck_endpoint_holds_up_its_own_model_only(tmp_path: Path) -> None:
-    """The review found one monitor-wide lock: one stuck endpoint stopped every model. Each served
-    model now has its own, so the other model's cycle runs while the stuck one waits."""
+    """The review found one monitor-wide lock: one stuck endpoint stopped every model. A run now
+    holds only a slot of its own endpoint, so the other model's cycle runs while the stuck one
+    waits, even on the same endpoint (it has `endpoint_runs` slots)."""
     import threading
 
     from monitor.policy.loading import load_config
@@ -384,7 +385,6 @@ def test_a_stuck_endpoint_holds_up_its_own_model_only(tmp_path: Path) -> None:
         return FakeBackend(fail_on=(lambda _text: not release.wait(60)) if model == "stuck" else None)
 
     monitor = Monitor(path, config, Store(config.database_url()), load_backend=load)
-    assert monitor.busy["stuck"] is not monitor.busy["healthy"]
     stuck = threading.Thread(target=monitor.cycle, args=("stuck", "v2"), kwargs={"slot": 1})
     stuck.start()
     try:

@@ -17,6 +17,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -219,8 +220,22 @@ class CandidatesSpec(Strict):
     max: Annotated[int, Field(ge=0, le=1000)] = 20
 
 
+class Resources(Strict):
+    """What one probe run or recovery retraining of a model asks the executor for. Ray reserves
+    it for the task (a GPU asked for is pinned to it, `CUDA_VISIBLE_DEVICES` set) and queues the
+    task until a node has it free; the local executor runs in this process and needs none of it.
+    `memory` is bytes or a size (`16GiB`); `custom` names Ray custom resources (a node label such
+    as `{"a100": 1}` keeps a model on nodes that have one)."""
+
+    num_gpus: NonNegative = 0
+    num_cpus: NonNegative = 1
+    memory: ByteSize | None = None
+    custom: dict[Name, NonNegative] = {}
+
+
 class ModelSpec(Strict):
     backend: BackendSpec = BackendSpec()
+    resources: Resources = Resources()
     versions: Annotated[dict[Name, VersionSpec], Field(min_length=1)]
     baseline: str
     live: str
@@ -294,6 +309,30 @@ class AlertmanagerSpec(Strict):
     resolve_after: Duration = timedelta(hours=4)
 
 
+class ExecutorSpec(Strict):
+    """Where probe runs and retraining run, and how many at once (docs/scale.md).
+
+    In every kind, one monitor runs at most `max_runs` probe runs at once, at most `endpoint_runs`
+    against one served endpoint (its base_url), so a slow or dead endpoint holds up only its own
+    versions. `local` (the default) runs in-process models in this process, `device_runs` at once
+    per device, retraining included. `ray` runs every in-process probe run as a Ray actor and every
+    recovery retraining as a Ray task, each asking for its model's `resources`; the monitor keeps
+    the schedule, the claims, the judging and the database, and results come back through Ray
+    chunk by chunk. `address` is Ray's (`ray://head:10001`, `auto`; left out: `RAY_ADDRESS`, else
+    a local Ray). A worker lost mid-run is replaced up to `max_retries` times per run, its chunk
+    measured again (scoring has no side effects); a run that waits longer than `start_timeout`
+    for a worker is an error, never forgetting."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None
+    namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "forgetmenot"
+    max_runs: Annotated[int, Field(gt=0, le=4096)] = 64
+    endpoint_runs: Annotated[int, Field(gt=0, le=1024)] = 4
+    device_runs: Annotated[int, Field(gt=0, le=64)] = 1
+    start_timeout: Duration = timedelta(minutes=10)
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+
+
 class Policy(Strict):
     defaults: PolicyDefaults = PolicyDefaults()
     alertmanager: AlertmanagerSpec | None = None
@@ -316,6 +355,7 @@ class Config(Strict):
     database_password: Secret | None = None
     spool: str | None = None
     schedule: Schedule = Schedule()
+    executor: ExecutorSpec = ExecutorSpec()
     models: Annotated[dict[Name, ModelSpec], Field(min_length=1)]
     suites: Annotated[list[str], Field(min_length=1)]
     policy: Policy = Policy()

@@ -16,6 +16,7 @@ from monitor.vocabulary import ErrorKind
 
 Builder = Callable[[Config, str, str], Backend]
 BUILDERS: dict[str, Builder] = {}
+ON_WORKERS = frozenset({"transformers"})  # kinds that hold a model, run where the executor says
 
 
 def builds(kind: str) -> Callable[[Builder], Builder]:
@@ -27,11 +28,17 @@ def builds(kind: str) -> Callable[[Builder], Builder]:
 
 
 def backend_for(config: Config, model: str, version: str) -> Backend:
-    """Build the backend that measures `model`/`version` as the policy describes it."""
+    """Build the backend that measures `model`/`version` as the policy describes it: with the Ray
+    executor an in-process model is measured on a Ray worker (a served one is only HTTP calls,
+    made from here)."""
     kind = config.models[model].backend.kind
     if kind not in BUILDERS:
         raise BackendError(f"{model}: no backend of kind '{kind}' (known: {', '.join(BUILDERS)})",
                            kind=ErrorKind.CONFIG)
+    if config.executor.kind == "ray" and kind in ON_WORKERS:
+        from monitor.probing.remote import RemoteBackend
+
+        return RemoteBackend(config, model, version)
     return BUILDERS[kind](config, model, version)
 
 

@@ -6,8 +6,10 @@ SQLAlchemy job store unpickles rows on every replica, so write access to the dat
 been code execution). One job per watched model version (live, baseline, and every candidate
 registered at runtime, picked up from the database at each heartbeat) runs all suites; a
 job never overlaps itself (`max_instances=1`), late firings coalesce into one, and a firing later
-than one interval is dropped as a misfire. Each served model has its own lock, so one stuck
-endpoint holds up its own model only (in-process models share one: they share memory and cores).
+than one interval is dropped as a misfire. Versions run at the same time, bounded by what they
+share (`monitor.service.limits`: slots per served endpoint, per device, and in all), so a cycle
+over many versions takes about as long as the slowest, and a stuck endpoint holds up its own
+versions only. Judging and acting on one model's verdicts go one at a time.
 
 Replica safety is by **row claims**, not leader election: each firing belongs to a time slot
 (the interval number since the epoch, trigger aligned to it), and the replica that inserts the
@@ -40,6 +42,7 @@ from monitor.probing.backends.base import Backend
 from monitor.probing.factory import backend_for
 from monitor.probing.run import VersionRef
 from monitor.probing.spool import spool_for
+from monitor.service.limits import Limits
 from monitor.store import Store
 from monitor.store.coordination import process_id
 from monitor.vocabulary import ErrorKind
@@ -65,11 +68,9 @@ class Monitor:
         self.suites: list[Suite] = load_suites(self.config)
         self.spool = spool_for(self.config)
         self.stopping = threading.Event()
-        # Served models each get a lock of their own: a stuck endpoint holds up its own model
-        # only. In-process models share one, as they share the memory and the cores.
-        shared = threading.Lock()
-        self.busy = {name: threading.Lock() if spec.backend.kind == "openai" else shared
-                     for name, spec in self.config.models.items()}
+        self.limits = Limits(self.config, self.stopping)
+        # one model's verdicts are judged and acted on one at a time: an action moves its live
+        self.acting = {name: threading.Lock() for name in self.config.models}
         self.scheduler: Any = None
         self._jobs = threading.Lock()  # candidates are scheduled from the heartbeat and the API
         self.run_duration = _histogram(metrics.RUN_DURATION, self.registry,
@@ -207,7 +208,7 @@ class Monitor:
         The slot is claimed once this process is free to work on it, so a slot never waits on a
         busy replica while another could take it, and a stop leaves no claim without work."""
         slot = self.slot() if slot is None else slot
-        with self.busy[model]:
+        with self.limits.slot(model):
             if self.stopping.is_set():
                 return False
             version = self._following_live(model, version)
@@ -217,6 +218,7 @@ class Monitor:
                 return False
             self.replay_spool()
             self._probe_all(model, version)
+        with self.acting[model]:
             self._judge(model, version)
             self._act(model)
         return True
@@ -308,7 +310,9 @@ class Monitor:
                     raise Stopping("stop requested while probing a recovered version")
             return advance
 
-        for action in act(self.store, self.config, model, self.holder, Hooks(steps=steps, track=track)):
+        hooks = Hooks(steps=steps, track=track, hold=lambda: self.limits.device(model),
+                      stopping=self.stopping.is_set)
+        for action in act(self.store, self.config, model, self.holder, hooks):
             log.warning("action %s: %s %s/%s %s → %s: %s (%s)", action.id, action.kind, model,
                         action.capability, action.from_version, action.to_version, action.status,
                         action.detail)

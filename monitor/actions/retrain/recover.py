@@ -15,14 +15,15 @@ the policy's budget; what never passes stays on disk for inspection and the aler
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from monitor.actions.retrain.gate import Outcome, figures, gate, lacking
 from monitor.actions.retrain.plan import Plan, capabilities_for, extend, plan, teach
 from monitor.actions.retrain.record import RECORD, write_record
-from monitor.actions.retrain.training import Steps, device_for, train
+from monitor.actions.retrain.training import Steps, device_for, train, train_on
 from monitor.errors import BackendError, RetrainFailed, RetrainRefused
 from monitor.policy.bounds import inside
 from monitor.policy.loading import load_suites
@@ -37,10 +38,15 @@ from monitor.vocabulary import ActionKind
 
 @dataclass(frozen=True)
 class Hooks:
-    """How long work reports progress: `steps(total, label)` for training, `track` for probing."""
+    """How long work reports progress: `steps(total, label)` for training, `track` for probing;
+    `hold()` is held around a round's work on the device (the monitor's device slot, so local
+    retraining never shares a device with a probe run); `stopping()` says the monitor is stopping
+    (work running elsewhere, on Ray, is cancelled)."""
 
     steps: Steps | None = None
     track: Track | None = None
+    hold: Callable[[], AbstractContextManager[object]] = nullcontext
+    stopping: Callable[[], bool] | None = None
 
 
 def check(config: Config, model: str) -> None:
@@ -79,29 +85,41 @@ class Recovery:
 
     def attempt(self, action: Action) -> tuple[Config, Outcome]:
         """Train this round's LoRA, register the version, probe and gate it (as `action`)."""
-        if self.spec.answers == "baseline":
-            self.plan = self._taught(self.plan)
-        name = f"{self.source}-r{action.id}"
-        out = self._output(name)
-        start = weights.weights_dir(self.config, self.model, self.source)
-        began = time.monotonic()
-        try:
-            backend = self.config.models[self.model].backend
-            trained = train(start, self.plan.examples(), self.spec, out, device_for(backend.device),
-                            self.hooks.steps, backend.dtype)
-        except (RuntimeError, ValueError, OSError) as exc:
-            raise RetrainFailed(f"training {self.model}/{self.source} failed: "
-                                f"{exc.__class__.__name__}: {exc}") from exc
-        seconds = time.monotonic() - began
-        self.store.add_made_version(ModelVersion(model=self.model, version=name, source=ActionKind.RETRAIN,
-                                                 path=str(out), parent=self.source, action_id=action.id))
-        merged = with_made(self.config, self.store)
-        outcome = gate(self.store, merged, self.suites, self.model, name, self.source, self.plan,
-                       self.hooks.track)
+        with self.hooks.hold():
+            if self.spec.answers == "baseline":
+                self.plan = self._taught(self.plan)
+            name = f"{self.source}-r{action.id}"
+            out = self._output(name)
+            began = time.monotonic()
+            trained = self._train(out)
+            seconds = time.monotonic() - began
+            self.store.add_made_version(ModelVersion(model=self.model, version=name,
+                                                     source=ActionKind.RETRAIN, path=str(out),
+                                                     parent=self.source, action_id=action.id))
+            merged = with_made(self.config, self.store)
+            outcome = gate(self.store, merged, self.suites, self.model, name, self.source, self.plan,
+                           self.hooks.track)
         summary = f"round {self.plan.round}: {self.plan.describe()}; {trained} → {name}; {outcome.summary}"
         outcome = replace(outcome, summary=summary)
         write_record(out / RECORD, self.plan, outcome, seconds)
         return merged, outcome
+
+    def _train(self, out: Path) -> str:
+        """The LoRA, here or as a Ray task on a worker with the model's resources (which then
+        writes `out` on the storage every worker shares with the monitor)."""
+        start = weights.weights_dir(self.config, self.model, self.source)
+        backend = self.config.models[self.model].backend
+        try:
+            if self.config.executor.kind == "ray":
+                from monitor.probing import remote
+
+                return remote.call(self.config, self.model, train_on, start, self.plan.examples(), self.spec,
+                                   out, backend.device, backend.dtype, stopping=self.hooks.stopping)
+            return train(start, self.plan.examples(), self.spec, out, device_for(backend.device),
+                         self.hooks.steps, backend.dtype)
+        except (RuntimeError, ValueError, OSError, BackendError) as exc:
+            raise RetrainFailed(f"training {self.model}/{self.source} failed: "
+                                f"{exc.__class__.__name__}: {exc}") from exc
 
     def again(self, outcome: Outcome) -> str | None:
         """Plan another round where the gate rejected only what more examples could fix and the

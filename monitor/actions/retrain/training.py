@@ -40,6 +40,16 @@ def train(weights: Path, pairs: Sequence[Pair], spec: RetrainSpec, out: Path, de
             torch.cuda.empty_cache()
 
 
+def train_on(weights: Path, pairs: Sequence[Pair], spec: RetrainSpec, out: Path, requested: str,
+             dtype_name: str = "auto") -> str:
+    """`train` where it runs (a Ray worker): the device is the worker's, resolved there, and the
+    summary names the node, for the audit row."""
+    from monitor.probing.remote import node_id
+
+    done = train(weights, pairs, spec, out, device_for(requested), None, dtype_name)
+    return f"{done}, on Ray node {node_id()}"
+
+
 def _dtype(device: str, name: str) -> Any:
     """The policy's dtype, else bf16 on a GPU that has it and float32 elsewhere."""
     import torch
