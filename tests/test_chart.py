@@ -3,9 +3,11 @@
 Helm's own Go library renders and lints the chart (helm-python-sdk, offline): for each values file
 in helm/forgetmenot/ci, the strict lint passes, every core object is valid against the Kubernetes
 API schema (kubernetes-validate, strict), the custom resources have the shape their operators
-read, the pods carry the security defaults, the PrometheusRule is exactly alerts/forgetmenot.rules.yml
-and passes promtool, the policy the chart writes is one the monitor's own loader accepts, and the
-whole render matches its golden copy in tests/golden (FORGETMENOT_UPDATE_GOLDEN=1 rewrites them).
+read, the KubeRay RayCluster validates against KubeRay's own CRD schema (vendored in
+tests/contracts) and passes the operator's checks, the pods carry the security defaults, the
+PrometheusRule is exactly alerts/forgetmenot.rules.yml and passes promtool, the policy the chart
+writes is one the monitor's own loader accepts, and the whole render matches its golden copy in
+tests/golden (FORGETMENOT_UPDATE_GOLDEN=1 rewrites them).
 Wrong values are refused, each with a message that names the key.
 
 `render(values_files)` is public: other tests import it (the retention gate's test evaluates the
@@ -15,6 +17,8 @@ AnalysisTemplate's conditions against the gate's real answers, see `analysis_met
 from __future__ import annotations
 
 import copy
+import functools
+import gzip
 import json
 import os
 import re
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -43,10 +48,14 @@ KUBERNETES = kubernetes_validate.latest_version()
 UPDATE_GOLDEN = os.environ.get("FORGETMENOT_UPDATE_GOLDEN") == "1"
 
 # Objects of these API groups are custom resources: kubernetes-validate has no schema for them.
-CUSTOM = {"monitoring.coreos.com/v1", "argoproj.io/v1alpha1"}
+CUSTOM = {"monitoring.coreos.com/v1", "argoproj.io/v1alpha1", "ray.io/v1"}
 # Environment variables whose values the chart writes itself; every other one comes from a Secret.
 PLAIN_ENV = {"FORGETMENOT_HOME", "HF_HOME", "MPLCONFIGDIR", "TMPDIR", "PYTHONDONTWRITEBYTECODE",
-             "FORGETMENOT_TOKEN_FILE", "FORGETMENOT_WEB_CONFIG"}
+             "FORGETMENOT_TOKEN_FILE", "FORGETMENOT_WEB_CONFIG", "RAY_ADDRESS", "RAY_USAGE_STATS_ENABLED"}
+# The values file with the chart's own RayCluster (and the NetworkPolicies) on.
+RAY_ON = CHART / "ci" / "ray.yaml"
+# KubeRay's RayCluster CRD schema (ray.io/v1), from ray-project/kuberay v1.7.0; the file names the commit.
+RAYCLUSTER_CRD = REPO / "tests" / "contracts" / "kuberay-raycluster-v1.schema.json.gz"
 
 
 # --- rendering: the helpers other tests import --------------------------------------------------
@@ -152,8 +161,110 @@ def pod_specs(objects: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             yield obj["spec"]["template"]["spec"]
 
 
+def ray_pod_specs(objects: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The pod templates of every RayCluster: its head's, then each worker group's."""
+    for cluster in find(objects, "RayCluster"):
+        yield cluster["spec"]["headGroupSpec"]["template"]["spec"]
+        for group in cluster["spec"]["workerGroupSpecs"]:
+            yield group["template"]["spec"]
+
+
 def ci_id(path: Path) -> str:
     return path.stem
+
+
+# --- KubeRay's RayCluster, checked as its API server and operator would ------------------------------
+
+def strict(schema: Any) -> Any:
+    """The CRD schema as the API server applies it under strict field validation (kubectl's default):
+    a field the schema does not name is an error instead of being pruned."""
+    if isinstance(schema, list):
+        return [strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    tightened = {key: strict(value) for key, value in schema.items()}
+    if "properties" in tightened and "additionalProperties" not in tightened:
+        tightened["additionalProperties"] = False
+    return tightened
+
+
+@functools.cache
+def raycluster_crd() -> dict[str, Any]:
+    crd: dict[str, Any] = json.loads(gzip.decompress(RAYCLUSTER_CRD.read_bytes()))
+    return crd
+
+
+@functools.cache
+def raycluster_validator() -> jsonschema.Draft4Validator:
+    return jsonschema.Draft4Validator(strict(raycluster_crd()["openAPIV3Schema"]))
+
+
+def list_map_duplicates(schema: dict[str, Any], value: Any, path: str = "") -> list[str]:
+    """The API server's check that JSON Schema has no keyword for: the items of an
+    `x-kubernetes-list-type: map` list (containers, env, ports, volumes) are unique by their keys."""
+    problems = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = schema.get("properties", {}).get(key, schema.get("additionalProperties"))
+            if isinstance(sub, dict):
+                problems += list_map_duplicates(sub, item, f"{path}/{key}")
+    elif isinstance(value, list):
+        if schema.get("x-kubernetes-list-type") == "map":
+            keys = [tuple(item.get(k) for k in schema["x-kubernetes-list-map-keys"]) for item in value]
+            problems += [f"{path}: {key} twice" for key in set(keys) if keys.count(key) > 1]
+        for index, item in enumerate(value):
+            problems += list_map_duplicates(schema.get("items", {}), item, f"{path}/{index}")
+    return problems
+
+
+def cel_paths(schema: dict[str, Any], path: str = "") -> list[str]:
+    """Where the CRD has CEL rules (x-kubernetes-validations), which no Python library evaluates."""
+    found = [path] if "x-kubernetes-validations" in schema else []
+    for key, sub in schema.get("properties", {}).items():
+        found += cel_paths(sub, f"{path}/{key}")
+    return found
+
+
+def kuberay_refusals(cluster: dict[str, Any]) -> list[str]:
+    """What the KubeRay operator refuses before it creates a pod (ray-operator/controllers/ray/utils/
+    validation.go: ValidateRayClusterMetadata, ValidateRayClusterSpec), for the fields the chart sets."""
+    problems = []
+    name = cluster["metadata"]["name"]
+    if len(name) > 53 or not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name):
+        problems.append(f"name {name!r}: at most 53 characters, a DNS-1035 label")
+    spec = cluster["spec"]
+    for group in [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]:
+        if not group["template"]["spec"].get("containers"):
+            problems.append("a group without containers")
+        if "labels" in group.get("rayStartParams", {}):
+            problems.append("rayStartParams['labels'] is not supported")
+    for group in spec.get("workerGroupSpecs", []):
+        low, high = group.get("minReplicas"), group.get("maxReplicas")
+        if not spec.get("enableInTreeAutoscaling") and (low is None or high is None):
+            problems.append(f"worker group {group['groupName']}: no minReplicas or maxReplicas")
+        if low is not None and high is not None and not 0 <= low <= high:
+            problems.append(f"worker group {group['groupName']}: 0 <= minReplicas <= maxReplicas")
+    return problems
+
+
+def raycluster_problems(cluster: dict[str, Any]) -> list[str]:
+    """Every reason the API server (CRD schema, list-map keys) or the KubeRay operator would refuse it."""
+    schema = raycluster_crd()["openAPIV3Schema"]
+    problems = [f"/{'/'.join(map(str, e.absolute_path))}: {e.message}"
+                for e in raycluster_validator().iter_errors(cluster)]
+    problems += list_map_duplicates(schema, cluster)
+    set_paths = {f"/{'/'.join(p)}" for p in leaf_paths(cluster)}
+    problems += [f"{path}: a CEL rule this test cannot evaluate" for path in cel_paths(schema)
+                 if any(p == path or p.startswith(f"{path}/") for p in set_paths)]
+    return problems + kuberay_refusals(cluster)
+
+
+def leaf_paths(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from leaf_paths(item, (*path, key))
+    else:
+        yield path
 
 
 # --- the chart's files are the repository's -------------------------------------------------------
@@ -234,8 +345,24 @@ def test_custom_resources_have_the_shape_their_operators_read(values_file: Path)
             assert all(g["name"] and g["rules"] for g in spec["groups"])
         elif obj["kind"] in ("AnalysisTemplate", "ClusterAnalysisTemplate"):
             assert all(m["name"] and m["provider"]["web"]["url"] for m in spec["metrics"])
+        elif obj["kind"] == "RayCluster":
+            assert not raycluster_problems(obj), raycluster_problems(obj)
         else:
             pytest.fail(f"no shape check for {obj['kind']}")
+
+
+def assert_security_defaults(pod: dict[str, Any]) -> None:
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
+    assert security["fsGroup"] == 10001 and security["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+        writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+        assert {"/var/lib/forgetmenot", "/tmp"} <= writable
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=ci_id)
@@ -243,25 +370,18 @@ def test_pods_run_with_the_security_defaults(values_file: Path) -> None:
     objects = render([values_file])
     deployer = bool(find(objects, "Role"))
     for pod in pod_specs(objects):
-        security = pod["securityContext"]
-        assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
-        assert security["fsGroup"] == 10001 and security["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert_security_defaults(pod)
         assert pod["automountServiceAccountToken"] is deployer
-        for container in pod["containers"]:
-            context = container["securityContext"]
-            assert context["readOnlyRootFilesystem"] is True
-            assert context["allowPrivilegeEscalation"] is False
-            assert context["capabilities"] == {"drop": ["ALL"]}
-            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
-            writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
-            assert {"/var/lib/forgetmenot", "/tmp"} <= writable
+    for pod in ray_pod_specs(objects):  # Ray writes only /tmp (its session) and the shared volume
+        assert_security_defaults(pod)
+        assert pod["automountServiceAccountToken"] is False, "only the autoscaler needs the API"
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=ci_id)
 def test_no_secret_value_is_rendered(values_file: Path) -> None:
     objects = render([values_file])
     assert not find(objects, "Secret")
-    for pod in pod_specs(objects):
+    for pod in [*pod_specs(objects), *ray_pod_specs(objects)]:
         for env in pod["containers"][0]["env"]:
             assert env["name"] in PLAIN_ENV or "secretKeyRef" in env.get("valueFrom", {}), env
 
@@ -466,6 +586,188 @@ def test_extra_objects_are_templated() -> None:
     assert names.count("forgetmenot-extra") == 1
 
 
+# --- scale-out on Ray (KubeRay) --------------------------------------------------------------------
+
+def monitor_env(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def ray_container(cluster: dict[str, Any], group: str) -> dict[str, Any]:
+    """The Ray container of the head ("head") or of the worker group named `group`."""
+    if group == "head":
+        template = cluster["spec"]["headGroupSpec"]["template"]
+    else:
+        template = next(g for g in cluster["spec"]["workerGroupSpecs"] if g["groupName"] == group)["template"]
+    container: dict[str, Any] = template["spec"]["containers"][0]
+    return container
+
+
+# A policy that asks for the Ray executor, on a ReadWriteMany volume: what ray.* needs.
+RAY_READY: Values = {"policy": {"executor": {"kind": "ray"}},
+                     "persistence": {"accessModes": ["ReadWriteMany"]}}
+
+
+def test_ray_is_off_by_default() -> None:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["ray"]
+    assert defaults["enabled"] is False and defaults["address"] == ""
+    for values_file in set(CI_VALUES) - {RAY_ON}:
+        objects = render([values_file])
+        assert not find(objects, "RayCluster")
+        assert "RAY_ADDRESS" not in monitor_env(objects)
+        assert all(o["metadata"]["name"] != "forgetmenot-ray" for o in objects)
+
+
+def test_ray_cluster_passes_kuberays_crd_schema_and_operator_checks() -> None:
+    cluster = one(render([RAY_ON]), "RayCluster")
+    assert cluster["apiVersion"] == "ray.io/v1" and cluster["metadata"]["namespace"] == NAMESPACE
+    assert raycluster_problems(cluster) == []
+    assert raycluster_crd()["commit"] == "59d663aeec13760646da3db9c1cf8cfe883e30b7"
+
+
+@pytest.mark.parametrize(("path", "value", "problem"), [
+    (("spec", "workerGroupSpecs", 0, "replica"), 2, "'replica' was unexpected"),
+    (("spec", "headGroupSpec", "rayStartParams", "num-cpus"), 0, "0 is not of type 'string'"),
+    (("spec", "workerGroupSpecs", 0, "minReplicas"), 9, "0 <= minReplicas <= maxReplicas"),
+    (("metadata", "name"), "r" * 54, "at most 53 characters"),
+    (("spec", "managedBy"), "kueue.x-k8s.io/multikueue", "a CEL rule"),
+], ids=["unknown-field", "non-string-param", "replicas-order", "long-name", "cel-field"])
+def test_ray_cluster_check_catches_what_kuberay_refuses(path: tuple[Any, ...], value: Any,
+                                                        problem: str) -> None:
+    cluster = one(render([RAY_ON]), "RayCluster")
+    parent = cluster
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    assert any(problem in p for p in raycluster_problems(cluster)), raycluster_problems(cluster)
+
+
+def test_ray_cluster_check_catches_a_duplicate_list_map_key() -> None:
+    cluster = one(render([RAY_ON]), "RayCluster")
+    ray_container(cluster, "gpu")["env"].append({"name": "TMPDIR", "value": "/scratch"})
+    env = "/spec/workerGroupSpecs/0/template/spec/containers/0/env"
+    assert raycluster_problems(cluster) == [f"{env}: ('TMPDIR',) twice"]
+
+
+def test_ray_head_takes_no_work_and_sends_no_usage_stats() -> None:
+    cluster = one(render([RAY_ON]), "RayCluster")
+    params = cluster["spec"]["headGroupSpec"]["rayStartParams"]
+    assert params == {"num-cpus": "0", "include-dashboard": "false", "object-store-memory": "2000000000"}
+    for group in ("head", "gpu"):
+        assert {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"} in ray_container(cluster, group)["env"]
+    ports = {p["name"]: p["containerPort"] for p in ray_container(cluster, "head")["ports"]}
+    assert ports == {"gcs-server": 6379, "client": 10001, "metrics": 8080}
+    dashboard = one(render([RAY_ON], {"ray": {"head": {"dashboard": True}}}), "RayCluster")
+    assert dashboard["spec"]["headGroupSpec"]["rayStartParams"]["include-dashboard"] == "true"
+    port = {"name": "dashboard", "containerPort": 8265, "protocol": "TCP"}
+    assert port in ray_container(dashboard, "head")["ports"]
+
+
+@pytest.mark.parametrize("gpus", [0, 1, 4])
+def test_ray_workers_ask_for_the_gpus_given(gpus: int) -> None:
+    cluster = one(render([RAY_ON], {"ray": {"worker": {"gpus": gpus}}}), "RayCluster")
+    assert raycluster_problems(cluster) == []
+    group = cluster["spec"]["workerGroupSpecs"][0]
+    assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (2, 1, 4)
+    assert group["rayStartParams"] == {"resources": "'{\"a100\":1}'"}
+    resources = ray_container(cluster, "gpu")["resources"]
+    for side in ("requests", "limits"):
+        assert resources[side].get("nvidia.com/gpu", 0) == gpus
+        assert resources[side]["cpu"] == "8" and resources[side]["memory"] == "48Gi"
+    head = ray_container(cluster, "head")["resources"]
+    assert "nvidia.com/gpu" not in head["requests"] and "nvidia.com/gpu" not in head["limits"]
+
+
+def test_monitor_connects_to_the_rendered_head_service() -> None:
+    objects = render([RAY_ON])
+    name = one(objects, "RayCluster")["metadata"]["name"]
+    assert name == "forgetmenot-ray"
+    # KubeRay names the head Service <RayCluster name>-head-svc; Ray Client listens on 10001.
+    assert monitor_env(objects)["RAY_ADDRESS"] == f"ray://{name}-head-svc.{NAMESPACE}.svc:10001"
+
+
+def test_a_long_release_name_keeps_the_cluster_name_within_kuberays_limit() -> None:
+    objects = render([RAY_ON], {"fullnameOverride": "f" * 63})
+    cluster = one(objects, "RayCluster")
+    name = cluster["metadata"]["name"]
+    assert len(name) <= 53 and len(f"{name}-head-svc") <= 63 and raycluster_problems(cluster) == []
+    assert monitor_env(objects)["RAY_ADDRESS"] == f"ray://{name}-head-svc.{NAMESPACE}.svc:10001"
+
+
+def test_ray_pods_share_the_monitors_image_volume_and_security() -> None:
+    objects = render([RAY_ON])
+    monitor = one(objects, "Deployment")["spec"]["template"]["spec"]
+    home = next(v for v in monitor["volumes"] if v["name"] == "home")
+    cluster = one(objects, "RayCluster")
+    for pod, group in zip(ray_pod_specs(objects), ("head", "gpu"), strict=True):
+        container = ray_container(cluster, group)
+        assert container["image"] == monitor["containers"][0]["image"] == "forgetmenot:0.1.0-model"
+        assert home in pod["volumes"]
+        assert {"name": "home", "mountPath": "/var/lib/forgetmenot"} in container["volumeMounts"]
+        assert pod["securityContext"] == monitor["securityContext"]
+        assert container["securityContext"] == monitor["containers"][0]["securityContext"]
+        assert container["readinessProbe"]["httpGet"] == {"path": "/api/local_raylet_healthz", "port": 52365}
+    assert one(objects, "PersistentVolumeClaim")["spec"]["accessModes"] == ["ReadWriteMany"]
+    image = {"repository": "registry.example/fmn", "tag": "0.1.0-ray"}
+    pinned = one(render([RAY_ON], {"ray": {"image": image}}), "RayCluster")
+    assert ray_container(pinned, "head")["image"] == "registry.example/fmn:0.1.0-ray"
+
+
+def test_ray_pods_are_not_selected_as_the_monitor() -> None:
+    objects = render([RAY_ON])
+    selector = one(objects, "Service")["spec"]["selector"]
+    for cluster in find(objects, "RayCluster"):
+        templates = [cluster["spec"]["headGroupSpec"]["template"],
+                     *(g["template"] for g in cluster["spec"]["workerGroupSpecs"])]
+        for template in templates:
+            assert not selector.items() <= template["metadata"]["labels"].items()
+
+
+def test_ray_autoscaling_gives_only_the_head_the_api() -> None:
+    api = [{"cidr": "10.96.0.1/32", "ports": [{"port": 443}]}]
+    values = {"ray": {"autoscaling": {"enabled": True}}, "networkPolicy": {"egress": {"kubernetesApi": api}}}
+    objects = render([RAY_ON], values)
+    cluster = one(objects, "RayCluster")
+    assert raycluster_problems(cluster) == []
+    assert cluster["spec"]["enableInTreeAutoscaling"] is True
+    assert cluster["spec"]["autoscalerOptions"]["securityContext"]["readOnlyRootFilesystem"] is True
+    head, worker = ray_pod_specs(objects)
+    assert head["automountServiceAccountToken"] is True and worker["automountServiceAccountToken"] is False
+    ray_policy = next(o for o in find(objects, "NetworkPolicy") if o["metadata"]["name"] == "forgetmenot-ray")
+    assert {"ipBlock": {"cidr": "10.96.0.1/32"}} in [peer for rule in ray_policy["spec"]["egress"]
+                                                     for peer in rule.get("to", [])]
+
+
+def test_network_policies_admit_the_monitor_to_the_ray_head_only() -> None:
+    objects = render([RAY_ON])
+    policies = {o["metadata"]["name"]: o["spec"] for o in find(objects, "NetworkPolicy")}
+    head = {"podSelector": {"matchLabels": {"ray.io/cluster": "forgetmenot-ray", "ray.io/node-type": "head"}}}
+    ray_ports = [{"port": 10001, "protocol": "TCP"}, {"port": 6379, "protocol": "TCP"}]
+    assert {"to": [head], "ports": ray_ports} in policies["forgetmenot"]["egress"]
+    ray = policies["forgetmenot-ray"]
+    cluster = {"podSelector": {"matchLabels": {"ray.io/cluster": "forgetmenot-ray"}}}
+    assert ray["podSelector"] == cluster["podSelector"] and ray["policyTypes"] == ["Ingress", "Egress"]
+    monitor = {"podSelector": {"matchLabels": one(objects, "Service")["spec"]["selector"]}}
+    assert ray["ingress"] == [{"from": [cluster]}, {"from": [monitor], "ports": ray_ports}]
+    assert {"to": [cluster]} in ray["egress"]
+    assert {"port": 53, "protocol": "UDP"} in [p for rule in ray["egress"] for p in rule.get("ports", [])]
+
+
+def test_an_existing_ray_cluster_is_used_by_its_address() -> None:
+    address = "ray://ray-head.ray.svc:10001"
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ray"}},
+            "ports": [{"port": 10001, "protocol": "TCP"}]}
+    values = {**RAY_READY, "ray": {"address": address},
+              "networkPolicy": {"enabled": True, "egress": {"ray": [peer]}}}
+    objects = render([CHART / "ci" / "sqlite-single.yaml"], values)
+    assert not find(objects, "RayCluster")
+    assert monitor_env(objects)["RAY_ADDRESS"] == address
+    assert [o["metadata"]["name"] for o in find(objects, "NetworkPolicy")] == ["forgetmenot"]
+    egress = one(objects, "NetworkPolicy")["spec"]["egress"]
+    assert {"to": [{"namespaceSelector": peer["namespaceSelector"]}], "ports": peer["ports"]} in egress
+    assert yaml.safe_load(policy_file(objects))["executor"] == {"kind": "ray"}
+
+
 # --- refusals: wrong values fail the install, naming the key ---------------------------------------
 
 REFUSED = [
@@ -498,6 +800,37 @@ REFUSED = [
      "every scrape gets 401"),
     ({"networkPolicy": {"enabled": True}, "rbac": {"deployments": [{"name": "vllm"}]}},
      "networkPolicy.egress.kubernetesApi"),
+    # Ray: the schema.
+    ({"ray": {"worker": {"gpus": -1}}}, "/ray/worker/gpus"),
+    ({"ray": {"worker": {"replicas": -1}}}, "/ray/worker/replicas"),
+    ({"ray": {"enabled": True, "address": "ray://ray-head.ray.svc:10001"}},
+     "at '/ray/address': value must be ''"),
+    ({"ray": {"address": "http://ray-head.ray.svc:8265"}}, "/ray/address"),
+    ({"ray": {"head": {"rayStartParams": {"num-gpus": 1}}}}, "/ray/head/rayStartParams/num-gpus"),
+    ({"ray": {"worker": {"objectStoreMemory": "2Gi"}}}, "/ray/worker/objectStoreMemory"),
+    ({"ray": {"extraEnv": [{"name": "HF_TOKEN", "value": "hf_live"}]}}, "/ray/extraEnv/0/value"),
+    ({"ray": {"workers": {}}}, "additional properties 'workers' not allowed"),
+    # Ray: the templates.
+    ({"ray": {"enabled": True}, "policy": {"executor": {"kind": "ray"}}},
+     "ray.enabled needs persistence.accessModes [ReadWriteMany]"),
+    ({**RAY_READY, "ray": {"enabled": True}, "persistence": {"enabled": False}},
+     "ray.enabled needs persistence.enabled"),
+    ({**RAY_READY, "ray": {"enabled": True, "worker": {"replicas": 3, "maxReplicas": 2}}},
+     "ray.worker needs minReplicas (1) <= replicas (3) <= maxReplicas (2)"),
+    ({**RAY_READY, "ray": {"enabled": True}, "image": {"flavor": "slim"},
+      "policy": {"executor": {"kind": "ray"}, "models": {"support-bot": {"backend": {"kind": "openai"}}}}},
+     "ray.enabled with image.flavor=slim"),
+    ({"ray": {"enabled": True}, "persistence": {"accessModes": ["ReadWriteMany"]}},
+     "policy.executor.kind is not ray"),
+    ({"policy": {"executor": {"kind": "ray"}}}, "policy.executor.kind=ray needs a Ray cluster"),
+    ({"ray": {"address": "ray://ray-head.ray.svc:10001"},
+      "policy": {"executor": {"kind": "ray", "address": "ray://elsewhere:10001"}}},
+     "policy.executor.address is set by the chart"),
+    ({**RAY_READY, "ray": {"address": "ray://ray-head.ray.svc:10001"}, "networkPolicy": {"enabled": True}},
+     "networkPolicy.egress.ray"),
+    ({**RAY_READY, "ray": {"enabled": True, "autoscaling": {"enabled": True}},
+      "networkPolicy": {"enabled": True}},
+     "with ray.autoscaling.enabled: list the Kubernetes API"),
 ]
 
 

@@ -156,6 +156,7 @@ Refusals that need more than one value at a time. Each names the keys to change.
 {{- if and $np.enabled $v.rbac.deployments (not (or $np.egress.kubernetesApi $np.egress.extra)) }}
 {{- fail "networkPolicy.enabled with rbac.deployments: list the Kubernetes API in networkPolicy.egress.kubernetesApi, else the kubernetes deployer cannot patch" }}
 {{- end }}
+{{- include "forgetmenot.validateRay" . }}
 {{- end }}
 
 {{/*
