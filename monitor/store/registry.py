@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
-from sqlmodel import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel, or_, select
 
 from monitor.errors import StoreError
 from monitor.store.engine import Database
@@ -12,19 +14,13 @@ from monitor.store.tables import ModelVersion, SuiteRecord
 
 MADE = ModelVersion.path.is_not(None)  # type: ignore[union-attr]
 REGISTERED = ModelVersion.spec.is_not(None)  # type: ignore[union-attr]
+Row = TypeVar("Row", bound=SQLModel)
 
 
 class Registry(Database):
     def register_version(self, model: str, version: str, source: str = "") -> ModelVersion:
-        with self.session() as s:
-            found = s.exec(select(ModelVersion).where(ModelVersion.model == model,
-                                                      ModelVersion.version == version)).first()
-            if found:
-                return found
-            row = ModelVersion(model=model, version=version, source=source)
-            s.add(row)
-            s.commit()
-            return row
+        query = select(ModelVersion).where(ModelVersion.model == model, ModelVersion.version == version)
+        return self._found_or_added(query, lambda: ModelVersion(model=model, version=version, source=source))
 
     def add_made_version(self, row: ModelVersion) -> ModelVersion:
         """Record a version the monitor built; its name must be new for the model."""
@@ -74,13 +70,23 @@ class Registry(Database):
             return list(s.exec(query.order_by(ModelVersion.id)))  # type: ignore[arg-type]
 
     def ensure_suite(self, name: str, version: int, capability: str, content_hash: str) -> SuiteRecord:
+        query = select(SuiteRecord).where(SuiteRecord.name == name, SuiteRecord.content_hash == content_hash)
+        return self._found_or_added(query, lambda: SuiteRecord(
+            name=name, version=version, capability=capability, content_hash=content_hash))
+
+    def _found_or_added(self, query: Any, make: Callable[[], Row]) -> Row:
+        """The row `query` finds, added first if there is none. Runs measure at the same time, so
+        two may add the same row at once: the one whose insert hits the unique key reads the
+        other's."""
         with self.session() as s:
-            found = s.exec(select(SuiteRecord).where(SuiteRecord.name == name,
-                                                     SuiteRecord.content_hash == content_hash)).first()
+            found = s.exec(query).first()
             if found:
-                return found
-            row = SuiteRecord(name=name, version=version, capability=capability,
-                              content_hash=content_hash)
+                return cast(Row, found)
+            row = make()
             s.add(row)
-            s.commit()
-            return row
+            try:
+                s.commit()
+                return row
+            except IntegrityError:
+                s.rollback()
+            return cast(Row, s.exec(query).one())
