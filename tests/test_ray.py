@@ -180,3 +180,42 @@ def test_a_recovery_retraining_runs_as_a_ray_task_on_a_worker(
     assert f"on Ray node {cluster.workers[0].node_id}" in (done[-1].detail or "")
     assert (tmp_path / "made" / str(made) / "config.json").is_file()
     assert store.live("bot") == made
+
+
+@pytest.mark.realmodel
+def test_a_real_smollm2_run_on_ray_equals_the_local_run(tmp_path: Path, cluster: LocalRay,
+                                                         smollm2_dir: Path) -> None:
+    """SmolLM2 on a worker node with the same two threads as here: the same answers item by
+    item, generation included, and the same log-likelihood margins."""
+    shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")
+    store = Store(f"sqlite:///{tmp_path}/fmn.db")
+
+    def real(executor: str) -> Config:
+        path = tmp_path / f"{executor.split(',')[0].strip('{')}.yaml"
+        path.write_text(f"""\
+database: sqlite:///fmn.db
+executor: {executor}
+models:
+  bot:
+    backend: {{kind: transformers, device: cpu, dtype: float32, batch_size: 16}}
+    resources: {{num_cpus: 2}}
+    versions: {{v1: {{path: {smollm2_dir}}}}}
+    baseline: v1
+    live: v1
+suites: [probes/arithmetic]
+""")
+        return load_config(path)
+
+    def outcome(config: Config) -> list[tuple[Any, ...]]:
+        run = probe_version(store, VersionRef("bot", "v1"), load_suites(config),
+                            lambda: backend_for(config, "bot", "v1"))[0].run
+        assert run.status == "complete" and run.error_count == 0
+        return [(r.item_id, r.kind, r.correct, r.output, r.margin)
+                for r in sorted(store.results(run.id or 0), key=lambda r: (r.kind, r.item_id))]
+
+    local = outcome(real("{kind: local}"))
+    on_ray = outcome(real(f"{{kind: ray, address: '{cluster.address}'}}"))
+    assert [r[:4] for r in on_ray] == [r[:4] for r in local]
+    assert {r[1] for r in local} == {"multiple_choice", "generate_until"}
+    margins = [(a[4], b[4]) for a, b in zip(local, on_ray, strict=True) if a[4] is not None]
+    assert margins and all(b == pytest.approx(a, abs=1e-4) for a, b in margins)
