@@ -181,6 +181,32 @@ def test_concurrency_is_bounded_per_endpoint(scripted: Callable[..., Scripted]) 
     assert outputs == ["ok"] * 12 and peak[0] == 3
 
 
+@pytest.mark.parametrize(("shared", "expected"), [(None, 3), (6, 6), (9, 6)])
+def test_runs_on_one_endpoint_share_its_bound_each_within_its_own(
+        scripted: Callable[..., Scripted], shared: int | None, expected: int) -> None:
+    """Two runs at once (two backends): each has at most `concurrency` requests in flight, and
+    all of them at most `shared` (endpoint_runs × concurrency in the monitor)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def counted(body: dict[str, Any]) -> Reply:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return chat("ok")
+
+    server = scripted(counted)
+    runs = [backend(server.url, concurrency=3, shared=shared) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        outputs = list(pool.map(lambda b: b.generate(ASK * 12), runs))
+    assert outputs == [["ok"] * 12] * 2 and peak[0] == expected
+
+
 # -- echoed log-probabilities are checked before they are scored ---------------------------
 
 def echo_choice(ids: list[int], values: list[float | None], *, as_ids: bool = True) -> dict[str, Any]:

@@ -69,7 +69,7 @@ def _served(config: Config, model: str, version: str) -> Backend:
         raise BackendError(f"{model}: the openai backend needs base_url", kind=ErrorKind.CONFIG)
     endpoint = Endpoint(spec.base_url, api_key=_api_key(config, model),
                         timeout_s=spec.timeout.total_seconds(), max_retries=spec.max_retries,
-                        concurrency=spec.concurrency)
+                        concurrency=spec.concurrency, shared=spec.concurrency * config.executor.endpoint_runs)
     name = served_name(config, model, version)
     tokenizer: Tokenizer = (LocalTokenizer(str(config.resolve(spec.tokenizer))) if spec.tokenizer
                             else ServerTokenizer(endpoint, name, spec.prefix_token))

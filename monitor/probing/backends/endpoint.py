@@ -4,9 +4,10 @@ Every failure becomes a `BackendError` with a kind, so the prober records it as 
 error and the judge reports ERROR: an endpoint that is down must never look like a model that
 forgot. Only transient failures (connection refused or reset, timeouts, 429 and 5xx) are retried,
 with jittered exponential backoff; a 4xx answer is the same on every try. All requests to one
-base URL with one configured concurrency share one bound, however many backends (versions,
-threads) point at it. The API key goes into
-the Authorization header and nowhere else: not into errors, logs or `repr`.
+base URL share one bound, however many backends (versions, threads) point at it: `concurrency`
+per backend (one run), and `shared` for them all (the monitor gives `endpoint_runs` ×
+`concurrency`, so runs at once never starve each other and the server's load stays bounded).
+The API key goes into the Authorization header and nowhere else: not into errors, logs or `repr`.
 
 Every answer is bounded: it is read as a stream and abandoned past `max_bytes` (a 200 MB body
 once took the monitor from 72 to 675 MB) or past the request's total deadline, `timeout_s` from
@@ -57,14 +58,15 @@ class Answer:
 
 
 class Endpoint:
-    """A base URL such as http://vllm:8000/v1, with its own shared concurrency bound."""
+    """A base URL such as http://vllm:8000/v1, with its own shared concurrency bound (`shared`,
+    default `concurrency`) and, per instance, at most `concurrency` requests in flight."""
 
     _limits: ClassVar[dict[tuple[str, int], threading.BoundedSemaphore]] = {}
     _limits_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout_s: float = 60.0,
                  max_retries: int = 3, concurrency: int = 4, backoff_s: float = 0.5,
-                 max_bytes: int = MAX_BYTES) -> None:
+                 max_bytes: int = MAX_BYTES, shared: int | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
@@ -75,9 +77,9 @@ class Endpoint:
         self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
         self._client = self._new_client()
         self._client_lock = threading.Lock()
+        bound = max(shared or concurrency, concurrency)
         with self._limits_lock:
-            self._slots = self._limits.setdefault((self.base_url, concurrency),
-                                                  threading.BoundedSemaphore(concurrency))
+            self._slots = self._limits.setdefault((self.base_url, bound), threading.BoundedSemaphore(bound))
 
     def __repr__(self) -> str:
         return f"Endpoint({self.base_url!r}, concurrency={self.concurrency})"
