@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -100,6 +101,14 @@ def test_http_api_serves_metrics_health_and_json(tmp_path: Path, tiny_model_dir:
         status, text = get(server.port, "/metrics")
         assert status == 200 and 'forgetmenot_verdict_phase{baseline="v1",capability="arithmetic"' in text
         assert "forgetmenot_run_duration_seconds_bucket" in text
+        asked = urllib.request.Request(f"http://127.0.0.1:{server.port}/metrics",
+                                       headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(asked, timeout=10) as reply:  # as Prometheus asks for it
+            assert reply.headers["Content-Encoding"] == "gzip"
+            packed = reply.read()
+        unpacked = gzip.decompress(packed).decode()
+        assert len(packed) < len(unpacked) / 4
+        assert unpacked.count("\n") == text.count("\n") and 'capability="arithmetic"' in unpacked
         assert get(server.port, "/healthz") == (200, {"status": "ok"})
         assert get(server.port, "/readyz")[0] == 503  # the scheduler is not running in this test
         status, models = get(server.port, "/api/v1/models")

@@ -14,6 +14,7 @@ bounds; their errors are HTML, the API's JSON.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import ssl
 import threading
@@ -134,7 +135,7 @@ class Api:
         try:
             if writing:
                 return self.rollouts.write(path, method, environ).send(start_response)
-            body = self._route(path, _query(path, environ.get("QUERY_STRING", "")), start_response)
+            body = self._route(path, _query(path, environ.get("QUERY_STRING", "")), start_response, environ)
         except BadRequest as exc:
             body = self._error(start_response, path, 400, str(exc))
         except Exception:
@@ -148,11 +149,12 @@ class Api:
             return self.pages.error(status, message).send(start_response)
         return _json(start_response, status, {"error": message})
 
-    def _route(self, path: str, query: dict[str, str], start_response: StartResponse) -> Iterable[bytes]:
+    def _route(self, path: str, query: dict[str, str], start_response: StartResponse,
+               environ: Environ) -> Iterable[bytes]:
         if self.pages.handles(path):
             return self.pages.get(path, query).send(start_response)
         if path == "/metrics":
-            return self._metrics(start_response)
+            return self._metrics(start_response, "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""))
         if path == "/healthz":
             return _json(start_response, 200, {"status": "ok"})
         if path == "/readyz":
@@ -171,10 +173,15 @@ class Api:
             return self.rollouts.get(path, query).send(start_response)
         return _json(start_response, 404, {"error": f"no such endpoint: {path[:200]}"})
 
-    def _metrics(self, start_response: StartResponse) -> Iterable[bytes]:
-        """The store's state (cached until it changes) followed by this process's own instruments."""
+    def _metrics(self, start_response: StartResponse, gzipped: bool) -> Iterable[bytes]:
+        """The store's state (cached until it changes) followed by this process's own instruments;
+        gzipped when asked, as Prometheus asks: 5.5 MB at 50,000 series is 160 KB so."""
         body = self._exposition.render() + generate_latest(self.registry)
-        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
+        headers = [("Content-Type", CONTENT_TYPE_LATEST)]
+        if gzipped:
+            body = gzip.compress(body, compresslevel=1)
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", [*headers, ("Content-Length", str(len(body))), ("Vary", "Accept-Encoding")])
         return [body]
 
     def _readyz(self, start_response: StartResponse) -> Iterable[bytes]:
