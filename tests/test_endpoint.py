@@ -162,23 +162,30 @@ def test_a_closed_backend_reconnects(scripted: Callable[..., Scripted]) -> None:
     assert b.generate(ASK) == ["4"] and len(server.received) == 2
 
 
-def test_concurrency_is_bounded_per_endpoint(scripted: Callable[..., Scripted]) -> None:
-    import time
+class Peak:
+    """A server's answer that takes 50 ms and counts the most requests in flight at once."""
 
-    active, peak, lock = [0], [0], threading.Lock()
+    def __init__(self) -> None:
+        self.active = self.peak = 0
+        self.lock = threading.Lock()
 
-    def counted(body: dict[str, Any]) -> Reply:
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        import time
+
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
         time.sleep(0.05)
-        with lock:
-            active[0] -= 1
+        with self.lock:
+            self.active -= 1
         return chat("ok")
 
+
+def test_concurrency_is_bounded_per_endpoint(scripted: Callable[..., Scripted]) -> None:
+    counted = Peak()
     server = scripted(counted)
     outputs = backend(server.url, concurrency=3).generate(ASK * 12)
-    assert outputs == ["ok"] * 12 and peak[0] == 3
+    assert outputs == ["ok"] * 12 and counted.peak == 3
 
 
 @pytest.mark.parametrize(("shared", "expected"), [(None, 3), (6, 6), (9, 6)])
@@ -186,25 +193,14 @@ def test_runs_on_one_endpoint_share_its_bound_each_within_its_own(
         scripted: Callable[..., Scripted], shared: int | None, expected: int) -> None:
     """Two runs at once (two backends): each has at most `concurrency` requests in flight, and
     all of them at most `shared` (endpoint_runs × concurrency in the monitor)."""
-    import time
     from concurrent.futures import ThreadPoolExecutor
 
-    active, peak, lock = [0], [0], threading.Lock()
-
-    def counted(body: dict[str, Any]) -> Reply:
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.05)
-        with lock:
-            active[0] -= 1
-        return chat("ok")
-
+    counted = Peak()
     server = scripted(counted)
     runs = [backend(server.url, concurrency=3, shared=shared) for _ in range(2)]
     with ThreadPoolExecutor(2) as pool:
         outputs = list(pool.map(lambda b: b.generate(ASK * 12), runs))
-    assert outputs == [["ok"] * 12] * 2 and peak[0] == expected
+    assert outputs == [["ok"] * 12] * 2 and counted.peak == expected
 
 
 # -- echoed log-probabilities are checked before they are scored ---------------------------

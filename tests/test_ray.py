@@ -37,10 +37,13 @@ def cluster() -> Iterator[LocalRay]:
 
 
 def policy(tmp_path: Path, model_dir: Path, executor: str, batch_size: int = 4, extra: str = "",
-           suite: str = "arithmetic", capability: str = "{}", resources: str = "{num_cpus: 2}") -> Config:
+           suite: str = "arithmetic", capability: str = "{}", resources: str = "{num_cpus: 2}",
+           copy: bool = True) -> Config:
+    """Versions v1 and v2 of `model_dir`, copied (or both pointing at it, for a large model)."""
     shutil.copytree(PROBES / suite, tmp_path / "probes" / suite, dirs_exist_ok=True)
-    for version in ("v1", "v2"):
+    for version in ("v1", "v2") if copy else ():
         shutil.copytree(model_dir, tmp_path / version, dirs_exist_ok=True)
+    paths = ("v1", "v2") if copy else (model_dir, model_dir)
     path = tmp_path / f"forgetmenot-{abs(hash(executor))}.yaml"
     path.write_text(f"""\
 database: sqlite:///fmn.db
@@ -49,7 +52,7 @@ models:
   bot:
     backend: {{kind: transformers, device: cpu, dtype: float32, batch_size: {batch_size}}}
     resources: {resources}
-    versions: {{v1: {{path: v1}}, v2: {{path: v2}}}}
+    versions: {{v1: {{path: {paths[0]}}}, v2: {{path: {paths[1]}}}}}
     baseline: v1
     live: v2
 {extra}suites: [probes/{suite}]
@@ -187,24 +190,10 @@ def test_a_real_smollm2_run_on_ray_equals_the_local_run(tmp_path: Path, cluster:
                                                          smollm2_dir: Path) -> None:
     """SmolLM2 on a worker node with the same two threads as here: the same answers item by
     item, generation included, and the same log-likelihood margins."""
-    shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")
     store = Store(f"sqlite:///{tmp_path}/fmn.db")
 
     def real(executor: str) -> Config:
-        path = tmp_path / f"{executor.split(',')[0].strip('{')}.yaml"
-        path.write_text(f"""\
-database: sqlite:///fmn.db
-executor: {executor}
-models:
-  bot:
-    backend: {{kind: transformers, device: cpu, dtype: float32, batch_size: 16}}
-    resources: {{num_cpus: 2}}
-    versions: {{v1: {{path: {smollm2_dir}}}}}
-    baseline: v1
-    live: v1
-suites: [probes/arithmetic]
-""")
-        return load_config(path)
+        return policy(tmp_path, smollm2_dir, executor, batch_size=16, copy=False)
 
     def outcome(config: Config) -> list[tuple[Any, ...]]:
         run = probe_version(store, VersionRef("bot", "v1"), load_suites(config),
