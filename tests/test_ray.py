@@ -9,6 +9,7 @@ the lost items are errors and the verdict ERROR, never FAIL.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +209,24 @@ def test_a_real_smollm2_run_on_ray_equals_the_local_run(tmp_path: Path, cluster:
     assert {r[1] for r in local} == {"multiple_choice", "generate_until"}
     margins = [(a[4], b[4]) for a, b in zip(local, on_ray, strict=True) if a[4] is not None]
     assert margins and all(b == pytest.approx(a, abs=1e-4) for a, b in margins)
+
+
+def test_a_monitor_cycle_on_ray_measures_every_suite_on_one_worker(
+        tmp_path: Path, cluster: LocalRay, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The review found the second suite of a cycle measured on a worker already sent away:
+    the cycle lends its backend to each suite's run, and closes it once, after the last."""
+    from monitor.service.scheduler import Monitor
+
+    shutil.copytree(PROBES / "fluency", tmp_path / "probes" / "fluency")
+    config = policy(tmp_path, tiny_model_dir, f"{{kind: ray, address: '{cluster.address}'}}")
+    path = tmp_path / "two-suites.yaml"
+    path.write_text(Path(config._source).read_text().replace(
+        "suites: [probes/arithmetic]", "suites: [probes/arithmetic, probes/fluency]"))
+    config = load_config(path)
+    monitor = Monitor(path, config, Store(config.database_url()))
+    with caplog.at_level(logging.INFO, logger="forgetmenot.ray"):
+        assert monitor.cycle("bot", "v1", slot=1)
+    assert sum("is measured on Ray node" in r.getMessage() for r in caplog.records) == 1  # one worker
+    runs = monitor.store.runs(version="v1")
+    assert sorted(r.suite for r in runs) == ["arithmetic", "fluency"]
+    assert all(r.status == "complete" and r.error_count == 0 for r in runs), [r.error for r in runs]

@@ -126,6 +126,15 @@ def test_http_api_serves_metrics_health_and_json(tmp_path: Path, tiny_model_dir:
         server.stop()
 
 
+@pytest.mark.parametrize(("header", "gzipped"), [
+    ("gzip", True), ("deflate, gzip;q=1.0, identity", True), ("GZIP", True),
+    ("gzip;q=0", False), ("gzip; q=0.0", False), ("identity", False), ("", False)])
+def test_metrics_are_gzipped_only_when_the_scraper_accepts_it(header: str, gzipped: bool) -> None:
+    from monitor.service.http import _accepts_gzip
+
+    assert _accepts_gzip(header) is gzipped
+
+
 def test_scheduler_runs_jobs_and_stops_cleanly(store: Store, tmp_path: Path, tiny_model_dir: Path) -> None:
     monitor = open_monitor(policy(tmp_path, tiny_model_dir, database=store.url))
     monitor.start(run_now=True)

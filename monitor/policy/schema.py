@@ -319,7 +319,7 @@ class ExecutorSpec(Strict):
     recovery retraining as a Ray task, each asking for its model's `resources`; the monitor keeps
     the schedule, the claims, the judging and the database, and results come back through Ray
     chunk by chunk. `address` is Ray's (`ray://head:10001`, `auto`; left out: `RAY_ADDRESS`, else
-    a local Ray). A worker lost mid-run is replaced up to `max_retries` times per run, its chunk
+    a local Ray). A worker lost mid-run is replaced up to `max_retries` times per loaded version, its chunk
     measured again (scoring has no side effects); a run that waits longer than `start_timeout`
     for a worker is an error, never forgetting."""
 

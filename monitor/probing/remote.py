@@ -156,16 +156,18 @@ class RemoteBackend:
 
     def _measure(self, method: str, payload: Sequence[Any]) -> Sequence[Any]:
         while True:
-            if self.actor is None:
+            if self.actor is None and self.lost:
                 raise BackendError(self.lost, kind=ErrorKind.WORKER_LOST)
+            if self.actor is None:  # closed, as a backend may be between runs: start another
+                self._info, self._chunk, _ = self._start()
             try:
                 answer: Sequence[Any] = self.ray.get(self.actor.measure.remote(method, self.batch_size,
                                                                                list(payload)))
                 return answer
             except lost_errors(self.ray) as exc:
                 self._replace(exc)
-            except self.ray.exceptions.RayTaskError as exc:
-                raise _as_backend_error(self.ray, exc, str(exc)) from None
+            except self.ray.exceptions.RayError as exc:  # the measurement raised, or Ray itself
+                raise _as_backend_error(self.ray, exc, _first_line(exc)) from None
 
     def _replace(self, exc: BaseException) -> None:
         """The worker is gone: a fresh one takes the chunk, while this run has retries left."""

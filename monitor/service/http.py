@@ -154,7 +154,7 @@ class Api:
         if self.pages.handles(path):
             return self.pages.get(path, query).send(start_response)
         if path == "/metrics":
-            return self._metrics(start_response, "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""))
+            return self._metrics(start_response, _accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", "")))
         if path == "/healthz":
             return _json(start_response, 200, {"status": "ok"})
         if path == "/readyz":
@@ -299,3 +299,12 @@ class HttpServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def _accepts_gzip(header: str) -> bool:
+    """`gzip` in Accept-Encoding, unless refused with `q=0`."""
+    for part in header.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() == "gzip":
+            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False

@@ -41,7 +41,8 @@ class Limits:
             return f"endpoint {(backend.base_url or '').rstrip('/')}", executor.endpoint_runs
         if executor.kind == "ray":
             return None  # Ray queues it until a node has the model's resources free
-        return f"device {backend.device}", executor.device_runs
+        device = "cuda:0" if backend.device == "cuda" else backend.device  # one GPU, one key
+        return f"device {device}", executor.device_runs
 
     @contextmanager
     def slot(self, model: str) -> Iterator[None]:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
@@ -265,7 +265,7 @@ class Monitor:
         def load() -> Backend:
             if backend is None:
                 raise BackendError(f"{model}/{version} could not be loaded", kind=ErrorKind.LOAD)
-            return backend
+            return cast(Backend, Lent(backend))
 
         measured = probe_version(self.store, VersionRef(model, version), [suite], load,
                                  track=lambda _name, _total: advance, holder=self.holder, spool=self.spool)
@@ -316,6 +316,23 @@ class Monitor:
             log.warning("action %s: %s %s/%s %s → %s: %s (%s)", action.id, action.kind, model,
                         action.capability, action.from_version, action.to_version, action.status,
                         action.detail)
+
+
+class Lent:
+    """The version's backend lent to one suite's run: the run's `close` is a no-op, the cycle
+    closes it once after every suite (a Ray worker holding the model is started once a cycle)."""
+
+    def __init__(self, backend: Backend) -> None:
+        object.__setattr__(self, "_backend", backend)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._backend, name, value)  # calibration sets batch_size on the real one
+
+    def close(self) -> None:
+        pass
 
 
 def _histogram(spec: metrics.MetricSpec, registry: CollectorRegistry,

@@ -4,9 +4,10 @@ Every failure becomes a `BackendError` with a kind, so the prober records it as 
 error and the judge reports ERROR: an endpoint that is down must never look like a model that
 forgot. Only transient failures (connection refused or reset, timeouts, 429 and 5xx) are retried,
 with jittered exponential backoff; a 4xx answer is the same on every try. All requests to one
-base URL share one bound, however many backends (versions, threads) point at it: `concurrency`
-per backend (one run), and `shared` for them all (the monitor gives `endpoint_runs` ×
-`concurrency`, so runs at once never starve each other and the server's load stays bounded).
+base URL with the same bound share it, however many backends (versions, threads) point at it:
+`concurrency` per backend (one run), and `shared` for them all (the monitor gives `endpoint_runs`
+× `concurrency`, so runs at once never starve each other and the server's load stays bounded;
+models on one server with different `concurrency` each have their own shared bound).
 The API key goes into the Authorization header and nowhere else: not into errors, logs or `repr`.
 
 Every answer is bounded: it is read as a stream and abandoned past `max_bytes` (a 200 MB body
