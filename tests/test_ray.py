@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,23 @@ def measure(store: Store, config: Config, version: str, on_chunk: Any = None) ->
                  for r in sorted(store.results(run.id or 0), key=lambda r: (r.kind, r.item_id))]
 
 
+def kill_under(cluster: LocalRay, backend: RemoteBackend) -> None:
+    """Kill the node measuring for `backend`, and wait until its worker is gone too. A worker
+    outlives its raylet by a moment and answers calls sent straight to it meanwhile (a CI run
+    finished a whole run on one), so without the wait the next chunk may still get through."""
+    import ray
+
+    cluster.kill(backend.node)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            ray.get(backend.actor.describe.remote(), timeout=5)
+        except ray.exceptions.RayError:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the killed node's worker still answers after 60 s")
+
+
 def test_a_probe_run_on_ray_runs_on_a_worker_node_and_equals_the_local_run(
         tmp_path: Path, cluster: LocalRay, tiny_model_dir: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/fmn.db")
@@ -108,7 +126,7 @@ def test_a_worker_node_killed_mid_run_is_replaced_and_nothing_measured_is_lost(
     def kill_the_first_node(backend: RemoteBackend) -> None:
         seen.append(backend.node)
         if len(seen) == 2:  # mid-run: one chunk measured, the next one's node dies
-            cluster.kill(backend.node)
+            kill_under(cluster, backend)
 
     run, results = measure(store, on_ray, "v1", on_chunk=kill_the_first_node)
     assert len(set(seen)) == 2 and seen[-1] == cluster.workers[0].node_id, seen  # moved to the one left
@@ -129,7 +147,7 @@ def test_a_run_whose_worker_is_lost_with_no_retries_left_is_an_error_never_forge
     def kill_after_one_chunk(backend: RemoteBackend) -> None:
         chunks.append(backend.node)
         if len(chunks) == 1:
-            cluster.kill(backend.node)
+            kill_under(cluster, backend)
 
     try:
         _, results = measure(store, on_ray, "v2", on_chunk=kill_after_one_chunk)
