@@ -134,8 +134,8 @@ def test_a_stop_reaches_a_run_waiting_for_a_slot_and_leaves_no_claim(tmp_path: P
     assert monitor.store.claim("probe:waiting:v2:1", "another-replica")  # the slot is still free to take
 
 
-def test_what_a_run_holds_a_slot_of(tmp_path: Path) -> None:
-    config = load_config_text(tmp_path, """\
+def test_what_a_run_holds_a_slot_of() -> None:
+    config = load_config_text("""\
 executor: {endpoint_runs: 3, device_runs: 2}
 models:
   served: {backend: {kind: openai, base_url: "http://vllm:8000/v1/"}, versions: {a: {}}, baseline: a, live: a}
@@ -151,10 +151,10 @@ suites: [s]
 
 
 @pytest.mark.parametrize("executor", ["{max_runs: 1, device_runs: 2}", "{device_runs: 1}"])
-def test_runs_take_turns_on_one_device_and_under_max_runs(tmp_path: Path, executor: str) -> None:
+def test_runs_take_turns_on_one_device_and_under_max_runs(executor: str) -> None:
     """`a` and `b` share the CPU: with one slot per device they take turns; with two, max_runs 1
     still holds `b` back."""
-    config = load_config_text(tmp_path, f"""\
+    config = load_config_text(f"""\
 executor: {executor}
 models:
   a: {{backend: {{kind: transformers, device: cpu}}, versions: {{v: {{path: w}}}}, baseline: v, live: v}}
@@ -186,6 +186,6 @@ suites: [s]
     assert order == ["a in", "a out", "b in", "b out"]
 
 
-def load_config_text(_folder: Path, text: str) -> Config:
+def load_config_text(text: str) -> Config:
     """The schema alone: these policies name weights and suites that are never loaded."""
     return Config.model_validate(yaml.safe_load(text))
