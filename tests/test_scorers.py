@@ -68,3 +68,56 @@ def test_choice_letter(output: str, target: str, expected: bool) -> None:
 def test_regex_is_case_insensitive_and_spans_lines() -> None:
     assert scorers.regex("Line one\nYES", r"^line.*yes$")
     assert not scorers.regex("no", r"yes")
+
+
+# -- model output is untrusted: every scorer is bounded ------------------------------------
+
+def test_json_valid_reads_a_deep_answer_without_recursing() -> None:
+    """Far deeper than any answer a suite asks for: not the JSON asked for, and no RecursionError."""
+    balanced = "[" * 50_000 + "]" * 50_000
+    assert scorers.json_valid(balanced) is False
+    assert scorers.json_valid("[" * 50_000) is False
+    assert scorers.json_valid('{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}') is True
+
+
+@pytest.mark.timeout(30)
+def test_a_fence_followed_by_blank_lines_is_read_at_once() -> None:
+    """A degenerate answer: the code fence opens, then only blank lines."""
+    assert scorers.json_valid("```json\n" + "\n" * 20_000) is False
+    assert scorers.json_valid("```json\n" + "\n" * 20_000 + '{"a": 1}\n```') is True
+
+
+@pytest.mark.timeout(30)
+def test_a_catastrophic_pattern_is_cut_at_its_time_bound() -> None:
+    import time
+
+    began = time.monotonic()
+    with pytest.raises(TimeoutError, match="ran past"):
+        scorers.regex("a" * 34 + "b", r"^(a|a)+$")
+    assert time.monotonic() - began < 5 * scorers.REGEX_TIMEOUT_S
+    assert scorers.regex("a" * 34 + "b", r"^(a+)+$") is False, "no match, answered at once"
+
+
+def test_the_shipped_patterns_match_as_python_re_matches_them() -> None:
+    """The scorer's engine (`regex`, for its time bound) agrees with `re` on every shipped pattern,
+    each tried on every answer its suite expects (right for one item, wrong for the others)."""
+    import re
+
+    from monitor.policy.suites import load_suite
+    from tests.conftest import PROBES
+
+    checked = 0
+    for folder in sorted(PROBES.iterdir()):
+        items = load_suite(folder).items
+        answers = [answer for item in items for answer in _said(item.targets())]
+        for pattern in {item.pattern for item in items if item.pattern}:
+            expected = [re.search(pattern, a, re.IGNORECASE | re.DOTALL) is not None for a in answers]
+            assert [scorers.regex(a, pattern) for a in answers] == expected, pattern
+            checked += 1
+    assert checked > 100
+
+
+def _said(targets: list[str]) -> list[str]:
+    """Each target as it is, upper-cased, and inside a sentence."""
+    sentences = [f"The answer is {t}." for t in targets]
+    return [*targets, *(t.upper() for t in targets), *sentences]

@@ -8,7 +8,6 @@ suite directory that does not exist) live in `monitor.policy.loading`, which can
 from __future__ import annotations
 
 import os
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -28,27 +27,23 @@ from monitor.errors import ConfigError, Problem
 from monitor.policy import bounds
 from monitor.redaction import remember
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_duration(value: object) -> object:
-    """Accept '15m', '30s', '1h', '2d' or plain seconds; anything else goes to pydantic as is."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"'{value}' is not a duration; write e.g. 30s, 15m, 1h or 2d")
-        return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
-    return value
+    """Accept '15m', '30s', '1h', '2d' or plain seconds, within `bounds.duration_seconds`'s range;
+    anything else goes to pydantic as is."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return value
+    return timedelta(seconds=bounds.duration_seconds(value))
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Interval = Annotated[Duration, AfterValidator(bounds.interval)]
+Timeout = Annotated[Duration, AfterValidator(bounds.timeout)]
 # A model's or a version's name: it becomes part of file paths (the registry, retrained versions).
 Name = Annotated[str, AfterValidator(bounds.safe_name)]
+FileName = Annotated[str, AfterValidator(bounds.safe_file_name)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-NonNegative = Annotated[float, Field(ge=0.0)]
+NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Action = Literal["alert", "rollback", "retrain"]
 
 
@@ -101,7 +96,7 @@ Secret = Annotated[SecretSpec, BeforeValidator(_not_inline)]
 
 
 class Schedule(Strict):
-    every: Duration | None = timedelta(minutes=15)
+    every: Interval | None = timedelta(minutes=15)
     cron: str | None = None
     jitter: Duration = timedelta(0)
 
@@ -124,7 +119,7 @@ class BackendSpec(Strict):
     tokenizer: str | None = None
     prefix_token: Annotated[int, Field(ge=0)] | None = None
     concurrency: Annotated[int, Field(gt=0, le=256)] = 4
-    timeout: Duration = timedelta(seconds=120)
+    timeout: Timeout = timedelta(seconds=120)
     max_retries: Annotated[int, Field(ge=0, le=10)] = 3
 
     def key_source(self) -> tuple[SecretSpec, str] | None:
@@ -141,7 +136,7 @@ class VersionSpec(Strict):
     """Where a version's weights are: a transformers directory, a GGUF file, or a served name."""
 
     path: str | None = None
-    gguf_file: str | None = None
+    gguf_file: FileName | None = None  # a file inside `path`, as a candidate's must be
     served_name: str | None = None
     adapter: str | None = None
     image: str | None = None
@@ -202,7 +197,7 @@ class RetrainSpec(Strict):
     rank: Annotated[int, Field(gt=0, le=256)] = 16
     alpha: Annotated[int, Field(gt=0)] = 32
     batch_size: Annotated[int, Field(gt=0)] = 8
-    seed: int = 0
+    seed: Annotated[int, Field(ge=-(2**63), lt=2**64)] = 0  # torch.manual_seed's range, checked up front
     output: str | None = None
 
     def first_round(self) -> int:
@@ -329,7 +324,7 @@ class ExecutorSpec(Strict):
     max_runs: Annotated[int, Field(gt=0, le=4096)] = 64
     endpoint_runs: Annotated[int, Field(gt=0, le=1024)] = 4
     device_runs: Annotated[int, Field(gt=0, le=64)] = 1
-    start_timeout: Duration = timedelta(minutes=10)
+    start_timeout: Timeout = timedelta(minutes=10)
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
 
 

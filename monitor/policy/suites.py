@@ -212,7 +212,11 @@ def _load_items(path: Path, spec: SuiteSpec) -> tuple[list[Item], list[Problem]]
     items: list[Item] = []
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        raw, undecoded = _decoded(line)
+        if undecoded:
+            problems.append(Problem(str(path), number, "", undecoded))
+            continue
         if not raw.strip():
             continue
         if len(raw) > bounds.MAX_ITEM_LINE_BYTES:
@@ -234,7 +238,22 @@ def _load_items(path: Path, spec: SuiteSpec) -> tuple[list[Item], list[Problem]]
     return items, problems
 
 
+def _decoded(line: bytes) -> tuple[str, str | None]:
+    """One line of an items file as text, or why it is not text. Decoded line by line, so one bad
+    line is reported with its number and the others are still checked."""
+    try:
+        return line.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return "", bounds.not_utf8(exc)[1]
+
+
+_ITEM_TOO_DEEP = (f"lists and objects nested more than {bounds.MAX_DEPTH} deep; an item needs a few "
+                  "levels at most, so flatten it")
+
+
 def _parse_item(raw: str, spec: SuiteSpec) -> tuple[Item | None, list[tuple[str, str]]]:
+    if bounds.json_too_deep(raw):  # checked before json.loads, pydantic and the hash recurse
+        return None, [("", _ITEM_TOO_DEEP)]
     try:
         data = json.loads(raw)
     except ValueError as exc:
@@ -296,11 +315,8 @@ def _check_generation(item: Item, spec: GenerateSpec) -> list[tuple[str, str]]:
 def _check_pattern(pattern: str | None) -> list[tuple[str, str]]:
     if not pattern:
         return [("pattern", "the regex scorer needs 'pattern'")]
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        return [("pattern", f"invalid regular expression: {exc}")]
-    return []
+    problem = scorers.pattern_problem(pattern)
+    return [("pattern", problem)] if problem else []
 
 
 def _content_hash(spec: SuiteSpec, items: list[Item]) -> str:
