@@ -8,6 +8,8 @@
     │   └── TransientError  worth another try: the server may answer next time
     ├── NotSupported        a server ignored a request option; the caller falls back (internal)
     ├── StoreError          the database is unreachable or refused a write
+    │   └── StoreRefused    it refused what was written (a value it cannot hold, a broken
+    │                       constraint): unlike an outage, trying again will not help
     ├── JudgeError          the comparison asked for cannot be made (other content, no runs yet)
     ├── ActionError         an action could not be carried out; its audit row says so
     │   ├── DeployError     the deployer could not make the version live
@@ -86,6 +88,11 @@ class NotSupported(ForgetmenotError):
 
 class StoreError(ForgetmenotError):
     """The store could not read or write."""
+
+
+class StoreRefused(StoreError):
+    """The database refused the data itself: the same write fails the same way however often it
+    is tried, so what holds it (a spool record) is set aside rather than retried."""
 
 
 class Refused(ForgetmenotError):

@@ -209,13 +209,30 @@ def test_migrations_create_the_schema_and_refuse_pre_migration_databases(tmp_pat
     from monitor.store.migrate import current
 
     store = Store(f"sqlite:///{tmp_path / 'new.db'}")
-    assert current(store.engine) == "0007"
+    assert current(store.engine) == "0008"
     Store(f"sqlite:///{tmp_path / 'new.db'}")  # upgrading again is a no-op
     old = tmp_path / "old.db"
     with sqlite3.connect(old) as conn:
         conn.execute("CREATE TABLE run (id INTEGER PRIMARY KEY)")
     with pytest.raises(StoreError, match="pre-release forgetmenot"):
         Store(f"sqlite:///{old}")
+
+
+def test_a_database_a_newer_forgetmenot_upgraded_is_one_clear_error(tmp_path: Path,
+                                                                      tiny_model_dir: Path) -> None:
+    from sqlalchemy import text
+    from typer.testing import CliRunner
+
+    from monitor.cli.app import app
+
+    path = policy(tmp_path, tiny_model_dir)
+    Store(f"sqlite:///{tmp_path / 'fmn.db'}").close()
+    with Store(f"sqlite:///{tmp_path / 'fmn.db'}").engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+    for command in (["history", "-c", str(path)], ["db", "upgrade", "-c", str(path)]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 3 and "Traceback" not in result.output, result.output
+        assert "revision '0099_from_the_future', which this forgetmenot does not know" in result.output
 
 
 def test_upgrade_drops_the_pickled_job_table_of_older_monitors(tmp_path: Path) -> None:
@@ -233,7 +250,7 @@ def test_upgrade_drops_the_pickled_job_table_of_older_monitors(tmp_path: Path) -
         conn.execute(text("CREATE TABLE apscheduler_jobs (id VARCHAR(191) PRIMARY KEY, job_state BLOB)"))
     engine.dispose()
     upgraded = Store(url)
-    assert current(upgraded.engine) == "0007"
+    assert current(upgraded.engine) == "0008"
     assert "holder" in {c["name"] for c in inspect(upgraded.engine).get_columns("action")}
     assert "apscheduler_jobs" not in inspect(upgraded.engine).get_table_names()
 
@@ -247,7 +264,7 @@ def test_db_upgrade_command_on_postgres(tmp_path: Path, tiny_model_dir: Path) ->
     with postgres_database() as url:
         path = policy(tmp_path, tiny_model_dir, database=url)
         result = CliRunner().invoke(app, ["db", "upgrade", "-c", str(path)])
-        assert result.exit_code == 0 and "database at revision 0007" in result.output
+        assert result.exit_code == 0 and "database at revision 0008" in result.output
 
 
 def test_runs_of_a_silent_monitor_are_reaped_others_are_not(store: Store) -> None:
@@ -416,3 +433,45 @@ def test_a_stuck_endpoint_holds_up_its_own_model_only(tmp_path: Path) -> None:
         release.set()
         stuck.join(timeout=60)
     assert {r.status for r in monitor.store.runs(model="stuck")} == {"complete"}
+
+
+def test_a_quarantined_spool_file_is_shown_until_someone_deals_with_it(
+        tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the spool could not put back is no longer retried, so it must not go unseen: the monitor
+    says so for /readyz (`degraded`) and in a metric the alert rule watches, until it is dealt with."""
+    monkeypatch.setenv("FORGETMENOT_HOME", str(tmp_path))
+    monitor = open_monitor(policy(tmp_path, tiny_model_dir))
+    monitor.spool.folder.mkdir(parents=True)
+    (monitor.spool.folder / "run-bot-v2-x.json").write_text("not json")
+    quarantined = "forgetmenot_spool_quarantined_files"
+    assert monitor.degraded() == [] and monitor.registry.get_sample_value(quarantined) == 0
+    monitor.replay_spool()
+    [problem] = monitor.degraded()
+    folder = monitor.spool.folder / "quarantine"
+    assert problem.startswith(f"1 spool file quarantined in {folder}: run-bot-v2-x.json (unreadable")
+    assert monitor.registry.get_sample_value(quarantined) == 1
+    server = HttpServer(Api(monitor.config, monitor.store, monitor.registry, degraded=monitor.degraded),
+                        port=0).start()
+    try:
+        status, ready = get(server.port, "/readyz")
+    finally:
+        server.stop()
+    assert (status, ready) == (200, {"status": "ready", "degraded": [problem]}), "still serving, and says so"
+    shutil.rmtree(folder)
+    assert monitor.degraded() == [] and monitor.registry.get_sample_value(quarantined) == 0
+
+
+def test_spool_replay_command_names_what_it_quarantined(tmp_path: Path, tiny_model_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from monitor.cli.app import app
+
+    monkeypatch.setenv("FORGETMENOT_HOME", str(tmp_path))
+    path = policy(tmp_path, tiny_model_dir)
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "run-bot-v2-x.json").write_text("not json")
+    result = CliRunner().invoke(app, ["spool", "replay", "-c", str(path)])
+    quarantined = tmp_path / "spool" / "quarantine" / "run-bot-v2-x.json"
+    assert result.exit_code == 1 and "quarantined" in result.output and quarantined.exists()
+    assert str(quarantined) in result.output.replace("\n", "")  # rich may wrap a long path

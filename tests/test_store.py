@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,34 @@ def test_run_round_trip_with_item_results(store: Store) -> None:
     assert summary["multiple_choice"].mean_score == pytest.approx(0.5)
     assert (summary["generate_until"].mean_score, summary["generate_until"].scored,
             summary["generate_until"].errors) == (1.0, 1, 1)
+
+
+# A NUL (PostgreSQL text cannot hold it) and lone surrogates (no UTF-8 column can), as an answer,
+# an endpoint's error body or a deployer's reply may carry them; and how every column keeps them.
+UNSTORABLE = "said \x00 then \ud800 and \udfff"
+ESCAPED = "said \\x00 then \\ud800 and \\udfff"
+
+
+def test_every_free_text_column_keeps_any_text_visibly_escaped(store: Store) -> None:
+    from monitor.store import Action, Verdict, VerdictKind
+
+    run_id = _run(store)
+    store.add_results(run_id, [ItemResult(item_id="a", kind="generate_until", output=UNSTORABLE,
+                                          error_kind="backend", error=UNSTORABLE)])
+    store.finish_run(run_id, "error", error=UNSTORABLE)
+    verdict = Verdict(model="bot", candidate="v2", baseline="v1", suite="s", capability="c", content_hash="h",
+                      phase="ERROR", diagnosis="none", reason=UNSTORABLE)
+    kind = VerdictKind(kind="generate_until", phase="ERROR", reason=UNSTORABLE)
+    verdict_id = store.save_verdict(verdict, [kind]).id or 0
+    action_id = store.add_action(Action(model="bot", kind="alert", trigger="verdict", reason=UNSTORABLE,
+                                        detail=UNSTORABLE)).id or 0
+    [result] = store.results(run_id)
+    run, found, action = store.get_run(run_id), store.get_verdict(verdict_id), store.get_action(action_id)
+    assert run is not None and found is not None and action is not None
+    saved, [saved_kind] = found
+    stored = [result.output, result.error, run.error, saved.reason, saved_kind.reason, action.reason,
+              action.detail]
+    assert stored == [ESCAPED] * len(stored)
 
 
 def test_suites_and_versions_are_registered_once(store: Store) -> None:
@@ -250,3 +279,84 @@ def test_replicas_opening_a_new_database_together_all_start() -> None:
         engine = make_engine(url)
         assert current(engine) == HEAD
         engine.dispose()
+
+
+def _results_stored_twice(url: str) -> int:
+    """A database at 0007 holding what two replays at once left: every result of a finished run
+    twice, its counts and per-kind sums made over both copies, and one running run's results twice."""
+    from sqlmodel import Session
+
+    from monitor.store.tables import ItemResult, Run, RunError, RunKind, SuiteRecord
+
+    engine = _at_revision(url, "0007")
+    rows = [ItemResult(item_id="a", kind="multiple_choice", score=1.0, correct=True),
+            ItemResult(item_id="b", kind="multiple_choice", score=0.0, correct=False),
+            ItemResult(item_id="a", kind="generate_until", error_kind="timeout", error="took too long")]
+    with Session(engine) as s:
+        suite = SuiteRecord(name="s", version=1, capability="c", content_hash="h")
+        s.add(suite)
+        s.flush()
+        common = {"model": "bot", "suite_id": suite.id, "suite": "s", "capability": "c", "backend": "fake",
+                  "device": "cpu", "dtype": "none"}
+        finished = Run(version="v1", status="complete", item_count=6, error_count=2, **common)
+        running = Run(version="v2", **common)
+        s.add_all([finished, running])
+        s.flush()
+        for run in (finished, running):
+            s.add_all([ItemResult(**r.model_dump(exclude={"id", "run_id"}), run_id=run.id) for r in rows * 2])
+        s.add_all([RunKind(run_id=finished.id, kind="multiple_choice", mean_score=0.5, scored=4),
+                   RunKind(run_id=finished.id, kind="generate_until", errors=2),
+                   RunError(run_id=finished.id, error_kind="timeout", count=2)])
+        s.commit()
+        finished_id = finished.id or 0
+    engine.dispose()
+    return finished_id
+
+
+def _at_revision(url: str, revision: str) -> Any:
+    from alembic import command
+
+    from monitor.store.engine import make_engine
+    from monitor.store.migrate import alembic_config
+
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        config = alembic_config(url)
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+    return engine
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_upgrading_keeps_the_first_of_each_result_stored_twice_and_sums_its_run_again(
+        database: str, tmp_path: Path) -> None:
+    """Before item results had a unique key, replays at once could store a result twice. The
+    migration that adds the key keeps the first copy of each, and counts and sums a finished run
+    again from what it kept; after it, the database refuses a second copy."""
+    from contextlib import ExitStack
+
+    from sqlalchemy.exc import IntegrityError
+    from sqlmodel import Session, select
+
+    from monitor.store.tables import RunError
+    from tests.conftest import postgres_database
+
+    with ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'twice.db'}"
+        if database == "postgres":
+            url = stack.enter_context(postgres_database())
+        run_id = _results_stored_twice(url)
+        store = stack.enter_context(Store(url))
+        kept = store.results(run_id)
+        summary = {s.kind: (s.mean_score, s.scored, s.errors) for s in store.summaries([run_id])[run_id]}
+        run = store.get_run(run_id)
+        with Session(store.engine) as s:
+            errors = [(e.error_kind, e.count) for e in s.exec(select(RunError)).all()]
+        per_run = [len(store.results(r.id or 0)) for r in store.runs()]
+        assert [r.id for r in kept] == [1, 2, 3] and per_run == [3, 3]
+        assert run is not None and (run.item_count, run.error_count) == (3, 1)
+        assert summary == {"multiple_choice": (0.5, 2, 0), "generate_until": (None, 0, 1)}
+        assert errors == [("timeout", 1)]
+        with pytest.raises(IntegrityError), Session(store.engine) as s:
+            s.add(ItemResult(run_id=run_id, item_id="a", kind="multiple_choice", score=0.0))
+            s.commit()

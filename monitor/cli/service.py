@@ -62,7 +62,7 @@ def _serve(config: Path, host: str, port: int, access: Any, *, run_now: bool, st
         monitor = open_monitor(config)
         monitor.stale_after, monitor.beat_every = stale_after, min(10.0, stale_after / 3)
         api = Api(monitor.config, monitor.store, monitor.registry, monitor.not_ready, access,
-                  on_candidate=monitor.sync_candidates, suites=monitor.suites)
+                  on_candidate=monitor.sync_candidates, suites=monitor.suites, degraded=monitor.degraded)
         api.warm()
         http = HttpServer(api, host, port).start()
         monitor.start(run_now=run_now)
@@ -121,16 +121,23 @@ def db_upgrade(config: ConfigOpt = DEFAULT_CONFIG,
 
 
 def spool_replay(config: ConfigOpt = DEFAULT_CONFIG) -> None:
-    """Put measurements kept while the database was away back into it (serve does this itself)."""
+    """Put measurements kept while the database was away back into it (serve does this itself).
+    Exits 1 if any was left for later or quarantined (the database refuses it: see its reason)."""
+    from rich.markup import escape
+
     from monitor.probing.spool import spool_for
 
     with opened(config) as policy:
         spool = spool_for(policy.config)
         done = spool.replay(policy.store)
     console.print(f"replayed {done.runs} run(s), {done.results} result(s) from {spool.folder}")
-    for failure in done.failed:
-        console.print(f"[red]not replayed[/red]: {failure}")
-    if done.failed:
+    if done.busy:
+        console.print(f"{done.busy} file(s) left to a replay running at the same time")
+    for failure in done.failed:  # escaped: a reason may hold brackets rich would take as markup
+        console.print(f"[red]not replayed[/red], left for the next replay: {escape(failure)}")
+    for quarantined in done.quarantined:
+        console.print(f"[red]quarantined[/red], never to be replayed: {escape(quarantined)}")
+    if done.failed or done.quarantined:
         raise typer.Exit(1)
 
 

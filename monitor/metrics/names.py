@@ -85,9 +85,17 @@ SCHEDULE_INTERVAL = _spec("schedule_interval_seconds", "gauge",
 RUN_DURATION = _spec("run_duration_seconds", "histogram", "Wall time of one probe run.", "model", "suite")
 ITEM_LATENCY = _spec("item_latency_seconds", "histogram",
                      "Per-item measurement time (a batch's time shared among its items).", "model", "kind")
+EXPOSITION_ERRORS = _spec("exposition_errors_total", "counter",
+                          "Scrapes answered with the last good state because the database could not be "
+                          "read: what the dashboards show is stale while this grows.")
+SPOOL_QUARANTINED = _spec("spool_quarantined_files", "gauge",
+                          "Spool records no replay can put back (the database refuses them, or they are "
+                          "not records), set aside in the spool's quarantine folder until someone deals "
+                          "with them: their measurements are in no verdict.")
 
 ALL: tuple[MetricSpec, ...] = (
     RETENTION_SCORE, RETENTION_DELTA, RETENTION_DELTA_LOWER, RETENTION_DELTA_UPPER, RETENTION_TOLERANCE,
     VERDICT_PHASE, VERDICT_INFO, VERDICT_TIMESTAMP, KNOWLEDGE_SCORE, ALIGNMENT_GAP, LAST_SUCCESS, RUNS,
     PROBE_ERRORS, ACTIONS, LIVE_VERSION, SCHEDULE_INTERVAL, RUN_DURATION, ITEM_LATENCY,
+    EXPOSITION_ERRORS, SPOOL_QUARANTINED,
 )

@@ -95,6 +95,12 @@ ALERTS = (
     Alert("ForgetmenotMonitorDown", 'up{job="forgetmenot"} == 0 or absent(up{job="forgetmenot"})',
           "critical", "The forgetmenot monitor is down",
           "Prometheus cannot scrape forgetmenot: no model is being watched for forgetting.", "5m"),
+    Alert("ForgetmenotSpoolQuarantined", f"max by (instance) ({m.SPOOL_QUARANTINED.full_name}) > 0",
+          "warning", "Measurements of {{ $labels.instance }} are quarantined in its spool",
+          "Spool records that no replay can put back (the database refuses their data, or they are "
+          "not spool records) were set aside in the spool's quarantine folder: their measurements "
+          "are in no verdict, and the runs they hold ended as errors. /readyz names each file and "
+          "why; each has a .reason file beside it.", page="/readyz"),
 )
 
 
@@ -172,6 +178,10 @@ def _input_series() -> list[dict[str, str]]:
         _series("up", {"job": "forgetmenot", "instance": "monitor:9464"}, "1x20 0x40"),
         _series(m.ACTIONS.full_name, {"model": "bot", "kind": "retrain", "status": "rejected"}, "0x3 1x56"),
         _series(m.ACTIONS.full_name, {"model": "bot", "kind": "rollback", "status": "done"}, "0+1x60"),
+        _series(m.SPOOL_QUARANTINED.full_name, {"job": "forgetmenot", "instance": "monitor:9464"},
+                "0x10 2x50"),
+        _series(m.SPOOL_QUARANTINED.full_name, {"job": "forgetmenot", "instance": "monitor-2:9464"},
+                "0x60"),                                     # nothing quarantined: must NOT fire
     ]
 
 
@@ -196,6 +206,9 @@ def rule_tests() -> dict[str, object]:
         (15, "ForgetmenotMonitorDown", []),
         (30, "ForgetmenotMonitorDown", [_expect(_by_name("ForgetmenotMonitorDown"),
                                                 {"job": "forgetmenot", "instance": "monitor:9464"})]),
+        (5, "ForgetmenotSpoolQuarantined", []),              # not yet: nothing set aside
+        (30, "ForgetmenotSpoolQuarantined", [_expect(_by_name("ForgetmenotSpoolQuarantined"),
+                                                     {"instance": "monitor:9464"})]),
     ]
     return {"rule_files": ["forgetmenot.rules.yml"], "evaluation_interval": "1m", "tests": [{
         "interval": "1m", "input_series": series,

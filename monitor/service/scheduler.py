@@ -35,10 +35,12 @@ from monitor.actions import orphans
 from monitor.errors import BackendError, ForgetmenotError, Stopping
 from monitor.judge import JudgeError, judge_suite
 from monitor.metrics import names as metrics
+from monitor.metrics.spool import SpoolCollector
 from monitor.policy.loading import load_config, load_suites
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
 from monitor.probing.backends.base import Backend
+from monitor.probing.backends.deadline import stopping_on
 from monitor.probing.factory import backend_for
 from monitor.probing.run import VersionRef
 from monitor.probing.spool import spool_for
@@ -80,6 +82,7 @@ class Monitor:
         interval.set(self.interval())
         self.item_latency = _histogram(metrics.ITEM_LATENCY, self.registry,
                                        (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.registry.register(SpoolCollector(self.spool))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -139,6 +142,13 @@ class Monitor:
             log.warning("replayed %d run(s), %d result(s) from the spool", done.runs, done.results)
         for failure in done.failed:
             log.error("spool: %s", failure)
+        for quarantined in done.quarantined:
+            log.error("spool: quarantined %s", quarantined)
+
+    def degraded(self) -> list[str]:
+        """What is wrong though the monitor still works, one line each, for /readyz: measurements
+        set aside in the spool's quarantine, or held only in this process's memory."""
+        return self.spool.problems()
 
     def _beat_once(self) -> None:
         """Say this monitor is alive, and close the runs of monitors that stopped saying so."""
@@ -217,7 +227,8 @@ class Monitor:
                 log.info("%s already claimed by another replica", name)
                 return False
             self.replay_spool()
-            self._probe_all(model, version)
+            with stopping_on(self.stopping):  # a stop ends the runs' outbound calls in flight
+                self._probe_all(model, version)
         with self.acting[model]:
             self._judge(model, version)
             self._act(model)

@@ -16,14 +16,13 @@ whatever they name). The path is kept resolved, so every replica loads what was 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from monitor.errors import CandidateError, StoreError
-from monitor.policy.bounds import inside, name_problem
+from monitor.policy.bounds import file_name_problem, inside, name_problem
 from monitor.policy.schema import Config, ModelSpec, VersionSpec
 from monitor.store import ModelVersion, Store
 from monitor.store.versions import candidate_roots
@@ -123,8 +122,9 @@ def _fitted(config: Config, model: str, spec: ModelSpec, version: VersionSpec) -
     if not version.path:
         raise CandidateError(f"{model} runs in process: give the candidate's weights as path (a "
                              "transformers folder, or a folder with gguf_file naming the GGUF in it)")
-    if version.gguf_file and Path(version.gguf_file).name != version.gguf_file:
-        raise CandidateError("gguf_file: a file name inside path, not a path of its own")
+    misnamed = file_name_problem(version.gguf_file) if version.gguf_file else None
+    if misnamed:
+        raise CandidateError(f"gguf_file: {misnamed}")
     folder = config.resolve(version.path).resolve()
     weights = folder / version.gguf_file if version.gguf_file else folder
     roots = candidate_roots(config, spec)

@@ -8,11 +8,15 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlmodel import Session, create_engine
 
-from monitor.errors import StoreError
+from monitor.errors import StoreError, StoreRefused
 from monitor.store.migrate import upgrade
+
+# What the database says about the data itself, whenever it is sent: no retry gets it in. Every
+# other driver error (a lost connection, a timeout, a server shutting down) may pass.
+REFUSALS = (DataError, IntegrityError)
 
 
 class Database:
@@ -34,10 +38,20 @@ class Database:
                 yield session
         except DBAPIError as exc:
             raise self.failed(exc) from exc
+        except (StatementError, UnicodeEncodeError) as exc:
+            raise self.refused(exc) from exc
 
     def failed(self, exc: DBAPIError) -> StoreError:
         """The driver's error as forgetmenot says it: which database (no password), first line only."""
+        if isinstance(exc, REFUSALS) and not exc.connection_invalidated:
+            return self.refused(exc)
         return StoreError(f"database {redact(self.url)} failed: {str(exc).splitlines()[0]}")
+
+    def refused(self, exc: Exception) -> StoreRefused:
+        """A value the driver could not even send (text no UTF-8 encoder takes) is refused like one
+        the server turned down."""
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        return StoreRefused(f"database {redact(self.url)} refused the data: {first}")
 
     def close(self) -> None:
         self.engine.dispose()

@@ -38,9 +38,26 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     config = alembic_config(engine.url.render_as_string(hide_password=False))
+    _refuse_unknown_revision(config, current(engine))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def _refuse_unknown_revision(config: AlembicConfig, found: str | None) -> None:
+    """A schema newer than this code (a newer forgetmenot shares the database) is one clear error,
+    never Alembic's traceback, and never a downgrade nobody asked for."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    if found is None:
+        return
+    try:
+        ScriptDirectory.from_config(config).get_revision(found)
+    except CommandError as exc:
+        raise StoreError(f"the database's schema is at revision '{found[:40]}', which this forgetmenot "
+                         f"does not know (its newest is {HEAD}): a newer forgetmenot upgraded it. Run "
+                         "that version here, or point this one at another database") from exc
 
 
 def create_at_head(engine: Engine) -> bool:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeGuard
 
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from monitor.errors import StoreError
@@ -14,6 +15,9 @@ from monitor.redaction import redact
 from monitor.store.engine import Database
 from monitor.store.tables import ItemResult, KindSummary, Run, RunError, RunKind, SuiteRecord, utcnow
 from monitor.vocabulary import RunStatus
+
+# INSERT … ON CONFLICT DO NOTHING, as each database here spells it.
+_INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 class Runs(Database):
@@ -33,7 +37,7 @@ class Runs(Database):
         if status not in set(RunStatus):
             raise ValueError(f"unknown run status {status!r}")
         with self.session() as s:
-            run = s.get(Run, run_id)
+            run = s.get(Run, run_id, with_for_update=True)  # two finishes at once sum one after the other
             if run is None:
                 raise StoreError(f"run {run_id} does not exist")
             counts = s.exec(select(func.count(), func.count(col(ItemResult.error_kind)))
@@ -47,26 +51,35 @@ class Runs(Database):
 
     def replay_run(self, run: Run, results: Sequence[ItemResult], complete: bool, note: str) -> int:
         """Put back a run the database could not take (`monitor.probing.spool`); returns how many
-        results were added. Keyed by run and (item, kind): what is already stored is kept once."""
+        results were added. Keyed by run, item and kind: a result already stored, by an earlier
+        replay or by one running at the same moment, is kept and this copy dropped."""
         with self.session() as s:
             row = s.get(Run, run.id) if run.id is not None else None
-            if row is None or (row.model, row.version, row.suite) != (run.model, run.version, run.suite):
+            if not _same_run(row, run):
                 row = Run(**run.model_dump(exclude={"id"}))  # the database lost it: a new row
                 s.add(row)
                 s.flush()
-            have = set(s.execute(sa_select(col(ItemResult.item_id), col(ItemResult.kind))
-                                 .where(col(ItemResult.run_id) == row.id)).tuples().all())
-            fresh = [r for r in results if (r.item_id, r.kind) not in have]
             assert row.id is not None
-            _add_results(s, row.id, fresh)
-            s.commit()
             run_id = row.id
+            added = _add_new_results(s, run_id, results)
+            s.commit()
         if not complete:
             self.finish_run(run_id, RunStatus.INTERRUPTED, error=f"stopped by a database outage; {note}")
         else:
             status, error = ended_as(results)
             self.finish_run(run_id, status, error=f"{error}; {note}" if error else None)
-        return len(fresh)
+        return added
+
+    def end_unreplayable(self, run: Run, reason: str) -> bool:
+        """A spooled run that no replay can put back ends as an error, so the judge reports ERROR
+        instead of waiting on it for ever. Only the same run (a restored database may hold another
+        under its id), and only while it is still running; True if it was ended."""
+        with self.session() as s:
+            row = s.get(Run, run.id) if run.id is not None else None
+        running = _same_run(row, run) and row.status == RunStatus.RUNNING
+        if running:
+            self.finish_run(run.id or 0, RunStatus.ERROR, error=reason)
+        return running
 
     def get_run(self, run_id: int) -> Run | None:
         with self.session() as s:
@@ -125,6 +138,11 @@ class Runs(Database):
                 out[run_id].append(summary)
         return out
 
+
+def _same_run(row: Run | None, run: Run) -> TypeGuard[Run]:
+    return row is not None and (row.model, row.version, row.suite) == (run.model, run.version, run.suite)
+
+
 def ended_as(results: Sequence[ItemResult]) -> tuple[RunStatus, str | None]:
     """How a run that measured every item ends: complete if any item was scored, else error."""
     if any(r.error_kind is None for r in results):
@@ -138,6 +156,25 @@ def _add_results(s: Session, run_id: int, results: Iterable[ItemResult]) -> None
         result.run_id = run_id
         result.error = redact(result.error) if result.error else result.error
         s.add(result)
+
+
+def _add_new_results(s: Session, run_id: int, results: Sequence[ItemResult]) -> int:
+    """Each result the run does not hold yet; how many that was. The unique key decides, in one
+    statement, so two replays at once cannot both find a result missing and both add it."""
+    if not results:
+        return 0
+    rows = [_as_row(run_id, result) for result in results]
+    key = [col(ItemResult.run_id), col(ItemResult.item_id), col(ItemResult.kind)]
+    insert = _INSERTS[s.get_bind().dialect.name](ItemResult)
+    statement = insert.on_conflict_do_nothing(index_elements=key).returning(col(ItemResult.id))
+    return len(s.execute(statement, rows).all())
+
+
+def _as_row(run_id: int, result: ItemResult) -> dict[str, Any]:
+    row = result.model_dump(exclude={"id"})
+    row["run_id"] = run_id
+    row["error"] = redact(result.error) if result.error else result.error
+    return row
 
 
 def _kind_summaries(s: Session, run_ids: Sequence[int]) -> list[tuple[int, KindSummary]]:

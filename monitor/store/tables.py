@@ -1,22 +1,53 @@
 """The tables: every score, verdict and action, as rows that are appended and never rewritten
 (a run's own status line as it finishes is the one exception).
 
-Columns hold plain strings; the values are those of `monitor.vocabulary`.
+Columns hold plain strings; the values are those of `monitor.vocabulary`. Text that comes from
+outside (a model's answer, an endpoint's error, a deployer's reply) is `FreeText`: stored whatever
+it holds.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import AutoString, Field, SQLModel
 
 from monitor.vocabulary import ActionStatus, RunStatus
+
+# NUL, which PostgreSQL text cannot hold, and UTF-16 surrogates, which no UTF-8 encoder takes alone
+# (a byte-level decoder can leave one in an answer).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def storable(text: str) -> str:
+    """`text` with each character no database here can hold written as its Python escape (`\\x00`,
+    `\\ud800`): visible to whoever reads it, and the same on SQLite and PostgreSQL."""
+    return UNSTORABLE.sub(_escape, text)
+
+
+def _escape(found: re.Match[str]) -> str:
+    return found.group().encode("unicode_escape").decode("ascii")
+
+
+class FreeText(TypeDecorator[str]):
+    """A text column that takes any string: what a model or a server says is data, never a reason
+    to lose a run. Escaped as it is written, so queries, inserts and updates all agree; the column
+    itself is the plain string type, so the schema is unchanged."""
+
+    impl = AutoString
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else storable(value)
 
 
 class ModelVersion(SQLModel, table=True):
@@ -65,7 +96,7 @@ class Run(SQLModel, table=True):
     finished_at: datetime | None = None
     item_count: int = 0
     error_count: int = 0
-    error: str | None = None
+    error: str | None = Field(default=None, sa_type=FreeText)
     holder: str | None = Field(default=None, index=True)
 
 
@@ -92,7 +123,11 @@ class RunError(SQLModel, table=True):
 
 
 class ItemResult(SQLModel, table=True):
+    """One item measured as one kind in one run: a run holds each (item, kind) once, so a record
+    replayed twice, or by two processes at once, cannot count twice."""
+
     __tablename__ = "item_result"
+    __table_args__ = (UniqueConstraint("run_id", "item_id", "kind", name="uq_item_result_run_item_kind"),)
     id: int | None = Field(default=None, primary_key=True)
     run_id: int | None = Field(default=None, foreign_key="run.id", index=True, nullable=False)
     item_id: str
@@ -100,10 +135,10 @@ class ItemResult(SQLModel, table=True):
     score: float | None = None
     correct: bool | None = None
     margin: float | None = None
-    output: str | None = None
+    output: str | None = Field(default=None, sa_type=FreeText)
     latency_ms: float | None = None
     error_kind: str | None = None
-    error: str | None = None
+    error: str | None = Field(default=None, sa_type=FreeText)
 
 
 class Verdict(SQLModel, table=True):
@@ -119,7 +154,7 @@ class Verdict(SQLModel, table=True):
     content_hash: str
     phase: str
     diagnosis: str
-    reason: str
+    reason: str = Field(sa_type=FreeText)
     muted: bool = False
     critical: bool = False
     candidate_runs: str = ""
@@ -142,7 +177,7 @@ class VerdictKind(SQLModel, table=True):
     verdict_id: int | None = Field(default=None, foreign_key="verdict.id", index=True, nullable=False)
     kind: str
     phase: str
-    reason: str
+    reason: str = Field(sa_type=FreeText)
     method: str = ""
     n: int = 0
     excluded: int = 0
@@ -207,8 +242,8 @@ class Action(SQLModel, table=True):
     to_version: str | None = None
     status: str = ActionStatus.PLANNED  # an ActionStatus
     dry_run: bool = False
-    reason: str = ""
-    detail: str = ""
+    reason: str = Field(default="", sa_type=FreeText)
+    detail: str = Field(default="", sa_type=FreeText)
     actor: str = ""
     holder: str | None = None  # the process carrying it out (host:pid): reaped if it falls silent
 
