@@ -134,12 +134,15 @@ class ErrorKind(StrEnum):
     AUTH = "auth"
     NOT_FOUND = "not_found"
     OOM = "oom"
-    RUNTIME = "runtime"
+    RUNTIME = "runtime"  # anything else the backend raised: a bug, or a failure nobody named yet
     INVALID_RESPONSE = "invalid_response"
     UNSUPPORTED = "unsupported"
     TOKENIZATION = "tokenization"
     WORKER_LOST = "worker_lost"  # a Ray worker or its node died mid-run, retries spent
     SCRIPTED = "scripted"  # the fake backend, told to fail
+    # Scoring one answer broke (a pattern past its time bound, a scorer that raised): the answer
+    # was never judged, so it is no wrong answer, and a broken scorer never looks like forgetting.
+    SCORER = "scorer"
 
 
 CANDIDATE = "candidate"  # model_version.source of a candidate: "candidate:<who>" ("candidate-retired:...")

@@ -250,3 +250,24 @@ def test_a_rollback_with_nowhere_to_go_pages_a_human(store: Store, tmp_path: Pat
     stranded = delivered["ForgetmenotNoRollbackTarget"]
     assert stranded["labels"]["version"] == "v3"
     assert "no earlier version qualifies" in stranded["annotations"]["description"]
+
+
+def test_a_webhook_sending_its_headers_slowly_fails_the_move_at_the_deadline() -> None:
+    """The webhook runs under the move lock; a receiver trickling its answer must not hold it."""
+    import time
+
+    from monitor.actions.deployers import WebhookDeployer
+    from monitor.errors import DeployError
+    from monitor.testing.faults import FaultProxy
+
+    slow = FaultProxy(f"http://127.0.0.1:{free_port()}")
+    slow.mode, slow.pause = "slow_headers", 0.02
+    try:
+        began = time.monotonic()
+        with pytest.raises(DeployError) as caught:
+            WebhookDeployer(f"http://127.0.0.1:{slow.port}/", timeout_s=1).promote("bot", "v1", 1)
+        took = time.monotonic() - began
+    finally:
+        slow.stop()
+    assert took < 2.5, f"took {took:.1f} s against a 1 s timeout"
+    assert "no whole answer within 1 s" in str(caught.value) and "may have acted on it" in str(caught.value)

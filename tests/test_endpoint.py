@@ -6,10 +6,12 @@ answer garbage on demand, so these use a small scripted HTTP server on loopback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +25,8 @@ from monitor.probing.backends.base import GenerationRequest, LoglikelihoodReques
 from monitor.probing.backends.endpoint import Endpoint
 from monitor.probing.backends.openai import OpenAIBackend
 from monitor.probing.backends.tokens import ServerTokenizer
+from monitor.store import Store
+from monitor.testing.faults import FaultProxy
 from monitor.testing.stack import free_port
 from tests.conftest import PROBES
 
@@ -141,6 +145,134 @@ def test_garbage_is_an_invalid_response(scripted: Callable[..., Scripted], reply
     with pytest.raises(BackendError) as caught:
         backend(server.url).generate(ASK)
     assert caught.value.kind == "invalid_response" and expected in str(caught.value)
+
+
+# Chat answers of the wrong shape, each with words its error must carry.
+WRONG_CHAT_SHAPES = {
+    "message-a-string": ({"choices": [{"message": "x"}]}, "a chat completion has no message"),
+    "message-null": ({"choices": [{"index": 0, "message": None}]}, "a chat completion has no message"),
+    "choice-a-string": ({"choices": ["x"]}, "choice 0 is not an object"),
+    "choice-null": ({"choices": [None]}, "choice 0 is not an object"),
+    "content-a-list": ({"choices": [{"index": 0, "message": {"content": ["4"]}}]}, "no text content"),
+    "content-a-number": ({"choices": [{"index": 0, "message": {"content": 4}}]}, "no text content"),
+}
+
+
+@pytest.mark.parametrize(("answer", "says"), list(WRONG_CHAT_SHAPES.values()), ids=list(WRONG_CHAT_SHAPES))
+def test_a_chat_answer_of_the_wrong_shape_is_an_invalid_response(
+        scripted: Callable[..., Scripted], answer: dict[str, Any], says: str) -> None:
+    server = scripted([(200, answer)])
+    with pytest.raises(BackendError) as caught:
+        backend(server.url, max_retries=0).generate(ASK)
+    assert caught.value.kind == "invalid_response" and says in str(caught.value)
+
+
+def served_scores(body: dict[str, Any]) -> Reply:
+    """A faithful completions server, one token per character: the alignment check agrees,
+    next-token answers name the asked ids, echo names the ids sent."""
+    if "add_special_tokens" in body:
+        return 200, {"tokens": [ord(c) for c in body["prompt"]]}
+    prompt = body["prompt"]
+    if isinstance(prompt, str):
+        offsets, values = ([0, len(prompt) - 6], [None, -0.25]) if body["echo"] else ([0], [-0.25])
+        return 200, {"choices": [{"index": 0, "logprobs": {
+            "tokens": [" Paris"], "token_logprobs": values, "text_offset": offsets}}]}
+    if not body.get("echo"):
+        tops = [{f"token_id:{t}": -0.5 for t in body["logprob_token_ids"]}]
+        choices = [{"index": i, "logprobs": {"top_logprobs": tops}} for i in range(len(prompt))]
+        return 200, {"choices": choices}
+    return 200, {"choices": [
+        {"index": i, "logprobs": {"tokens": [f"token_id:{t}" for t in p],
+                                  "token_logprobs": [None, *[-0.5] * (len(p) - 1), -9.0]}}
+        for i, p in enumerate(prompt)]}
+
+
+def _spoiled(kind: str, path: tuple[str | int, ...], value: Any) -> Callable[[dict[str, Any]], Reply]:
+    """`served_scores`, with `value` put at `path` in its answers to requests of one `kind`:
+    "generated" or "echoed" (the alignment check's two text prompts), "next_token" (named ids
+    asked for) or "echo" (token-id prompts echoed)."""
+    def reply(body: dict[str, Any]) -> Reply:
+        status, answer = served_scores(body)
+        if "choices" in answer and _asked(body) == kind:
+            _put(answer, path, value)
+        return status, answer
+
+    return reply
+
+
+def _asked(body: dict[str, Any]) -> str:
+    if isinstance(body["prompt"], str):
+        return "echoed" if body["echo"] else "generated"
+    return "echo" if body.get("echo") else "next_token"
+
+
+def _put(answer: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
+    *parents, last = path
+    inner: Any = answer
+    for key in parents:
+        inner = inner[key]
+    inner[last] = value
+
+
+LOGPROBS = ("choices", 0, "logprobs")
+# What each request kind's answer gets wrong, and words the error must carry.
+WRONG_SCORE_SHAPES = {
+    "echo-token-id-not-a-number": ("echo", (*LOGPROBS, "tokens", 1), "token_id:abc",
+                                   "'token_id:abc' names no"),
+    "next-token-id-not-a-number": ("next_token", (*LOGPROBS, "top_logprobs"), [{"token_id:abc": -0.5}],
+                                   "'token_id:abc' names no"),
+    "alignment-choice-a-string": ("generated", ("choices",), ["x"], "choice 0 is not an object"),
+    "alignment-offsets-past-the-values": ("echoed", (*LOGPROBS, "token_logprobs"), [None],
+                                          "1 log-probabilities for 2 text offsets"),
+    "alignment-logprob-not-finite": ("generated", (*LOGPROBS, "token_logprobs"), [float("nan")],
+                                     "not a log-probability"),
+    "echo-choice-a-string": ("echo", ("choices", 0), "x", "choice 0 is not an object"),
+    "echo-logprobs-a-list": ("echo", LOGPROBS, ["x"], "logprobs is not an object but list"),
+    "echo-token-logprobs-a-string": ("echo", (*LOGPROBS, "token_logprobs"), "x",
+                                     "token_logprobs is not a list but str"),
+}
+
+
+@pytest.mark.parametrize(("kind", "path", "value", "says"), list(WRONG_SCORE_SHAPES.values()),
+                         ids=list(WRONG_SCORE_SHAPES))
+def test_a_completions_answer_of_the_wrong_shape_is_an_invalid_response(
+        scripted: Callable[..., Scripted], kind: str, path: tuple[str | int, ...], value: Any,
+        says: str) -> None:
+    """Each way of scoring in turn: next-token first, then echo once next-token has passed."""
+    b = backend(scripted(_spoiled(kind, path, value)).url, max_retries=0)
+    asked = [LoglikelihoodRequest("Q", (" A", " B"))]
+    with pytest.raises(BackendError) as caught:
+        b.loglikelihood(asked)
+        b.next_token_scoring = False
+        b.loglikelihood(asked)
+    assert caught.value.kind == "invalid_response" and says in str(caught.value)
+
+
+def test_a_faithful_completions_server_is_scored_both_ways(scripted: Callable[..., Scripted]) -> None:
+    """The server the shapes above spoil: each way of scoring reads it."""
+    import math
+
+    b = backend(scripted(served_scores).url, max_retries=0)
+    assert [math.isclose(s, -1.0) for s in b.loglikelihood([LoglikelihoodRequest("Q", (" A",))])[0]] == [True]
+    b.next_token_scoring = False
+    assert [math.isclose(s, -1.0) for s in b.loglikelihood([LoglikelihoodRequest("Q", (" A",))])[0]] == [True]
+
+
+def test_a_malformed_answer_errs_its_items_and_the_next_suite_is_still_measured(
+        store: Store, scripted: Callable[..., Scripted]) -> None:
+    """Not an exception out of the run: every item keeps `invalid_response`, each suite's run
+    ends (as `error`: nothing could be scored), and the judge can say ERROR."""
+    from monitor.policy.suites import load_suite
+    from monitor.probing.run import VersionRef
+    from monitor.probing.version import probe_version
+
+    server = scripted([(200, {"choices": [{"message": "x"}]})])
+    suites = [load_suite(PROBES / "refusal"), load_suite(PROBES / "instruction-format")]
+    measured = probe_version(store, VersionRef("bot", "v1"), suites,
+                             lambda: backend(server.url, max_retries=0))
+    assert [m.run.status for m in measured] == ["error", "error"]
+    kinds = {r.error_kind for m in measured for r in store.results(m.run.id or 0)}
+    assert kinds == {"invalid_response"}
 
 
 def test_api_key_goes_in_the_header_and_never_into_errors(scripted: Callable[..., Scripted]) -> None:
@@ -423,3 +555,153 @@ def test_a_trickling_server_is_cut_at_the_total_deadline() -> None:
             endpoint.post("/completions", {})
         assert caught.value.kind == "timeout" and "no whole answer within 1 s" in str(caught.value)
         assert time.monotonic() - began < 5  # 10 s of trickle, cut after about 1
+
+
+# -- a total deadline, whatever the server does, and a stop that ends calls in flight --------
+
+@pytest.fixture()
+def slow_headers() -> Iterator[FaultProxy]:
+    """A server whose status line and headers come a byte every 20 ms: 20 s for the whole answer."""
+    proxy = FaultProxy(f"http://127.0.0.1:{free_port()}/v1")  # never forwards in this mode
+    proxy.mode, proxy.pause = "slow_headers", 0.02
+    yield proxy
+    proxy.stop()
+
+
+def test_a_server_sending_its_headers_slowly_is_cut_at_the_total_deadline(slow_headers: FaultProxy) -> None:
+    """Every read gets a byte before its timeout: only a deadline over the whole request ends it."""
+    endpoint = Endpoint(slow_headers.base_url, max_retries=0, timeout_s=1)
+    began = time.monotonic()
+    with pytest.raises(BackendError) as caught:
+        endpoint.post("/completions", {})
+    took = time.monotonic() - began
+    assert caught.value.kind == "timeout" and "no whole answer within 1 s" in str(caught.value)
+    assert took < 2.5, f"took {took:.1f} s against a 1 s timeout"
+
+
+def test_a_stop_ends_every_request_in_flight_within_a_second(slow_headers: FaultProxy) -> None:
+    """The monitor's stop reaches requests in `map`'s worker threads too, and nothing is retried."""
+    from monitor.errors import Stopping
+    from monitor.probing.backends.deadline import stopping_on
+
+    stop = threading.Event()
+    endpoint = Endpoint(slow_headers.base_url, max_retries=3, timeout_s=60, concurrency=3)
+    threading.Timer(0.5, stop.set).start()
+    began = time.monotonic()
+    with stopping_on(stop), pytest.raises(Stopping):
+        endpoint.map(lambda _: endpoint.post("/completions", {}), [1, 2, 3])
+    took = time.monotonic() - began
+    assert took < 2.0, f"took {took:.1f} s to notice a stop after 0.5 s"
+    assert slow_headers.requests == 3
+
+
+def test_answers_held_at_once_are_bounded_per_server_not_per_request(
+        scripted: Callable[..., Scripted]) -> None:
+    """Sixteen requests in flight, each answered 8 MiB: a cap per answer lets all sixteen answers,
+    their copies and what is parsed from them be held at once; the server's byte budget (32 MiB)
+    lets three be read and parsed at a time, and every request still gets its whole answer."""
+    import tracemalloc
+
+    answer = json.dumps({"pad": "x" * (8 << 20)}).encode()
+    together = threading.Barrier(16, timeout=30)  # all sixteen answers come at once
+
+    def reply(_: dict[str, Any]) -> Reply:
+        together.wait()
+        return 200, answer
+
+    server = scripted(reply)
+    endpoint = Endpoint(server.url, concurrency=16, max_retries=0, timeout_s=60)
+    tracemalloc.start()
+    sizes = endpoint.map(lambda _: len(endpoint.post("/completions", {})["pad"]), list(range(16)))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sizes == [8 << 20] * 16
+    assert peak < 120 << 20, f"held {peak / 2**20:.0f} MiB at once"
+
+
+def test_the_cap_per_answer_follows_the_batch_size(tmp_path: Path) -> None:
+    """vLLM echoes a 2048-token prompt's log-probabilities in 545 KB: a batch may take 1 MiB a prompt."""
+    from monitor.policy.loading import load_config
+    from monitor.probing.factory import backend_for
+
+    shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")
+    path = tmp_path / "forgetmenot.yaml"
+    path.write_text("""\
+models:
+  bot:
+    backend: {kind: openai, base_url: "http://127.0.0.1:9/v1", batch_size: 40}
+    versions: {v1: {served_name: bot}}
+    baseline: v1
+    live: v1
+suites: [probes/arithmetic]
+""")
+    served = backend_for(load_config(path), "bot", "v1")
+    assert isinstance(served, OpenAIBackend) and served.endpoint.max_bytes == 40 << 20
+
+
+class ForwardProxy:
+    """An HTTP forward proxy on 127.0.0.1, as HTTP_PROXY names one: it records the absolute URLs
+    asked of it and passes each request on, at once or (`slow`) its answer's head a byte at a time."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.slow = False
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                proxy.asked.append(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if proxy.slow:
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"." * 200:
+                            self.wfile.write(bytes((byte,)))
+                            self.wfile.flush()
+                            time.sleep(0.02)
+                    return
+                direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                forwarded = urllib.request.Request(self.path, data=body,
+                                                   headers={"Content-Type": "application/json"})
+                with direct.open(forwarded, timeout=10) as reply:
+                    answer = reply.read()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_calls_go_through_the_environments_proxy_and_its_deadline_holds_there(
+        scripted: Callable[..., Scripted], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The endpoint's own transport (the one that holds each request to its deadline) still takes
+    HTTP_PROXY, and NO_PROXY still exempts a host from it."""
+    server = scripted([chat("four")])
+    proxy = ForwardProxy()
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    try:
+        assert backend(server.url, max_retries=0).generate(ASK) == ["four"]
+        assert proxy.asked == [f"{server.url}/chat/completions"]
+        proxy.slow = True
+        began = time.monotonic()
+        with pytest.raises(BackendError, match="no whole answer within 1 s"):
+            Endpoint(server.url, max_retries=0, timeout_s=1).post("/chat/completions", {})
+        assert time.monotonic() - began < 2.5
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert backend(server.url, max_retries=0).generate(ASK) == ["four"]
+    finally:
+        proxy.stop()
+    assert len(proxy.asked) == 2, "the exempt host was asked directly"

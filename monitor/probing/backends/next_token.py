@@ -98,7 +98,7 @@ def _next_token_logprobs(choice: Any, wanted: list[int], where: str) -> dict[int
     values: dict[int, float] = {}
     for key, value in first.items():
         if isinstance(key, str) and key.startswith(answers.TOKEN_ID_PREFIX):
-            values[int(key.removeprefix(answers.TOKEN_ID_PREFIX))] = value
+            values[answers.token_id(key, where)] = value
     if any(token not in values for token in wanted):
         raise NotSupported(f"{where} did not return log-probabilities for the requested token ids")
     return {token: answers.logprob(values[token], where, f"token {token}") for token in wanted}

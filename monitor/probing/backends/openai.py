@@ -146,25 +146,39 @@ class OpenAIBackend:
         """
         if self._aligned:
             return
-        generated = self._text_completion(_ALIGNMENT_PROMPT, echo=False)
-        token, expected = _first(generated, "tokens"), _first(generated, "token_logprobs")
-        if not isinstance(token, str) or not isinstance(expected, int | float):
-            raise BackendError(f"{self.endpoint.base_url} returns no log-probabilities for generated "
-                               f"tokens: {answers.NO_LOGLIKELIHOOD}", kind=ErrorKind.UNSUPPORTED)
-        echoed = self._text_completion(_ALIGNMENT_PROMPT + token, echo=True)
-        offsets, values = echoed.get("text_offset"), echoed.get("token_logprobs")
-        at = len(_ALIGNMENT_PROMPT)
-        if not isinstance(offsets, list) or not isinstance(values, list) or at not in offsets:
-            raise BackendError(f"{self.endpoint.base_url} does not echo prompt log-probabilities with "
-                               f"text offsets: {answers.NO_LOGLIKELIHOOD}", kind=ErrorKind.UNSUPPORTED)
-        found = values[offsets.index(at)]
-        if not isinstance(found, int | float) or abs(found - expected) > 0.05 + 0.01 * abs(expected):
+        token, expected = self._generated()
+        found = self._echoed(token)
+        agrees = isinstance(found, int | float) and abs(found - expected) <= 0.05 + 0.01 * abs(expected)
+        if not agrees:
             raise BackendError(
                 f"{self.endpoint.base_url} echoes prompt log-probabilities that disagree with its own "
                 f"generation: {token!r} after {_ALIGNMENT_PROMPT!r} is {expected:.3f} when generated and "
                 f"{found} when echoed (shifted by one token?): {answers.NO_LOGLIKELIHOOD}",
                 kind=ErrorKind.INVALID_RESPONSE)
         self._aligned = True
+
+    def _generated(self) -> tuple[str, float]:
+        """The token the server generates after the alignment prompt, and its log-probability."""
+        generated = self._text_completion(_ALIGNMENT_PROMPT, echo=False)
+        token, value = _first(generated, "tokens"), _first(generated, "token_logprobs")
+        if not isinstance(token, str) or not isinstance(value, int | float):
+            raise BackendError(f"{self.endpoint.base_url} returns no log-probabilities for generated "
+                               f"tokens: {answers.NO_LOGLIKELIHOOD}", kind=ErrorKind.UNSUPPORTED)
+        return token, answers.logprob(value, self.endpoint.base_url, f"the generated token {token!r}")
+
+    def _echoed(self, token: str) -> Any:
+        """What the server echoes as the log-probability of `token` after the alignment prompt."""
+        echoed = self._text_completion(_ALIGNMENT_PROMPT + token, echo=True)
+        offsets, values = echoed.get("text_offset"), echoed.get("token_logprobs")
+        at = len(_ALIGNMENT_PROMPT)
+        if not isinstance(offsets, list) or not isinstance(values, list) or at not in offsets:
+            raise BackendError(f"{self.endpoint.base_url} does not echo prompt log-probabilities with "
+                               f"text offsets: {answers.NO_LOGLIKELIHOOD}", kind=ErrorKind.UNSUPPORTED)
+        position = offsets.index(at)
+        if position >= len(values):
+            raise BackendError(f"{self.endpoint.base_url}: {len(values)} log-probabilities for "
+                               f"{len(offsets)} text offsets", kind=ErrorKind.INVALID_RESPONSE)
+        return values[position]
 
     def _text_completion(self, prompt: str, *, echo: bool) -> dict[str, Any]:
         payload = {"model": self.model, "prompt": prompt, "max_tokens": 1, "echo": echo,
@@ -176,8 +190,8 @@ class OpenAIBackend:
                 raise BackendError(f"{self.endpoint.base_url} has no /completions endpoint (chat only): "
                                    f"{answers.NO_LOGLIKELIHOOD}", kind=ErrorKind.UNSUPPORTED) from exc
             raise
-        logprobs = answers.choices(body, 1, self.endpoint.base_url)[0].get("logprobs")
-        return logprobs if isinstance(logprobs, dict) else {}
+        choice = answers.choices(body, 1, self.endpoint.base_url)[0]
+        return answers.logprobs_block(choice, self.endpoint.base_url)
 
     def _serves_model(self) -> bool:
         """Tells a missing route (404 for any model) from a model the server does not know."""
@@ -218,10 +232,8 @@ class OpenAIBackend:
         if request.until:
             payload["stop"] = list(request.until)
         body = self.endpoint.post("/chat/completions", payload)
-        content = answers.choices(body, 1, self.endpoint.base_url)[0].get("message", {}).get("content")
-        if not isinstance(content, str):
-            raise BackendError(f"{self.endpoint.base_url}: a chat completion has no text content",
-                               kind=ErrorKind.INVALID_RESPONSE)
+        choice = answers.choices(body, 1, self.endpoint.base_url)[0]
+        content = answers.message_content(choice, self.endpoint.base_url)
         return cut_at_stops(content, request.until).strip()
 
 

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.errors import BackendError, MissingExtra
+from monitor.errors import BackendError, ForgetmenotError, MissingExtra
 from monitor.probing.backends.base import (
     BackendInfo,
     GenerationRequest,
@@ -104,7 +104,10 @@ class TransformersBackend:
             encoder = LocalTokenizer(path) if (Path(path) / "tokenizer.json").is_file() else None
             model = auto_model.from_pretrained(path, dtype=pick_dtype(dtype, chosen))
             model.to(chosen)
-        except (OSError, ValueError, RuntimeError) as exc:
+        except ForgetmenotError:
+            raise
+        except Exception as exc:  # weights come from outside: whatever reading them raises (a pickle
+            # torch refuses is an UnpicklingError) means they will not load, never a stuck version
             raise BackendError(f"cannot load model from {path}: {exc}", kind=ErrorKind.LOAD) from exc
         return cls(model, name=str(path), batch_size=batch_size, encoder=encoder,
                    load_tokenizer=lambda: transformers_tokenizer(path), generation_tokens=generation_tokens)
