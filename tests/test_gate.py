@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def measured_monitor(tmp_path: Path, model_dir: Path, database: str | None = Non
 
 
 def request(port: int, path: str, body: Any = None, token: str | None = TOKEN,
-            content_type: str = "application/json") -> tuple[int, Any, dict[str, str]]:
+            content_type: str = "application/json") -> tuple[int, Any, Message]:
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     headers = {"Content-Type": content_type} if data is not None else {}
     if token:
@@ -64,9 +65,9 @@ def request(port: int, path: str, body: Any = None, token: str | None = TOKEN,
                                  method="POST" if data is not None else "GET")
     try:
         with urllib.request.urlopen(req, timeout=60) as reply:
-            return reply.status, json.loads(reply.read()), dict(reply.headers)
+            return reply.status, json.loads(reply.read()), reply.headers
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read()), dict(exc.headers)
+        return exc.code, json.loads(exc.read()), exc.headers
 
 
 def serving(monitor: Monitor, tmp_path: Path, tokens: bool = True) -> HttpServer:
@@ -114,6 +115,76 @@ def test_a_registered_candidate_is_probed_at_once_and_the_gate_answers_each_clie
     # A failing candidate is not live: nothing was acted on
     assert [a.kind for a in store.actions("bot")] == []
     assert store.live_version(monitor.config, "bot") == "v2"
+
+
+def loaded_from_weights(tmp_path: Path) -> Any:
+    """The baseline and live versions scripted, every candidate loaded from its own weights by
+    the real in-process backend, as `serve` loads it."""
+    from monitor.probing.factory import backend_for
+
+    scripted = backends(tmp_path)
+
+    def load(config: Any, model: str, version: str) -> Any:
+        if version in ("v1", "v2"):
+            return scripted(config, model, version)
+        return backend_for(config, model, version)
+
+    return load
+
+
+def unloadable_weights(tmp_path: Path, model_dir: Path) -> dict[str, dict[str, str]]:
+    """Candidates whose weights sit where they may, but will not load: a pickle torch refuses to
+    unpickle, and a file named as a GGUF that is not one."""
+    import pickle
+    import shutil
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(model_dir, pickled, ignore=shutil.ignore_patterns("*.safetensors"))
+    refused = pickle.dumps({"weight": print}, protocol=2)  # a global: not plain tensors and numbers
+    (pickled / "pytorch_model.bin").write_bytes(refused)
+    not_gguf = tmp_path / "not-gguf"
+    not_gguf.mkdir()
+    (not_gguf / "model.gguf").write_bytes(b"GGUF but nothing a reader can use" * 10)
+    return {"pickled": {"path": str(pickled)},
+            "not-gguf": {"path": str(not_gguf), "gguf_file": "model.gguf"}}
+
+
+def test_a_candidate_whose_weights_will_not_load_is_an_error_at_the_gate(
+        store: Store, tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Each suite gets an `error` run, the judge an ERROR, the gate `error`: never pending for ever."""
+    path = policy(tmp_path, tiny_model_dir, database=store.url)
+    monitor = open_monitor(path, load_backend=loaded_from_weights(tmp_path))
+    assert monitor.cycle("bot", "v1", slot=1) and monitor.cycle("bot", "v2", slot=1)
+    monitor.start()
+    server = serving(monitor, tmp_path)
+    try:
+        for name, weights in unloadable_weights(tmp_path, tiny_model_dir).items():
+            body = {"version": name, **weights}
+            status, body, _ = request(server.port, "/api/v1/models/bot/candidates", body)
+            assert status == 201, body
+            status, gate, _ = request(server.port, f"/api/v1/gate?model=bot&version={name}&wait=60")
+            assert (status, gate["decision"]) == (503, "error"), gate
+            runs = store.runs(version=name)
+            assert sorted(r.suite for r in runs) == ["arithmetic", "fluency"]
+            assert all(r.status == "error" and (r.error or "").startswith("load: ") for r in runs), runs
+            assert {v["phase"] for v in gate["verdicts"]} == {"ERROR"}
+    finally:
+        server.stop()
+        monitor.stop()
+
+
+@pytest.mark.parametrize("gguf_file", ["..", ".", "sub/model.gguf", "..\\model.gguf"])
+def test_a_gguf_file_that_is_not_a_plain_file_name_is_refused_at_registration(
+        tmp_path: Path, tiny_model_dir: Path, gguf_file: str) -> None:
+    monitor = open_monitor(policy(tmp_path, tiny_model_dir), load_backend=backends(tmp_path))
+    server = serving(monitor, tmp_path)
+    try:
+        body = {"version": "c", "path": str(tiny_model_dir), "gguf_file": gguf_file}
+        status, reply, _ = request(server.port, "/api/v1/models/bot/candidates", body)
+    finally:
+        server.stop()
+    assert status == 400 and reply["error"].startswith("gguf_file: "), reply
+    assert monitor.store.candidates("bot") == []
 
 
 def test_the_gate_waits_while_pending_and_says_what_it_waits_for(tmp_path: Path,
@@ -366,24 +437,31 @@ def test_a_candidate_pages_no_one_and_waits_for_the_current_rules(tmp_path: Path
     assert gate.decision == Decision.PENDING and "judged under other rules" in gate.checks[0].reason
 
 
-def test_waiting_requests_never_take_every_worker(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_waiting_requests_are_coroutines_and_never_take_a_worker(tmp_path: Path,
+                                                                  tiny_model_dir: Path) -> None:
+    """More requests wait than the server has worker threads, and health is still answered at once;
+    past `MAX_WAITING` a request gets the answer as it stands instead of waiting."""
     import concurrent.futures
 
+    from monitor.service.rollouts import MAX_WAITING
+
+    asking = MAX_WAITING + 16
     monitor = measured_monitor(tmp_path, tiny_model_dir)
     register(monitor.store, monitor.config, "bot", {"version": "later", "path": str(tiny_model_dir)}, "t")
     server = serving(monitor, tmp_path)
     try:
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        with concurrent.futures.ThreadPoolExecutor(asking) as pool:
             asked = [pool.submit(request, server.port, "/api/v1/gate?model=bot&version=later&wait=4")
-                     for _ in range(8)]
-            time.sleep(0.5)
+                     for _ in range(asking)]
+            time.sleep(1.0)
             began = time.monotonic()
             with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=10) as reply:
                 assert reply.status == 200 and time.monotonic() - began < 1.0
             waited = sorted(f.result()[1]["waited_s"] for f in asked)
     finally:
         server.stop()
-    assert waited[:4] == [0.0] * 4 and min(waited[4:]) >= 3.0, "four wait, the rest answer at once"
+    at_once, kept = waited[:16], waited[16:]
+    assert at_once == [0.0] * 16 and min(kept) >= 3.0, "MAX_WAITING wait, the rest answer at once"
 
 
 def test_a_database_failure_is_not_a_name_conflict(tmp_path: Path, tiny_model_dir: Path,

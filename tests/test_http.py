@@ -8,18 +8,21 @@ import http.client
 import json
 import shutil
 import socket
-import threading
+import ssl
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from monitor.policy.loading import load_config
-from monitor.service import http as served
-from monitor.service.http import Api, HttpServer
+from monitor.policy.loading import load_config, load_suites
+from monitor.service.access import Access, _digest
+from monitor.service.http import Api, HttpServer, ServerLimits
 from monitor.store import Action, Store, Verdict
-from tests.conftest import PROBES
+from monitor.testing.slowloris import SlowClients
+from tests.conftest import PROBES, database_switch, postgres_database
 
 POLICY = """\
 database: {database}
@@ -32,12 +35,19 @@ suites: [probes/arithmetic]
 """
 
 
-@pytest.fixture()
-def server(tmp_path: Path, store: Store) -> Any:
+TOKEN = "t0ken-for-the-monitor-api-0123456789"
+
+
+def write_policy(tmp_path: Path, store: Store) -> Path:
     shutil.copytree(PROBES / "arithmetic", tmp_path / "probes" / "arithmetic")
     (tmp_path / "w").mkdir()
     (tmp_path / "forgetmenot.yaml").write_text(POLICY.format(database=store.url))
-    config = load_config(tmp_path / "forgetmenot.yaml")
+    return tmp_path / "forgetmenot.yaml"
+
+
+@pytest.fixture()
+def server(tmp_path: Path, store: Store) -> Any:
+    config = load_config(write_policy(tmp_path, store))
     for n in range(5):
         store.save_verdict(Verdict(model="bot", candidate="v2", baseline="v1", suite="arithmetic",
                                    capability="arithmetic", content_hash="h", phase="PASS",
@@ -48,13 +58,13 @@ def server(tmp_path: Path, store: Store) -> Any:
     running.stop()
 
 
-def request(port: int, method: str, path: str) -> tuple[int, dict[str, str], Any]:
+def request(port: int, method: str, path: str) -> tuple[int, http.client.HTTPMessage, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request(method, path)
         reply = conn.getresponse()
         body = reply.read().decode()
-        return reply.status, dict(reply.getheaders()), json.loads(body) if body else None
+        return reply.status, reply.headers, json.loads(body) if body else None
     finally:
         conn.close()
 
@@ -81,6 +91,8 @@ def test_head_answers_the_headers_without_a_body(server: HttpServer) -> None:
     ("model=" + "x" * 201, "query parameter 'model' must be given once, at most 200 characters"),
     ("colour=red", "unknown query parameter 'colour'; known: model, limit"),
     ("&".join(f"model{n}=x" for n in range(11)), "too many query parameters"),
+    ("limit=%C2%B2", "limit must be a whole number from 1 to 1000"),
+    ("model=bot%00", "query parameter 'model' holds a control character"),
 ])
 def test_bad_query_parameters_get_400_with_the_reason(server: HttpServer, query: str, error: str) -> None:
     assert request(server.port, "GET", f"/api/v1/actions?{query}")[::2] == (400, {"error": error})
@@ -94,7 +106,7 @@ def test_limit_returns_the_newest_first(server: HttpServer) -> None:
 
 
 @pytest.mark.parametrize(("run", "status"), [("99999999999999999999999", 400), ("2147483648", 400),
-                                             ("2147483647", 404), ("abc", 404)])
+                                             ("2147483647", 404), ("abc", 404), ("%C2%B2", 404)])
 def test_run_ids_out_of_range_are_a_400_not_a_500(server: HttpServer, run: str, status: int) -> None:
     assert request(server.port, "GET", f"/api/v1/runs/{run}")[0] == status
 
@@ -110,21 +122,135 @@ def test_a_broken_handler_answers_500_without_a_traceback(server: HttpServer, st
     assert request(server.port, "GET", "/healthz")[0] == 200  # the server goes on
 
 
-def test_half_open_clients_neither_pin_threads_nor_block_others(server: HttpServer,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """300 half-open requests once pinned 300 threads. Now at most `workers` are served at once and
-    each client has `timeout` seconds to send its request."""
-    monkeypatch.setattr(served._Quiet, "timeout", 1.0)
-    before = threading.active_count()
-    stalled = []
-    for _ in range(served._BoundedServer.workers + 10):
-        conn = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
-        stalled.append(conn)
-    time.sleep(0.5)
-    assert threading.active_count() <= before + served._BoundedServer.workers
-    began = time.monotonic()
-    status = request(server.port, "GET", "/healthz")[0]
-    assert status == 200 and time.monotonic() - began < 8  # served once the stalled ones timed out
-    for conn in stalled:
-        conn.close()
+def read_all(conn: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = b""
+    while chunk := conn.recv(4096):
+        received += chunk
+    return received
+
+
+def healthz_times(port: int, tries: int, scheme: str = "http",
+                  context: ssl.SSLContext | None = None) -> list[float]:
+    """Seconds each of `tries` GET /healthz took, a second apart; a refusal or timeout fails."""
+    took = []
+    for _ in range(tries):
+        began = time.monotonic()
+        url = f"{scheme}://127.0.0.1:{port}/healthz"
+        with urllib.request.urlopen(url, timeout=5, context=context) as reply:
+            assert reply.status == 200
+        took.append(time.monotonic() - began)
+        time.sleep(1.0)
+    return took
+
+
+def test_slow_clients_never_keep_healthz_from_an_answer(server: HttpServer) -> None:
+    """Twice the server's old 16 worker threads, each client sending a byte every 2 s: a per-read
+    timeout never ends them. On the event loop each costs a coroutine, and health is answered."""
+    with SlowClients(server.port, count=32, every_s=2.0):
+        time.sleep(1.0)
+        took = healthz_times(server.port, tries=6)
+    assert max(took) < 1.0, took
+
+
+def test_a_request_head_has_a_deadline_that_trickling_bytes_do_not_renew(tmp_path: Path,
+                                                                         store: Store) -> None:
+    limits = ServerLimits(head_timeout_s=2.0)
+    config = load_config(write_policy(tmp_path, store))
+    server = HttpServer(Api(config, store, limits=limits), port=0).start()
+    try:
+        with SlowClients(server.port, count=8, every_s=0.5) as slow:
+            time.sleep(4.0)
+            when = list(slow.first_closed)
+    finally:
+        server.stop()
+    assert all(t is not None and t < 3.5 for t in when), when
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408_and_a_short_one_never_500(tmp_path: Path,
+                                                                               store: Store) -> None:
+    limits = ServerLimits(body_timeout_s=1.0)
+    config = load_config(write_policy(tmp_path, store))
+    access = Access(tokens=[_digest(TOKEN.encode())])
+    server = HttpServer(Api(config, store, access=access, limits=limits), port=0).start()
+    head = (b"POST /api/v1/models/bot/candidates HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: 100\r\n\r\n")
+    try:
+        stalled = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        stalled.sendall(head + b'{"version": ')
+        began = time.monotonic()
+        answer = read_all(stalled)
+        assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - began < 3.0, answer
+        assert b"the body did not arrive within 1 s" in answer
+        short = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        short.sendall(head + b'{"version": ')
+        short.shutdown(socket.SHUT_WR)
+        assert b" 500 " not in read_all(short)
+        assert request(server.port, "GET", "/healthz")[0] == 200
+    finally:
+        server.stop()
+    assert store.candidates("bot") == []
+
+
+@pytest.mark.postgres
+def test_metrics_serve_the_last_good_state_while_the_database_is_away(tmp_path: Path) -> None:
+    """A scrape that fails loses every series at once and Grafana goes blank exactly when on-call
+    looks: the last good state is served instead, and a counter says it is stale."""
+    with postgres_database() as url:
+        store = Store(url)
+        store.save_verdict(Verdict(model="bot", candidate="v2", baseline="v1", suite="arithmetic",
+                                   capability="arithmetic", content_hash="h", phase="FAIL",
+                                   diagnosis="knowledge_loss", reason="r"), [])
+        config = load_config(write_policy(tmp_path, store))
+        server = HttpServer(Api(config, store), port=0).start()
+        try:
+            before = scrape(server.port)
+            with database_switch(url) as allow:
+                allow(False)
+                during = scrape(server.port)
+                ready = request(server.port, "GET", "/readyz")
+                alive = request(server.port, "GET", "/healthz")[0]
+        finally:
+            server.stop()
+            store.close()
+    assert 'forgetmenot_verdict_phase{' in before and "forgetmenot_exposition_errors_total 0.0" in before
+    assert before.split("# HELP forgetmenot_exposition_errors")[0] in during
+    assert "forgetmenot_exposition_errors_total 1.0" in during
+    assert ready[0] == 503 and ready[2]["reason"].startswith("database unreachable") and alive == 200
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        assert reply.status == 200
+        return str(reply.read().decode())
+
+
+def test_a_verdict_with_a_phase_this_version_does_not_know_is_shown_not_a_500(tmp_path: Path,
+                                                                                store: Store) -> None:
+    """A newer forgetmenot sharing the database may write a phase this one has no word for; every
+    surface still answers, showing the word as written."""
+    config = load_config(write_policy(tmp_path, store))
+    [suite] = load_suites(config)
+    saved = store.save_verdict(Verdict(model="bot", candidate="v2", baseline="v1", suite="arithmetic",
+                                       capability="arithmetic", content_hash=suite.content_hash,
+                                       phase="DEGRADED", diagnosis="something_new", reason="r"), [])
+    server = HttpServer(Api(config, store, reports=tmp_path / "reports"), port=0).start()
+    paths = ["/", "/models/bot", f"/verdicts/{saved.id}", "/api/v1/verdicts", "/api/v1/models", "/metrics",
+             f"/api/v1/verdicts/{saved.id}", "/api/v1/gate?model=bot&version=v2&mode=metric"]
+    try:
+        answers = {path: fetch_text(server.port, path) for path in paths}
+    finally:
+        server.stop()
+    assert {path: status for path, (status, _) in answers.items()} == dict.fromkeys(paths, 200)
+    assert "DEGRADED" in answers[f"/verdicts/{saved.id}"][1]
+    gate = json.loads(answers["/api/v1/gate?model=bot&version=v2&mode=metric"][1])
+    [check] = gate["verdicts"]
+    assert gate["decision"] == "error" and "'DEGRADED', unknown to this forgetmenot" in check["reason"]
+
+
+def fetch_text(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.message import Message
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -116,13 +117,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         monitor.store.close()
 
 
-def fetch(url: str, header: str | None = None) -> tuple[int, dict[str, str], str]:
+def fetch(url: str, header: str | None = None) -> tuple[int, Message, str]:
     request = urllib.request.Request(url, headers={"Authorization": header} if header else {})
     try:
         with urllib.request.urlopen(request, timeout=60) as reply:
-            return reply.status, dict(reply.headers), reply.read().decode()
+            return reply.status, reply.headers, reply.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read().decode()
+        return exc.code, exc.headers, exc.read().decode()
 
 
 def chromium(profile: Path, *args: str) -> str:

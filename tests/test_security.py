@@ -167,6 +167,62 @@ def test_tls_with_client_certificates(tmp_path: Path, store: Store, certs: Path)
         server.stop()
 
 
+def test_slow_clients_after_a_tls_handshake_never_keep_healthz_from_an_answer(
+        tmp_path: Path, store: Store, certs: Path) -> None:
+    from monitor.testing.slowloris import SlowClients
+    from tests.test_http import healthz_times
+
+    config = web_config(certs, cert_file="server.crt", key_file="server.key")
+    server = serve(tmp_path, store, load_access(config))
+    trusted = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    try:
+        with SlowClients(server.port, count=32, every_s=2.0, context=trusted):
+            time.sleep(1.0)
+            took = healthz_times(server.port, tries=6, scheme="https", context=trusted)
+    finally:
+        server.stop()
+    assert max(took) < 1.0, took
+
+
+def test_an_unknown_user_takes_as_long_as_a_known_one(tmp_path: Path, store: Store) -> None:
+    """bcrypt at cost 10 takes tens of milliseconds: answering an unknown user without it would tell
+    which user names exist."""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
+    (tmp_path / "web.yml").write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": hashed}}))
+    server = serve(tmp_path, store, load_access(tmp_path / "web.yml"))
+    url = f"http://127.0.0.1:{server.port}/api/v1/models"
+
+    def median_s(user: str) -> float:
+        took = []
+        for n in range(7):
+            began = time.perf_counter()
+            assert get(url, basic(user, f"wrong-{n}")) == 401
+            took.append(time.perf_counter() - began)
+        return sorted(took)[3]
+
+    try:
+        known, unknown = median_s("prometheus"), median_s("nobody-here")
+    finally:
+        server.stop()
+    assert 0.5 < unknown / known < 2.0, (known, unknown)
+
+
+def test_optional_client_certificates_with_nothing_else_asked_are_refused(tmp_path: Path,
+                                                                          certs: Path) -> None:
+    """VerifyClientCertIfGiven lets in whoever shows no certificate: with no user and no token, the
+    API would be open to anyone who can reach it."""
+    config = web_config(certs, cert_file="server.crt", key_file="server.key",
+                        client_auth_type="VerifyClientCertIfGiven", client_ca_file="ca.crt")
+    config.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(config.read_text()).items()
+                                      if k != "basic_auth_users"}))
+    with pytest.raises(ConfigError) as caught:
+        load_access(config)
+    assert caught.value.problems[0].key == "tls_server_config.client_auth_type"
+    assert "the API would be open" in caught.value.problems[0].message
+    (tmp_path / "tokens").write_text(TOKEN)
+    assert load_access(config, token_file=tmp_path / "tokens").required, "with a token it is closed"
+
+
 def test_a_real_prometheus_scrapes_with_its_own_tls_and_auth_settings(tmp_path: Path, store: Store,
                                                                       certs: Path) -> None:
     """The point of the exporter-toolkit format: Prometheus' own scrape settings just work."""
@@ -200,6 +256,8 @@ def test_a_real_prometheus_scrapes_with_its_own_tls_and_auth_settings(tmp_path: 
     ("tls_server_config: {cert_file: nope.crt, key_file: nope.key}", "tls_server_config.cert_file",
      "cannot be loaded"),
     ("- a list", "", "must be a mapping"),
+    ("basic_auth_users: {}\nbasic_auth_users: {prometheus: hunter2}", "basic_auth_users",
+     "duplicate key (first written on line 1)"),
 ])
 def test_a_broken_web_config_names_the_key(tmp_path: Path, content: str, key: str, message: str) -> None:
     path = tmp_path / "web.yml"
@@ -282,6 +340,21 @@ def test_webhook_bodies_are_signed_and_the_helper_verifies_them(tmp_path: Path,
     old = sign("hook-secret-0123456789", body, now=time.time() - 600)
     with pytest.raises(InvalidSignature, match="away from now"):
         verify("hook-secret-0123456789", old, body)
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-Forgetmenot-Timestamp": "²", "X-Forgetmenot-Signature": "sha256=00"},
+    {"X-Forgetmenot-Timestamp": "9" * 5000, "X-Forgetmenot-Signature": "sha256=00"},
+    {"X-Forgetmenot-Timestamp": "1_700_000_000", "X-Forgetmenot-Signature": "sha256=00"},
+    {"X-Forgetmenot-Timestamp": "{now}", "X-Forgetmenot-Signature": "sha256=é"},
+    {"X-Forgetmenot-Timestamp": "{now}", "X-Forgetmenot-Signature": "sha256=\udcff"},
+    {"X-Forgetmenot-Timestamp": "{now}", "X-Forgetmenot-Signature": b"sha256=00"},
+])
+def test_a_hostile_signature_header_is_an_invalid_signature_and_nothing_else(headers: dict[str, Any]) -> None:
+    stamped = {k: v.replace("{now}", str(int(time.time()))) if isinstance(v, str) else v
+               for k, v in headers.items()}
+    with pytest.raises(InvalidSignature):
+        verify("hook-secret-0123456789", stamped, b"{}")
 
 
 def test_alertmanager_and_vllm_get_their_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

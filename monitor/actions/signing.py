@@ -18,6 +18,7 @@ SIGNATURE = "X-Forgetmenot-Signature"
 TIMESTAMP = "X-Forgetmenot-Timestamp"
 SCHEME = "sha256="
 TOLERANCE_S = 300
+_STAMP_DIGITS = 12  # seconds since 1970 until the year 33658
 
 
 class InvalidSignature(ValueError):
@@ -37,14 +38,21 @@ def sign(secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
 
 def verify(secret: str, headers: Mapping[str, str], body: bytes, *,
            tolerance_s: float = TOLERANCE_S, now: float | None = None) -> None:
-    """Raise InvalidSignature unless `body` came signed with `secret` within `tolerance_s`.
-    Header names are matched without regard to case, as HTTP has them."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    raw_stamp, given = lowered.get(TIMESTAMP.lower(), ""), lowered.get(SIGNATURE.lower(), "")
-    if not raw_stamp.isdigit() or not given:
+    """Raise InvalidSignature unless `body` came signed with `secret` within `tolerance_s`, and
+    nothing else whatever the headers hold. Header names are matched without regard to case, as
+    HTTP has them."""
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    raw_stamp = lowered.get(TIMESTAMP.lower(), "")
+    given = lowered.get(SIGNATURE.lower(), "")
+    # Whole seconds in ASCII digits only: int() also reads "²", "1_0" and " 1", and a timestamp
+    # of thousands of digits would overflow the subtraction below.
+    plain = raw_stamp.isascii() and raw_stamp.isdigit() and len(raw_stamp) <= _STAMP_DIGITS
+    if not plain or not given:
         raise InvalidSignature(f"{TIMESTAMP} and {SIGNATURE} headers are required")
     stamp = int(raw_stamp)
     if abs((time.time() if now is None else now) - stamp) > tolerance_s:
         raise InvalidSignature(f"the timestamp is more than {tolerance_s:g} s away from now")
-    if not hmac.compare_digest(signature(secret, stamp, body), given):
+    expected = signature(secret, stamp, body).encode()
+    # Compared as bytes: compare_digest refuses str with characters outside ASCII.
+    if not hmac.compare_digest(expected, given.encode("utf-8", "replace")):
         raise InvalidSignature("the signature does not match the body")

@@ -124,9 +124,14 @@ def wait(store: Store, config: Config, suites: Sequence[Suite], model: str, vers
     while True:
         gate = decide(store, config, suites, model, version)
         waited = clock() - began
-        if gate.decision != Decision.PENDING or waited + poll_s > timeout_s:
-            return Gate(gate.model, gate.version, gate.decision, gate.reason, gate.checks, waited)
+        if settled(gate, waited, poll_s, timeout_s):
+            return replace(gate, waited_s=waited)
         sleep(poll_s)
+
+
+def settled(gate: Gate, waited: float, poll_s: float, timeout_s: float) -> bool:
+    """A waiting client gets this answer now: it is decided, or there is no time for another poll."""
+    return gate.decision != Decision.PENDING or waited + poll_s > timeout_s
 
 
 def _check(store: Store, config: Config, suite: Suite, model: str, version: str, ref: str) -> Check:
@@ -146,9 +151,13 @@ def _check(store: Store, config: Config, suite: Suite, model: str, version: str,
 
 def _from_verdict(verdict: Verdict, config: Config) -> Check:
     rules = verdict_rules(verdict, config)  # as judged
-    return Check(verdict.suite, verdict.capability, verdict.baseline, verdict.phase, verdict.diagnosis,
+    phase, reason = verdict.phase, verdict.reason
+    if phase not in set(Phase):  # written by a newer forgetmenot: never a pass, never a forgetting
+        reason = f"verdict {verdict.id} has the phase '{phase[:40]}', unknown to this forgetmenot"
+        phase = Phase.ERROR
+    return Check(verdict.suite, verdict.capability, verdict.baseline, phase, verdict.diagnosis,
                  verdict.drop, verdict.low, verdict.high, rules.max_drop, verdict.muted, verdict.critical,
-                 verdict.id, verdict.reason)
+                 verdict.id, reason)
 
 
 def _conclude(checks: Sequence[Check]) -> tuple[Decision, str]:

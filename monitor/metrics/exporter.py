@@ -8,6 +8,7 @@ per candidate and capability (with its per-kind statistics).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy import func, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import col
 
+from monitor.errors import StoreError
 from monitor.metrics import names as m
 from monitor.store import (
     Action,
@@ -32,6 +34,8 @@ from monitor.store import (
     VerdictKind,
 )
 from monitor.vocabulary import CANDIDATE, LADDER, MOVES, ActionStatus, Kind, Phase, RunStatus
+
+log = logging.getLogger(__name__)
 
 # Every (kind, status) series exists from the start, for outcomes only: `planned` and
 # `deploying` are moments in an action's life, not how it ended.
@@ -223,10 +227,20 @@ class CachedExposition:
             thread = self._rendering
         if thread is not None and (first or (wait and stale)):
             thread.join()
-        assert self._text is not None
+        if self._text is None:
+            raise StoreError("the store's state could not be rendered; the monitor's log says why")
+        return self._text
+
+    @property
+    def last(self) -> bytes | None:
+        """The newest text rendered, whatever the database says now."""
         return self._text
 
     def _refresh(self, key: tuple[Any, ...]) -> None:
-        text = generate_latest(self._registry)
+        try:
+            text = generate_latest(self._registry)
+        except Exception as exc:  # the next scrape tries again; until then the last text stands
+            log.warning("the store's exposition could not be rendered: %s", exc)
+            return
         with self._lock:
             self._text, self._key = text, key

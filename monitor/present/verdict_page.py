@@ -90,9 +90,10 @@ def _facts(view: VerdictView, now: datetime) -> Html:
 
 def _commands(view: VerdictView) -> Html:
     v = view.verdict
+    bad = _bad(v.phase)
     parts = [Html(f"<p>Approve action #{a.id} ({e(_move(a))}), held for manual approval:</p>"
                   f'<pre class="command">forgetmenot approve {int(a.id or 0)}</pre>') for a in view.pending]
-    if view.live == v.candidate and Phase(v.phase).bad:
+    if view.live == v.candidate and bad:
         parts.append(Html(f"<p>Roll {e(v.model)} back to the baseline (through the same guards and "
                           f'audit trail as the monitor):</p><pre class="command">forgetmenot rollback '
                           f"{e(v.model)} --to {e(v.baseline)}</pre>"))
@@ -101,9 +102,14 @@ def _commands(view: VerdictView) -> Html:
                           f"back.</p>"))
     if not parts:
         parts.append(Html(f"<p>Nothing: the verdict is {e(v.phase)}.</p>"))
-    note = "bad" if Phase(v.phase).bad else ""
+    note = "bad" if bad else ""
     return Html(f'<div class="note {note}">{join(parts)}<p class="muted small">Add -c with the policy '
                 f"file's path when it is not ./forgetmenot.yaml.</p></div>")
+
+
+def _bad(phase: str) -> bool:
+    """A phase a newer forgetmenot wrote, unknown here, is shown as written and asks for nothing."""
+    return phase in set(Phase) and Phase(phase).bad
 
 
 def _move(action: Action) -> str:

@@ -20,14 +20,12 @@ import hmac
 import os
 import ssl
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from monitor.errors import ConfigError, Problem
+from monitor.policy import positions
 from monitor.policy.bounds import MAX_POLICY_BYTES, MAX_SECRET_BYTES, read_capped
 from monitor.redaction import remember
 
@@ -57,11 +55,17 @@ class Access:
     def challenge(self) -> str:
         return 'Basic realm="forgetmenot"' if self.users else 'Bearer realm="forgetmenot"'
 
-    def allows(self, path: str, environ: Mapping[str, Any]) -> bool:
-        if not self.required or path in OPEN_PATHS or (self.open_metrics and path == "/metrics"):
+    def open_to_all(self, path: str) -> bool:
+        """No credential is asked on this path."""
+        opened_metrics = self.open_metrics and path == "/metrics"
+        return not self.required or path in OPEN_PATHS or opened_metrics
+
+    def allows(self, path: str, authorization: str) -> bool:
+        """Whether a request to `path` with this Authorization header may be answered. A basic
+        credential not seen before costs a bcrypt check: call it off the event loop."""
+        if self.open_to_all(path):
             return True
-        header = str(environ.get("HTTP_AUTHORIZATION", ""))
-        scheme, _, credential = header.partition(" ")
+        scheme, _, credential = authorization.partition(" ")
         if scheme.lower() == "bearer" and self.tokens:
             return _any_equal(_digest(credential.strip().encode()), self.tokens)
         if scheme.lower() == "basic" and self.users:
@@ -79,13 +83,19 @@ class Access:
         except (ValueError, UnicodeDecodeError):
             return False
         hashed = self.users.get(user)
-        if hashed is None or not _bcrypt_ok(password.encode(), hashed):
+        # An unknown user is checked against a real hash all the same, so the time an answer
+        # takes never tells which user names exist; the result is thrown away.
+        checked = _bcrypt_ok(password.encode(), hashed or self._decoy())
+        if hashed is None or not checked:
             return False
         with self._lock:
             if len(self._verified) > 1024:
                 self._verified.clear()
             self._verified.add(key)
         return True
+
+    def _decoy(self) -> bytes:
+        return next(iter(self.users.values()))
 
 
 def _digest(value: bytes) -> bytes:
@@ -122,7 +132,19 @@ def load_access(web_config: Path | None = None, token_file: Path | None = None,
         if not value:
             raise ConfigError([Problem(f"${token_env}", None, "", "the token variable is not set or empty")])
         access.tokens.append(_digest(remember(value).encode()))
+    _refuse_open_mtls(access, web_config)
     return access
+
+
+def _refuse_open_mtls(access: Access, web_config: Path | None) -> None:
+    """VerifyClientCertIfGiven checks a certificate only when a client shows one: with no user
+    and no token to ask of the others, every client without a certificate would be let in."""
+    optional = access.tls is not None and access.tls.verify_mode == ssl.CERT_OPTIONAL
+    if optional and not access.required:
+        message = ("VerifyClientCertIfGiven lets in every client that shows no certificate, and no "
+                   "basic_auth_users or bearer token is asked of them: the API would be open. Use "
+                   "RequireAndVerifyClientCert, or add basic_auth_users, --token-file or --token-env")
+        raise ConfigError([Problem(str(web_config), None, "tls_server_config.client_auth_type", message)])
 
 
 def _read(path: Path, limit: int) -> str:
@@ -144,11 +166,10 @@ def _tokens_from_file(path: Path) -> list[str]:
 
 
 def _read_web_config(path: Path, access: Access) -> None:
+    """Parsed as strictly as the policy: a key written twice (two `basic_auth_users`, the second
+    silently winning) is refused with both lines, as are aliases and deep nesting."""
     where = str(path)
-    try:
-        data = yaml.safe_load(_read(path, MAX_POLICY_BYTES)) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError([Problem(where, None, "", f"not valid YAML: {exc}")]) from exc
+    data = positions.parse(_read(path, MAX_POLICY_BYTES), where).data or {}
     if not isinstance(data, dict):
         raise ConfigError([Problem(where, None, "", "must be a mapping (exporter-toolkit web config)")])
     unknown = set(data) - {"tls_server_config", "basic_auth_users"}

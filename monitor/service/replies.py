@@ -8,16 +8,13 @@ script, no frame and no form, `nosniff`, no referrer and no caching.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-StartResponse = Callable[..., Any]
+from starlette.responses import Response
 
 MAX_ID = 2**31 - 1  # the id columns are 32-bit integers on PostgreSQL
-REASONS = {200: "OK", 201: "Created", 302: "Found", 400: "Bad Request", 401: "Unauthorized",
-           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-           412: "Precondition Failed", 500: "Internal Server Error", 503: "Service Unavailable"}
 PAGE_HEADERS = (
     ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
                                 "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
@@ -38,10 +35,10 @@ class Reply:
     content_type: str
     headers: Sequence[tuple[str, str]] = ()
 
-    def send(self, start_response: StartResponse) -> list[bytes]:
-        start_response(f"{self.status} {REASONS[self.status]}", [
-            ("Content-Type", self.content_type), ("Content-Length", str(len(self.body))), *self.headers])
-        return [self.body]
+    def response(self) -> Response:
+        """As the server sends it; Content-Length is set from the body, also for HEAD."""
+        headers = dict(self.headers)
+        return Response(self.body, self.status, headers, media_type=self.content_type)
 
 
 def json_reply(status: int, body: Any, headers: Sequence[tuple[str, str]] = ()) -> Reply:

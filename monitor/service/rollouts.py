@@ -13,9 +13,9 @@ an error and tests the JSON instead (`mode=metric`): 200 with the body for any d
 while pending. The body is the same for both (`monitor.judge.gate.Gate.to_json`).
 
 Registering and retiring are writes: refused (403) unless the server requires credentials; a body
-is bounded and checked field by field (`monitor.store.candidates`). A request that waits holds one
-of the server's workers, so at most `MAX_WAITING` wait at once and the rest are answered at once:
-health checks and scrapes always find a worker.
+is bounded and checked field by field (`monitor.store.candidates`). A request that waits is a
+coroutine asking the database once a second, never a worker held: at most `MAX_WAITING` wait at
+once, and the rest are answered at once with the answer as it stands.
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
+import anyio
+
 from monitor.errors import CandidateError, StoreError
-from monitor.judge.gate import MAX_WAIT_S, UnknownVersion, decide, wait
+from monitor.judge.gate import MAX_WAIT_S, Gate, UnknownVersion, decide, settled
 from monitor.policy.loading import load_suites
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
@@ -42,8 +45,11 @@ GATE = "/api/v1/gate"
 CANDIDATES = re.compile(r"^/api/v1/models/([^/]{1,128})/candidates$")
 CANDIDATE = re.compile(r"^/api/v1/models/([^/]{1,128})/candidates/([^/]{1,128})$")
 MAX_BODY = 16 * 1024
-MAX_SERVER_WAIT_S = 300.0  # one request holds one of the server's workers at most this long
-MAX_WAITING = 4  # of the server's 16 workers
+MAX_SERVER_WAIT_S = 300.0  # the longest `wait` a request may ask for
+MAX_WAITING = 64  # requests waiting at once; each asks the database once every POLL_S
+POLL_S = 1.0
+# Runs a blocking call (the store's queries) off the event loop and awaits its result.
+Offload = Callable[..., Awaitable[Any]]
 GATE_STATUS = {"flagger": {Decision.PASS: 200, Decision.FAIL: 412, Decision.INCONCLUSIVE: 412,
                            Decision.ERROR: 503, Decision.PENDING: 503},
                "metric": {Decision.PENDING: 503}}
@@ -59,7 +65,8 @@ class Rollouts:
         self.on_candidate = on_candidate
         self.writes_allowed = writes_allowed
         self._suites = list(suites) if suites is not None else None
-        self._waiting = threading.BoundedSemaphore(MAX_WAITING)
+        self.max_waiting = MAX_WAITING
+        self._waiting = 0  # touched only on the event loop, so no lock
 
     @staticmethod
     def handles(path: str) -> bool:
@@ -70,20 +77,31 @@ class Rollouts:
         return ((method == "POST" and CANDIDATES.match(path) is not None)
                 or (method == "DELETE" and CANDIDATE.match(path) is not None))
 
-    def get(self, path: str, query: dict[str, str]) -> Reply:
-        if path == GATE:
-            return self.gate(query)
+    def listed(self, path: str) -> Reply:
+        """The candidates registered for the path's model."""
         model = self._model(path)
         return json_reply(200, [_candidate_json(row) for row in self.store.candidates(model)])
 
-    def write(self, path: str, method: str, environ: dict[str, Any]) -> Reply:
-        if not self.writes_allowed:
-            return json_reply(403, {"error": "changing candidates needs credentials: start serve with "
-                                             "--token-file, --token-env or --web-config"})
+    @staticmethod
+    def expect_json(content_type: str) -> None:
+        """Checked before a body is read: a body of another type is refused unread."""
+        kind = content_type.split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise BadRequest("the body must be JSON (Content-Type: application/json)")
+
+    def refusal(self) -> Reply | None:
+        """The answer to any write while the server asks no credentials, given before a body is read."""
+        if self.writes_allowed:
+            return None
+        return json_reply(403, {"error": "changing candidates needs credentials: start serve with "
+                                         "--token-file, --token-env or --web-config"})
+
+    def write(self, path: str, method: str, body: bytes) -> Reply:
+        """Register (POST, with the body as read) or retire (DELETE) a candidate; `refusal` first."""
         try:
             if method == "DELETE":
                 return self._retire(path)
-            return self._register(path, environ)
+            return self._register(path, _parsed(body))
         except CandidateError as exc:
             return json_reply(exc.status, {"error": str(exc)})
         except StoreError as exc:
@@ -91,8 +109,8 @@ class Rollouts:
             return json_reply(503, {"error": "the database is unavailable; try again"},
                               [("Retry-After", "10")])
 
-    def _register(self, path: str, environ: dict[str, Any]) -> Reply:
-        row = register(self.store, self.config, self._model(path), _body(environ), actor="api")
+    def _register(self, path: str, body: Any) -> Reply:
+        row = register(self.store, self.config, self._model(path), body, actor="api")
         try:
             self.on_candidate()
         except Exception:  # kept already: the next heartbeat schedules it
@@ -108,30 +126,48 @@ class Rollouts:
             raise BadRequest(f"no model '{model[:64]}' (models: {', '.join(self.config.models)})")
         return json_reply(200, _candidate_json(retire(self.store, self.config, model, version, actor="api")))
 
-    def gate(self, query: dict[str, str]) -> Reply:
+    async def gate(self, query: dict[str, str], offload: Offload) -> Reply:
+        """The gate's answer; `offload` runs each database query off the event loop."""
         model, version = query.get("model"), query.get("version")
         if not model or not version:
             raise BadRequest("the gate needs model and version: /api/v1/gate?model=M&version=V")
         mode = query.get("mode", "flagger")
         if mode not in GATE_STATUS:
             raise BadRequest(f"mode must be one of {', '.join(GATE_STATUS)}")
-        waited = _wait(query)
+        wait_s = _wait(query)
         try:
-            answer = self._answer(model, version, waited)
+            answer = await self._answer(model, version, wait_s, offload)
         except UnknownVersion as exc:
             return json_reply(404, {"error": str(exc)})
         status = GATE_STATUS[mode].get(answer.decision, 200)
         headers = [("Retry-After", "10")] if status == 503 else []
         return json_reply(status, answer.to_json(), headers)
 
-    def _answer(self, model: str, version: str, wait_s: float) -> Any:
-        """Waiting only while a waiting slot is free; otherwise the answer as it stands now."""
-        if wait_s <= 0 or not self._waiting.acquire(blocking=False):
-            return decide(self.store, self.config, self.suites(), model, version)
+    async def _answer(self, model: str, version: str, wait_s: float, offload: Offload) -> Gate:
+        """Waiting only while fewer than `max_waiting` wait; otherwise the answer as it stands."""
+        if wait_s <= 0 or self._waiting >= self.max_waiting:
+            return await self._decide(model, version, offload)
+        self._waiting += 1
         try:
-            return wait(self.store, self.config, self.suites(), model, version, wait_s)
+            return await self._waited(model, version, wait_s, offload)
         finally:
-            self._waiting.release()
+            self._waiting -= 1
+
+    async def _waited(self, model: str, version: str, wait_s: float, offload: Offload) -> Gate:
+        """Asked again every POLL_S while pending, up to `wait_s`: the sleep is an await."""
+        began = time.monotonic()
+        while True:
+            gate = await self._decide(model, version, offload)
+            waited = time.monotonic() - began
+            if settled(gate, waited, POLL_S, wait_s):
+                return replace(gate, waited_s=waited)
+            await anyio.sleep(POLL_S)
+
+    async def _decide(self, model: str, version: str, offload: Offload) -> Gate:
+        return await offload(self._decide_now, model, version)
+
+    def _decide_now(self, model: str, version: str) -> Gate:
+        return decide(self.store, self.config, self.suites(), model, version)
 
     def suites(self) -> list[Suite]:
         if self._suites is None:
@@ -154,15 +190,7 @@ def _wait(query: dict[str, str]) -> float:
     return min(float(raw), MAX_WAIT_S)
 
 
-def _body(environ: dict[str, Any]) -> Any:
-    kind = str(environ.get("CONTENT_TYPE", "")).split(";")[0].strip().lower()
-    if kind != "application/json":
-        raise BadRequest("the body must be JSON (Content-Type: application/json)")
-    raw_length = str(environ.get("CONTENT_LENGTH") or "")
-    if not (raw_length.isascii() and raw_length.isdigit()) or int(raw_length) > MAX_BODY:
-        raise BadRequest(f"Content-Length is required, at most {MAX_BODY} bytes")
-    stream = environ.get("wsgi.input")
-    raw = stream.read(int(raw_length)) if stream is not None else b""
+def _parsed(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
