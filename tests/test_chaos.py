@@ -12,7 +12,7 @@ import pytest
 from monitor.testing.chaos import FAULTS, run_fault, world
 
 pytestmark = [pytest.mark.realmodel, pytest.mark.served, pytest.mark.timeout(900)]
-FAST = ("garbage_json", "database_killed", "monitor_kill_9")
+FAST = ("malformed_shapes", "database_killed", "monitor_kill_9")
 
 
 @pytest.fixture(scope="module")

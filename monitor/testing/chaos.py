@@ -4,8 +4,10 @@ llama.cpp server through a proxy that misbehaves on request, while the harness b
 Each fault runs in a fresh database: a healthy cycle first (a verdict exists), then the fault for
 a while, then healing, then the wait for a new verdict. Afterwards the database is read for what
 matters: FAIL verdicts and rollbacks (the two models are the same weights, so any is false),
-items stored and items lost (left in the spool, or in runs still `running`), duplicated actions
-and slots worked twice, and the time from healing to the next verdict.
+items stored, items lost (left in the spool or its quarantine, or in runs still `running`) and
+items stored twice, duplicated actions and slots worked twice, and the time from healing to the
+next verdict. Throughout, `/healthz` is asked twice a second (each unanswered ask is counted), and
+each monitor's stop on SIGTERM is timed against Kubernetes' default grace period.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,13 @@ from sqlalchemy import create_engine, text
 
 from monitor.testing.faults import FaultProxy
 from monitor.testing.postgres import TempPostgres
+from monitor.testing.slowloris import SlowClients
 from monitor.testing.stack import free_port
+from monitor.testing.vitals import HealthWatch, stopped_within
 
 ITEMS = 24
+GRACE_S = 30.0  # Kubernetes' default terminationGracePeriodSeconds
+SLOW_CLIENTS = 1000
 POLICY = """\
 database: {database}
 spool: {spool}
@@ -58,8 +64,11 @@ class Outcome:
     false_rollbacks: int = 0
     items_stored: int = 0
     items_lost: int = 0
+    items_stored_twice: int = 0
     duplicated_actions: int = 0
     slots_worked_twice: int = 0
+    health_unanswered: int = 0
+    slowest_stop_s: float = 0.0
     recover_s: float | None = None
     log: list[str] = field(default_factory=list)
 
@@ -85,6 +94,10 @@ class Harness:
         # One engine for every poll; pre-ping replaces connections a killed database cut.
         self.engine = create_engine(self.database, pool_pre_ping=True)
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.ports: list[int] = []
+        self.stops_s: list[float] = []  # how long each monitor took to stop on SIGTERM
+        self.health = HealthWatch()
+        self.held: list[SlowClients] = []  # what a fault keeps open while it holds
         _suite(work)
         spool = work / "spool"
         if fault.spool_broken:
@@ -94,12 +107,21 @@ class Harness:
                                              url=proxy.base_url, tokenizer=tokenizer, items=ITEMS))
 
     def serve(self) -> subprocess.Popen[bytes]:
+        port = free_port()
         with (self.work / f"serve-{len(self.procs)}.log").open("wb") as log:  # the child keeps its copy
             proc = subprocess.Popen([sys.executable, "-m", "monitor.cli.app", "serve", "-c",
-                                     str(self.policy), "--port", str(free_port()), "--run-now",
+                                     str(self.policy), "--port", str(port), "--run-now",
                                      "--stale-after", "6"], stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
+        self.ports.append(port)
+        self.health.ports.append(port)
         return proc
+
+    def forget(self, proc: subprocess.Popen[bytes]) -> None:
+        """A monitor the fault itself stops: its port is no longer asked for health."""
+        port = self.ports[self.procs.index(proc)]
+        if port in self.health.ports:
+            self.health.ports.remove(port)
 
     def __enter__(self) -> Harness:
         return self
@@ -109,14 +131,18 @@ class Harness:
         self.engine.dispose()
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        """SIGTERM to every monitor still running, each stop timed; one that outlives twice the
+        grace period is killed (Kubernetes would have killed it at the grace period)."""
+        self.health.stop()
+        for held in self.held:
+            held.__exit__()
+        self.held.clear()
+        began = time.monotonic()
+        running = [proc for proc in self.procs if proc.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        for proc in running:
+            self.stops_s.append(stopped_within(proc, began, 2 * GRACE_S))
 
     def log_lines(self, last: int | None = None) -> list[str]:
         """The serve processes' logs, one after another; with `last`, only each one's last lines."""
@@ -164,6 +190,7 @@ def run_fault(pg: TempPostgres, proxy: FaultProxy, tokenizer: Path, work: Path, 
             out.did = "no healthy verdict before the fault: the harness could not start"
             out.log = world.log_lines(last=20)
             return out
+        world.health.start()
         fault.inject(world)
         time.sleep(fault.hold_s)
         fault.heal(world)
@@ -184,11 +211,12 @@ def _measure(world: Harness, out: Outcome) -> None:
         "SELECT count(*) FROM action WHERE verdict_id IS NOT NULL GROUP BY verdict_id, kind "
         "HAVING count(*) > 1"))
     out.items_stored = sum(n for (n,) in q("SELECT count(*) FROM item_result"))
+    out.items_stored_twice = sum(n - 1 for (n,) in q(
+        "SELECT count(*) FROM item_result GROUP BY run_id, item_id, kind HAVING count(*) > 1"))
     running = sum(n for (n,) in q("SELECT count(*) FROM run WHERE status = 'running'"))
-    spool = world.work / "spool"
-    spooled = sum(len(json.loads(p.read_text()).get("results", []))
-                  for p in spool.glob("run-*.json")) if spool.is_dir() else 0
-    out.items_lost = spooled + running * ITEMS
+    out.items_lost = _spooled(world.work / "spool") + running * ITEMS
+    out.health_unanswered = world.health.unanswered
+    out.slowest_stop_s = max(world.stops_s, default=0.0)
     claims = dict(q("SELECT split_part(name, ':', 3), count(*) FROM claim WHERE name LIKE 'probe:%' "
                     "GROUP BY 1"))
     runs = dict(q("SELECT version, count(*) FROM run GROUP BY version"))
@@ -200,16 +228,26 @@ def _measure(world: Harness, out: Outcome) -> None:
                + (f"; recovered in {out.recover_s:g} s" if out.recover_s is not None
                   else "; never recovered"))
     out.survived = (out.recover_s is not None and out.false_fails == 0 and out.false_rollbacks == 0
-                    and out.items_lost == 0 and out.duplicated_actions == 0 and out.slots_worked_twice == 0)
+                    and out.items_lost == 0 and out.items_stored_twice == 0 and out.duplicated_actions == 0
+                    and out.slots_worked_twice == 0 and out.health_unanswered == 0
+                    and out.slowest_stop_s <= GRACE_S)
     lines = world.log_lines()
     spooled_runs = sum("results measured so far are saved in" in line for line in lines)
     replays = sum(" replayed " in line and "from the spool" in line for line in lines)
     reaped = sum("marked" in line and "as interrupted" in line for line in lines)
     facts = [f"{spooled_runs} run(s) spooled" if spooled_runs else "",
              f"{replays} replay(s)" if replays else "",
-             f"{reaped} reaping(s) of a dead monitor's runs" if reaped else ""]
+             f"{reaped} reaping(s) of a dead monitor's runs" if reaped else "",
+             f"stopped on SIGTERM within {out.slowest_stop_s:g} s",
+             f"/healthz unanswered {out.health_unanswered} time(s)" if out.health_unanswered else ""]
     out.did += "".join(f"; {fact}" for fact in facts if fact)
     out.log = [line for line in lines if " ERROR " in line or " WARNING " in line][-8:]
+
+
+def _spooled(spool: Path) -> int:
+    """Results in spool files, waiting or quarantined: measured and not in the database."""
+    files = [*spool.glob("run-*.json"), *spool.glob("quarantine/run-*.json")] if spool.is_dir() else []
+    return sum(len(json.loads(p.read_text()).get("results", [])) for p in files)
 
 
 def _mode(mode: str) -> Callable[[Harness], None]:
@@ -225,6 +263,7 @@ def _kill_database(world: Harness) -> None:
 
 def _kill_monitor(world: Harness) -> None:
     world.wait_for("SELECT id FROM run WHERE status = 'running'", 60)
+    world.forget(world.procs[-1])
     world.procs[-1].send_signal(signal.SIGKILL)
     world.procs[-1].wait()
 
@@ -237,6 +276,30 @@ def _nothing(world: Harness) -> None:
     """Two replicas racing each slot are the fault themselves."""
 
 
+def _slow_clients(world: Harness) -> None:
+    """SLOW_CLIENTS connections to the monitor's port, each head a byte every 2 s, held until healed."""
+    world.held.append(SlowClients(world.ports[-1], SLOW_CLIENTS, every_s=2.0).__enter__())
+
+
+def _let_go(world: Harness) -> None:
+    for held in world.held:
+        held.__exit__()
+    world.held.clear()
+
+
+def _stop_while_headers_trickle(world: Harness) -> None:
+    """SIGTERM while the server trickles its headers: the monitor must stop within the grace period
+    though every call in flight is waiting on a server; a new one takes over once it is healthy."""
+    world.wait_for("SELECT id FROM run WHERE status = 'running'", 60)
+    time.sleep(2.0)  # calls in flight, each waiting on a trickled head
+    world.forget(world.procs[-1])
+    began = time.monotonic()
+    world.procs[-1].send_signal(signal.SIGTERM)
+    world.stops_s.append(stopped_within(world.procs[-1], began, 2 * GRACE_S))
+    world.proxy.mode = "ok"
+    world.serve()
+
+
 ENDPOINT = ("the run's items are stored as errors (never as wrong answers); no FAIL, no rollback; "
             "the next cycle after healing measures and judges")
 FAULTS = [
@@ -245,7 +308,8 @@ FAULTS = [
     Fault("timeouts", f"answers that never come, cut at the 3 s deadline: {ENDPOINT}", _mode("hang"),
           _mode("ok")),
     Fault("byte_a_second", f"a trickle cut at the total deadline: {ENDPOINT}", _mode("trickle"), _mode("ok")),
-    Fault("huge_body", f"40 MB answers abandoned past 32 MiB: {ENDPOINT}", _mode("huge_body"), _mode("ok")),
+    Fault("huge_body", f"40 MB answers abandoned past the cap (batch_size x 1 MiB): {ENDPOINT}",
+          _mode("huge_body"), _mode("ok")),
     Fault("garbage_json", f"HTML where JSON belongs: {ENDPOINT}", _mode("garbage_json"), _mode("ok")),
     Fault("database_killed", "PostgreSQL killed mid-run and restarted: what was measured is spooled and "
           "replayed once; the monitor keeps running", _kill_database, lambda w: w.pg.start()),
@@ -256,6 +320,19 @@ FAULTS = [
           _kill_monitor, _restart_monitor),
     Fault("two_replicas", "two replicas on one database: each slot worked once, each action taken once",
           _nothing, _nothing, replicas=2),
+    Fault("slow_clients", f"{SLOW_CLIENTS} connections sending their request heads a byte every 2 s: "
+          "/healthz answered throughout, probing goes on", _slow_clients, _let_go),
+    Fault("slow_headers", "a server that sends its headers a byte a second, cut at the 3 s total "
+          f"deadline: {ENDPOINT}; SIGTERM mid-fault stops serve within the grace period",
+          _mode("slow_headers"), _stop_while_headers_trickle),
+    Fault("nul_answers", "answers holding a NUL and a lone surrogate: stored (escaped) and judged like any "
+          "other answer, nothing spooled or lost", _mode("nul_text"), _mode("ok")),
+    Fault("malformed_shapes", f"JSON of the wrong shape (a string message, a string choice, a number "
+          f"for content): an invalid response on each item, never an interrupted run: {ENDPOINT}",
+          _mode("wrong_shape"), _mode("ok")),
+    Fault("concurrent_replay", "PostgreSQL killed mid-run under two replicas sharing one spool: both replay "
+          "at once when it is back, and each result is stored once", _kill_database,
+          lambda w: w.pg.start(), replicas=2),
 ]
 
 
@@ -313,25 +390,3 @@ def world() -> Iterator[tuple[TempPostgres, FaultProxy, Path]]:
             yield pg, proxy, tokenizer
         finally:
             proxy.stop()
-
-
-def table(outcomes: list[Outcome]) -> str:
-    rows = ["| fault | what the monitor must do | what it did | survived |", "|---|---|---|---|"]
-    rows += [f"| {o.fault} | {o.must} | {o.did} | {'yes' if o.survived else 'NO'} |" for o in outcomes]
-    totals = {"faults tried": len(outcomes), "survived": sum(o.survived for o in outcomes),
-              "false FAILs": sum(o.false_fails for o in outcomes),
-              "false rollbacks": sum(o.false_rollbacks for o in outcomes),
-              "items stored": sum(o.items_stored for o in outcomes),
-              "items lost": sum(o.items_lost for o in outcomes),
-              "actions duplicated": sum(o.duplicated_actions for o in outcomes),
-              "slots worked twice": sum(o.slots_worked_twice for o in outcomes),
-              "slowest recovery (s)": max((o.recover_s or 0) for o in outcomes)}
-    rows += ["", "Rows marked \"by its tests\" run the tests that stage the fault on a scripted server "
-             "or a real PostgreSQL; the others run live."]
-    rows += ["", "| " + " | ".join(totals) + " |", "|" + "---|" * len(totals),
-             "| " + " | ".join(str(v) for v in totals.values()) + " |"]
-    return "\n".join(rows)
-
-
-def as_json(outcomes: list[Outcome]) -> str:
-    return json.dumps([asdict(o) for o in outcomes], indent=2)
