@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monitor.judge import settle, verdict_rules
+from monitor.judge import measured, settle, verdict_rules
 from monitor.policy.schema import Config
 from monitor.store import Store, Verdict
 from monitor.vocabulary import Diagnosis, Phase
@@ -24,8 +24,9 @@ class Trigger:
 
 
 def triggers(store: Store, config: Config, model: str) -> list[Trigger]:
-    """Newest verdict per capability of the live version, where the history settles as FAIL under
-    the rules the newest verdict was judged by."""
+    """Newest verdict per capability of the live version, where its measurements settle as FAIL
+    under the rules the newest verdict was judged by: `failure_limit` counts runs of live that
+    FAILed, however often each was judged."""
     live = store.live_version(config, model)
     by_capability: dict[str, list[Verdict]] = {}
     # Against the policy's baseline only: a candidate judged against live leaves verdicts with
@@ -37,7 +38,8 @@ def triggers(store: Store, config: Config, model: str) -> list[Trigger]:
     for history in by_capability.values():
         latest = history[-1]
         rules = verdict_rules(latest, config)  # as judged, whatever the file says since
-        if rules.muted or settle([v.phase for v in history], rules) != Phase.FAIL:
+        phases = [v.phase for v in measured(history)]
+        if rules.muted or settle(phases, rules) != Phase.FAIL:
             continue
         knowledge = latest.diagnosis == Diagnosis.KNOWLEDGE_LOSS
         ladder = rules.on_knowledge_loss if knowledge else rules.on_alignment_loss

@@ -16,6 +16,7 @@ from monitor.judge.verdict import Judgement, KindJudgement, judge_runs
 from monitor.policy.schema import Config, Rules
 from monitor.policy.suites import Suite
 from monitor.store import Run, Store, Verdict, VerdictKind
+from monitor.store.verdicts import measurement_of
 from monitor.vocabulary import Phase
 
 
@@ -74,7 +75,8 @@ def verdict_rules(verdict: Verdict, config: Config) -> Rules:
 
 def judge_suite(store: Store, suite: Suite, rules: Rules, model: str, candidate: str,
                 baseline: str) -> tuple[Judgement, Verdict]:
-    """Judge the newest comparable runs of candidate and baseline on `suite`, and store the verdict."""
+    """Judge the newest comparable runs of candidate and baseline on `suite`, and store the verdict
+    (for runs judged by these rules before, the verdict stored then)."""
     base_run, cand_run = _latest_pair(store, suite, model, baseline, candidate)
     quarantined = store.flaky(model, suite.content_hash, [baseline, candidate])
     judgement = judge_runs(suite, rules, [(base_run, store.results(base_run.id or 0))],
@@ -102,15 +104,19 @@ def _latest_pair(store: Store, suite: Suite, model: str, baseline: str, candidat
 
 def save(store: Store, judgement: Judgement, model: str, candidate: str, baseline: str,
          content_hash: str) -> Verdict:
+    """Store the judgement as a verdict; the runs and rules judged already have theirs, which is
+    returned instead of a second row."""
     head = judgement.headline()
     result = head.result if head else None
+    rules = judgement.rules.model_dump_json()
+    candidate_runs = ",".join(map(str, judgement.candidate_runs))
+    baseline_runs = ",".join(map(str, judgement.baseline_runs))
     verdict = Verdict(
         model=model, candidate=candidate, baseline=baseline, suite=judgement.suite,
         capability=judgement.capability, content_hash=content_hash, phase=judgement.phase,
         diagnosis=judgement.diagnosis, reason=judgement.reason, muted=judgement.rules.muted,
-        critical=judgement.rules.critical, rules=judgement.rules.model_dump_json(),
-        candidate_runs=",".join(map(str, judgement.candidate_runs)),
-        baseline_runs=",".join(map(str, judgement.baseline_runs)),
+        critical=judgement.rules.critical, rules=rules, candidate_runs=candidate_runs,
+        baseline_runs=baseline_runs, measurement=measurement_of(candidate_runs, baseline_runs, rules),
         drop=result.drop if result else None, low=result.low if result else None,
         high=result.high if result else None, p_value=result.p_value if result else None)
     return store.save_verdict(verdict, [_kind_row(k) for k in judgement.kinds])

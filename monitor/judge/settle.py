@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from monitor.judge.verdict import Judgement
 from monitor.policy.schema import Rules
+from monitor.store import Verdict
 from monitor.vocabulary import Phase
 
 
@@ -18,9 +19,23 @@ def overall(judgements: Sequence[Judgement]) -> Phase:
     return Phase.worst(j.phase for j in counted)
 
 
+def measured(history: Sequence[Verdict]) -> list[Verdict]:
+    """A capability's verdicts (oldest first) cut to one per measurement of the candidate: the
+    newest verdict on each candidate run, in the order of those. A run judged again (against a
+    newer run of the baseline, as `serve` does after the baseline's job, or stored twice before
+    verdicts had an identity) is still one measurement. A verdict that names no candidate run
+    stands for itself."""
+    newest: dict[str, Verdict] = {}
+    for verdict in history:
+        key = verdict.candidate_runs or f"verdict {verdict.id}"
+        newest.pop(key, None)  # moved to the end: ordered by its newest judging
+        newest[key] = verdict
+    return list(newest.values())
+
+
 def settle(phases: Sequence[str], rules: Rules) -> Phase | None:
-    """What a capability's recent verdicts (oldest first) add up to, for acting on; None while
-    they add up to nothing yet.
+    """What a capability's recent measurements (one phase each, oldest first; see `measured`) add
+    up to, for acting on; None while they add up to nothing yet.
 
     ERRORs neither count for nor against forgetting: `consecutive_error_limit` trailing ERRORs
     settle as ERROR (probes broken, page the owner of the endpoint, never roll back). Otherwise the

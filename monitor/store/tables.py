@@ -142,8 +142,15 @@ class ItemResult(SQLModel, table=True):
 
 
 class Verdict(SQLModel, table=True):
-    """A candidate judged against the baseline on one suite (one capability)."""
+    """A candidate judged against the baseline on one suite (one capability).
 
+    `measurement` identifies what was judged: the runs compared and the rules judged by
+    (`monitor.store.verdicts.measurement_of`). It is unique, so judging those runs again, or two
+    replicas judging them at once, stores one verdict. It is NULL on a verdict that names no runs
+    and on the later copies of a measurement judged more than once before schema 0009, which
+    stay readable."""
+
+    __table_args__ = (UniqueConstraint("measurement", name="uq_verdict_measurement"),)
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow)
     model: str = Field(index=True)
@@ -167,6 +174,7 @@ class Verdict(SQLModel, table=True):
     # The Rules it was judged by, as JSON: a policy edit never rewrites history. The server default
     # is migration 0004's, which gave verdicts made before it an empty string.
     rules: str = Field(default="", sa_column_kwargs={"server_default": ""})
+    measurement: str | None = None
 
 
 class VerdictKind(SQLModel, table=True):

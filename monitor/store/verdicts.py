@@ -1,23 +1,46 @@
-"""Verdicts with the statistics behind them, and the items quarantined as flaky."""
+"""Verdicts with the statistics behind them, and the items quarantined as flaky.
+
+A verdict is one measurement judged: the runs it compares and the rules it was judged by
+(`measurement_of`). The database holds each measurement once, so a verdict asked for again, by a
+person or by another replica at the same moment, is the one already stored.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from sqlmodel import col, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
 
 from monitor.errors import StoreError
 from monitor.store.engine import Database
 from monitor.store.tables import FlakyItem, Verdict, VerdictKind
 
+_INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def measurement_of(candidate_runs: str, baseline_runs: str, rules: str) -> str:
+    """The identity of a verdict: its runs (as stored, comma-separated ids) and its rules (JSON),
+    hashed to a width any database indexes. Migration 0009 keeps a copy of this formula for the
+    verdicts stored before it, and a test holds the two equal."""
+    judged = "\n".join((candidate_runs, baseline_runs, rules))
+    return hashlib.sha256(judged.encode()).hexdigest()
+
 
 class Verdicts(Database):
     def save_verdict(self, verdict: Verdict, kinds: Iterable[VerdictKind]) -> Verdict:
+        """Store a verdict and its statistics; for a measurement stored already, return that
+        verdict instead. The unique key decides within the insert, so replicas judging the same
+        runs at once cannot both find it missing and both add it."""
         with self.session() as s:
-            s.add(verdict)
-            s.flush()
+            verdict_id = _insert_once(s, verdict)
+            if verdict_id is None:
+                return _stored(s, verdict.measurement)
+            verdict.id = verdict_id
             for row in kinds:
-                row.verdict_id = verdict.id
+                row.verdict_id = verdict_id
                 s.add(row)
             s.commit()
             return verdict
@@ -51,12 +74,13 @@ class Verdicts(Database):
     def verdicts(self, model: str | None = None, candidate: str | None = None,
                  capability: str | None = None, newest: int | None = None,
                  baseline: str | None = None, suite: str | None = None,
-                 content_hash: str | None = None) -> list[Verdict]:
+                 content_hash: str | None = None, phase: str | None = None) -> list[Verdict]:
         """Oldest first; `newest` keeps only that many of the latest, cut in SQL."""
         query = select(Verdict).order_by(col(Verdict.id).desc())
         for column, value in ((Verdict.model, model), (Verdict.candidate, candidate),
                               (Verdict.capability, capability), (Verdict.baseline, baseline),
-                              (Verdict.suite, suite), (Verdict.content_hash, content_hash)):
+                              (Verdict.suite, suite), (Verdict.content_hash, content_hash),
+                              (Verdict.phase, phase)):
             if value is not None:
                 query = query.where(column == value)
         if newest is not None:
@@ -87,3 +111,19 @@ class Verdicts(Database):
                                         col(FlakyItem.version).in_(list(versions)), FlakyItem.flips > 0)
         with self.session() as s:
             return {(row.item_id, row.kind) for row in s.exec(query).all()}
+
+
+def _insert_once(s: Session, verdict: Verdict) -> int | None:
+    """The new verdict's id; None when its measurement is stored already. A verdict without a
+    measurement (NULL) never conflicts."""
+    row = verdict.model_dump(exclude={"id"})
+    insert = _INSERTS[s.get_bind().dialect.name](Verdict).values(row)
+    once = insert.on_conflict_do_nothing(index_elements=[col(Verdict.measurement)])
+    found: int | None = s.execute(once.returning(col(Verdict.id))).scalar()
+    return found
+
+
+def _stored(s: Session, measurement: str | None) -> Verdict:
+    """The verdict stored for a measurement; the conflicting insert has committed (PostgreSQL
+    waits for it before it reports the conflict), so this statement sees it."""
+    return s.exec(select(Verdict).where(Verdict.measurement == measurement)).one()
