@@ -31,17 +31,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from monitor.redaction import redact
-from monitor.vocabulary import ErrorKind
+from monitor.vocabulary import ErrorKind, Severity
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with one place in one file."""
+    """One thing wrong with one place in one file: an error, or a warning about what loads but
+    cannot work as written."""
 
     file: str
     line: int | None
     key: str
     message: str
+    severity: Severity = Severity.ERROR
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file

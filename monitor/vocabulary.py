@@ -145,6 +145,14 @@ class ErrorKind(StrEnum):
     SCORER = "scorer"
 
 
+class Severity(StrEnum):
+    """How bad a problem with a policy file is: an error stops it loading; a warning names what
+    loads but cannot work as written (`forgetmenot validate --strict` fails on those too)."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
 CANDIDATE = "candidate"  # model_version.source of a candidate: "candidate:<who>" ("candidate-retired:...")
 
 

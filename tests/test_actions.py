@@ -192,7 +192,7 @@ def test_cli_rollback_actions_and_approve(tmp_path: Path) -> None:
     result = runner.invoke(app, ["actions", "-c", str(path)], env=wide)
     assert result.exit_code == 0 and result.output.count("carol") == 2
     result = runner.invoke(app, ["approve", "2", "-c", str(path)], env=wide)
-    assert result.exit_code == 3 and "not pending approval" in result.output
+    assert result.exit_code == 2 and "not pending approval" in result.output  # the asker's input
 
 
 def test_alert_is_pushed_to_a_real_alertmanager_with_the_verdicts_facts(store: Store, tmp_path: Path) -> None:
@@ -218,8 +218,15 @@ def test_alert_is_pushed_to_a_real_alertmanager_with_the_verdicts_facts(store: S
     assert delivered["labels"] | {"severity": "warning"} == {
         "alertname": "ForgetmenotActionTaken", "model": "bot", "version": "v3", "baseline": "v1",
         "capability": "arithmetic", "diagnosis": "knowledge_loss", "severity": "warning"}
-    assert delivered["annotations"]["verdict"] == f"http://monitor:9108/verdicts/{failing.id}"
-    assert delivered["annotations"]["description"] == "FAIL on arithmetic"
+    annotations = delivered["annotations"]
+    assert annotations.get("command") == "forgetmenot rollback bot --to v1", "the verdict page's command"
+    assert annotations["what_to_do"].startswith("Roll back: the knowledge left the weights")
+    assert "next: rollback" in annotations["ladder"], "what the ladder does after this alert"
+    assert annotations["runbook_url"] == "alerts/runbooks/forgetmenot-retention-breach.md"
+    assert annotations["summary"] == "bot v3 FAIL on arithmetic against v1: knowledge loss: both kinds " \
+                                     "dropped, the knowledge left the weights."
+    assert annotations["verdict"] == f"http://monitor:9108/verdicts/{failing.id}"
+    assert annotations["description"] == "FAIL on arithmetic"
 
 
 def test_alertmanager_down_is_a_failed_action_and_the_ladder_goes_on(store: Store, tmp_path: Path) -> None:

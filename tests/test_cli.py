@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -103,7 +104,8 @@ def test_probe_a_version_that_cannot_load_exits_3_and_records_errors(tmp_path: P
     assert result.exit_code == 3
     runs = Store(f"sqlite:///{tmp_path / 'fmn.db'}").runs(version="broken")
     assert [r.status for r in runs] == ["error", "error"]
-    assert f"error arithmetic: {runs[0].error}" in result.output, "the reason is printed, not only stored"
+    said = " ".join(result.output.split())
+    assert f"error arithmetic (run {runs[0].id}): {runs[0].error}" in said, "the reason is printed"
 
 
 @pytest.mark.postgres
@@ -124,13 +126,13 @@ def test_unknown_model_prepare_name_is_refused() -> None:
     assert result.exit_code != 0 and "smollm2" in result.output
 
 
-def _judged_policy(tmp_path: Path, tiny_model_dir: Path) -> Path:
+def _judged_policy(tmp_path: Path, tiny_model_dir: Path, database: str | None = None) -> Path:
     """Runs of v1 (right) and v2 (wrong in prose, same multiple-choice picks) stored for the CLI."""
     from monitor.policy.suites import load_suite
     from monitor.probing.backends.fake import FakeBackend
     from monitor.probing.run import VersionRef, probe_suite
 
-    path = policy(tmp_path, tiny_model_dir)
+    path = policy(tmp_path, tiny_model_dir, database)
     path.write_text(path.read_text().replace("broken: {path:", "v2: {path:").replace(
         str(tmp_path / "probes") + "}", str(tiny_model_dir) + "}").replace("live: v1", "live: v2"))
     suite = load_suite(tmp_path / "probes" / "arithmetic")
@@ -138,7 +140,7 @@ def _judged_policy(tmp_path: Path, tiny_model_dir: Path) -> Path:
     assert spec is not None
     gold = {f"Question: {i.question}\nAnswer:": i.gold or 0 for i in suite.items}
     right = {spec.doc_to_text.format_map(i.fields()): i.targets()[0] for i in suite.items}
-    store = Store(f"sqlite:///{tmp_path / 'fmn.db'}")
+    store = Store(database or f"sqlite:///{tmp_path / 'fmn.db'}")
     for version, answers in (("v1", right), ("v2", {})):
         backend = FakeBackend(answers=answers, preferred=lambda r: gold[r.context])
         probe_suite(store, backend, suite, VersionRef("bot", version))
@@ -171,3 +173,55 @@ def test_judge_a_version_without_runs_says_what_to_run(tmp_path: Path, tiny_mode
     result = runner.invoke(app, ["judge", "-c", str(path), "--candidate", "broken", "--no-report"])
     assert result.exit_code == 3
     assert "forgetmenot probe --version" in result.output.replace("\n", "")
+
+
+@pytest.mark.parametrize("columns", ["80", "120"])
+def test_judge_keeps_the_verdict_id_explain_needs_at_80_and_120_columns(tmp_path: Path, tiny_model_dir: Path,
+                                                                       columns: str) -> None:
+    path = _judged_policy(tmp_path, tiny_model_dir)
+    result = runner.invoke(app, ["judge", "-c", str(path), "--no-report"], env={"COLUMNS": columns})
+    store = Store(f"sqlite:///{tmp_path / 'fmn.db'}")
+    ids = [str(v.id) for v in store.verdicts()]
+    store.close()
+    table = re.split(r"^[\w-]+ (?:PASS|FAIL|MARGINAL|INCONCLUSIVE|ERROR): ", result.output, flags=re.M)[0]
+    words = table.split()
+    assert all(i in words for i in ids) and "alignment_loss" in words and "FAIL" in words, result.output
+    assert "…" not in table, result.output
+
+
+def test_judging_three_times_leaves_one_verdict_per_suite(store: Store, tmp_path: Path,
+                                                         tiny_model_dir: Path) -> None:
+    path = _judged_policy(tmp_path, tiny_model_dir, store.url)
+    for _ in range(3):
+        result = runner.invoke(app, ["judge", "-c", str(path), "--no-report"], env={"COLUMNS": "200"})
+        assert result.exit_code == 1, result.output
+    assert [v.capability for v in store.verdicts()] == ["arithmetic", "fluency"]
+
+
+def test_verdicts_lists_them_newest_first_and_writes_nothing(store: Store, tmp_path: Path,
+                                                             tiny_model_dir: Path) -> None:
+    """What a runbook tells on-call to look with: listing is never judging."""
+    import json
+
+    path = _judged_policy(tmp_path, tiny_model_dir, store.url)
+    assert runner.invoke(app, ["judge", "-c", str(path), "--no-report"]).exit_code == 1
+    stored = store.verdicts()
+
+    def verdicts(*options: str) -> str:
+        result = runner.invoke(app, ["verdicts", "-c", str(path), *options], env={"COLUMNS": "80"})
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    listed = json.loads(verdicts("--json"))
+    assert [(v["id"], v["capability"], v["phase"]) for v in listed] == [
+        (stored[1].id, "fluency", "PASS"), (stored[0].id, "arithmetic", "FAIL")]
+    assert [k["kind"] for k in listed[1]["kinds"]] == ["multiple_choice", "generate_until"]
+    assert [v["id"] for v in json.loads(verdicts("--json", "--limit", "1"))] == [stored[1].id]
+    assert json.loads(verdicts("--json", "--version", "v1")) == []
+    failing = verdicts("--phase", "fail", "--capability", "arithmetic", "--model", "bot")
+    assert "arithmetic" in failing and "fluency" not in failing and "FAIL" in failing
+    assert "alignment" in failing and "+100.0 pts" in failing, "the headline drop, in points"
+    assert "no verdict" in verdicts("--capability", "refusal")
+    assert runner.invoke(app, ["verdicts", "-c", str(path), "--phase", "FIALED"]).exit_code == 2
+    assert runner.invoke(app, ["verdicts", "-c", str(path), "--model", "nope"]).exit_code == 2
+    assert store.verdicts() == stored and store.actions() == []

@@ -63,13 +63,13 @@ def _tables(width: int) -> dict[str, tuple[Any, tuple[str, ...]]]:
                               ("alert", "retrain"))]
     return {
         "demo": (tables.comparison_table(_demo_rows(), "v1", "v2", "what the fine-tune did", width),
-                 ("capability", "measured as", "v1", "v2", "delta", "items")),
+                 ("capability", "measured as", "v1", "v2", "drop", "items")),
         "conclusions": (tables.conclusions_table(conclusions, "what the monitor concludes"),
                         ("capability", "phase", "diagnosis", "the policy would")),
         "judge": (tables.verdicts_table(_verdict_rows(), "support-bot: v2 vs v1", width),
-                  ("capability", "kind", "candidate", "drop", "phase", "diagnosis")),
+                  ("id", "capability", "kind", "drop", "phase", "diagnosis")),
         "probe": (tables.runs_table(runs, summaries, "support-bot/v2-r3", width),
-                  ("when (UTC)", "version", "suite", "kind", "score", "items", "errors", "status")),
+                  ("run", "when (UTC)", "version", "suite", "kind", "score", "items", "errors", "status")),
         "recovery": (tables.recovery_table(figures, "v1", "v2", "v2-r3", width),
                      ("suite", "measured as", "v1", "v2", "v2-r3", "recovered")),
     }
@@ -103,3 +103,37 @@ def test_the_audit_trail_prints_details_as_paragraphs_in_80_columns() -> None:
     assert len(detail_lines) <= 4, "the detail wrapped into a narrow column:\n" + "\n".join(lines)
     text = " ".join(" ".join(lines).split())
     assert "last loss 0.017 → v2-r3" in text
+
+
+def _hard_verdicts() -> list[tuple[Any, list[Any]]]:
+    """The longest phase and diagnosis, a muted capability and both units."""
+    verdict = SimpleNamespace(id=1234, capability="instruction-format", muted=True,
+                              diagnosis="alignment_loss")
+    answers = SimpleNamespace(kind="generate_until", baseline_score=0.7, candidate_score=0.1, drop=0.6,
+                              low=0.5, high=0.7, p_value=1e-9, phase=Phase.INCONCLUSIVE)
+    fluency = SimpleNamespace(kind="loglikelihood_rolling", baseline_score=-3.331, candidate_score=-3.361,
+                              drop=0.0304, low=0.01, high=0.05, p_value=0.02, phase=Phase.MARGINAL)
+    knowledge = SimpleNamespace(id=1235, capability="general-knowledge", muted=False,
+                                diagnosis="knowledge_loss")
+    return [(verdict, [answers, fluency]), (knowledge, [answers])]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_judge_keeps_the_verdict_id_phase_and_diagnosis_whole(width: int) -> None:
+    lines = _render(tables.verdicts_table(_hard_verdicts(), "support-bot: v2 vs v1", width), width)
+    text = "\n".join(lines)
+    assert max(len(line) for line in lines) <= width, text
+    words = text.split()
+    for whole in ("1234", "1235", "INCONCLUSIVE", "MARGINAL", "alignment_loss", "knowledge_loss"):
+        assert whole in words, f"'{whole}' cut or missing at {width} columns:\n{text}"
+    assert "…" not in text, text
+
+
+@pytest.mark.parametrize("width", [80, 120, 180])
+def test_judge_writes_drops_and_bounds_in_one_unit_and_sign(width: int) -> None:
+    """As `monitor.units` writes them: positive when worse, points or nats per token."""
+    table = tables.verdicts_table(_hard_verdicts(), "t", width)
+    cells = {column.header: list(column.cells) for column in table.columns}
+    assert cells["drop"] == ["+60.0 pts", "+0.030 nats/token", "+60.0 pts"]
+    if width >= tables.NARROW:
+        assert cells["bounds"] == ["[+50.0, +70.0] pts", "[+0.010, +0.050] nats/token", "[+50.0, +70.0] pts"]

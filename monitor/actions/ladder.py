@@ -16,12 +16,13 @@ import zlib
 from datetime import timedelta
 
 from monitor.actions.alertmanager import REJECTED, STRANDED, AlertError, action_alert, push, verdict_alert
-from monitor.actions.deployers import DeployError, deployer_for
+from monitor.actions.deployers import deployer_for
 from monitor.actions.retrain import Hooks, Outcome, Recovery
 from monitor.actions.triggers import triggers
-from monitor.errors import ForgetmenotError
-from monitor.judge import verdict_rules
+from monitor.errors import ForgetmenotError, Refused
+from monitor.policy.loading import choice_message
 from monitor.policy.schema import Config, Guards
+from monitor.present.facts import Summaries
 from monitor.store import Action, Store, Verdict, utcnow
 from monitor.store.coordination import LockBusy, process_id
 from monitor.store.versions import with_made
@@ -89,7 +90,7 @@ def rollback(store: Store, config: Config, model: str, to: str, actor: str, *,
     config = with_made(config, store)
     versions = config.models[model].versions
     if to not in versions:
-        raise DeployError(f"{model} has no version '{to}' (versions: {', '.join(versions)})")
+        raise Refused(f"{model}: {choice_message(to, list(versions), 'versions')}")
     action = store.add_action(Action(model=model, kind=ActionKind.ROLLBACK, trigger=TriggeredBy.MANUAL,
                                      actor=actor, holder=process_id(),
                                      from_version=store.live_version(config, model), to_version=to,
@@ -105,9 +106,9 @@ def approve(store: Store, config: Config, action_id: int, actor: str, hooks: Hoo
     config = with_made(config, store)
     action = store.get_action(action_id)
     if action is None:
-        raise DeployError(f"action {action_id} does not exist")
+        raise Refused(f"action {action_id} does not exist")
     if action.status != ActionStatus.PENDING_APPROVAL:
-        raise DeployError(f"action {action_id} is {action.status}, not pending approval")
+        raise Refused(f"action {action_id} is {action.status}, not pending approval")
     by = f"{action.actor}, approved by {actor}"
     live = store.live_version(config, action.model)
     if live != action.from_version:  # the failing version is no longer live: nothing to roll back
@@ -311,11 +312,10 @@ def _alert(store: Store, config: Config, action: Action) -> Action:
     if found is None:
         return store.finish_action(action.id, ActionStatus.FAILED,
                                    detail="the alert has no verdict to report")
-    verdict = found[0]
-    alert = verdict_alert(verdict, action, verdict_rules(verdict, config), spec)
+    summary = Summaries(store, config).of(*found)
+    alert = verdict_alert(found[0], action, summary, spec)
     if action.dry_run:
-        summary = alert["annotations"]["summary"]
-        return store.finish_action(action.id, ActionStatus.DRY_RUN, detail=f"would push: {summary}")
+        return store.finish_action(action.id, ActionStatus.DRY_RUN, detail=f"would push: {summary.happened}")
     try:
         return store.finish_action(action.id, ActionStatus.DONE, detail=push(config, [alert]))
     except AlertError as exc:

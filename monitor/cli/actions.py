@@ -19,7 +19,8 @@ def actions(
 ) -> None:
     """The audit trail of alerts, rollbacks and retrainings, oldest first."""
     with opened(config, check_paths=False) as policy:
-        rows = policy.store.actions(model)
+        named = None if model is None else policy.model(model)
+        rows = policy.store.actions(named)
     console.print(tables.actions_table(rows, "actions", console.width))
 
 
@@ -47,8 +48,9 @@ def rollback(
     from monitor.actions import ladder
 
     with opened(config) as policy:
-        done = ladder.rollback(policy.store, policy.config, policy.model(model), to, by or whoami(),
-                               dry_run=dry_run)
+        name = policy.model(model, "MODEL")
+        target = policy.version(name, to, "--to") or to
+        done = ladder.rollback(policy.store, policy.config, name, target, by or whoami(), dry_run=dry_run)
     _finish(done, "rollback")
 
 

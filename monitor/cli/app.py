@@ -2,7 +2,7 @@
 
     policy     validate, suites
     probing    probe, history, calibrate, model prepare, servers prepare
-    verdicts   judge, explain
+    verdicts   judge, verdicts, explain
     actions    actions, approve, rollback
     service    serve, alerts, db upgrade
     dashboards dashboards write, dashboards push
@@ -20,18 +20,20 @@ from typing import Any
 import typer
 
 from monitor.cli import actions, dashboards, demo, policy, probing, rollouts, service, verdicts
+from monitor.cli.context import EXIT_CODES_HELP, main_options
 
 
 def _group(commands: Mapping[str, Callable[..., Any]], **settings: Any) -> typer.Typer:
     group = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, **settings)
     for name, command in commands.items():
-        group.command(name)(command)
+        group.command(name, epilog=EXIT_CODES_HELP)(command)
     return group
 
 
 app = _group({**policy.COMMANDS, **probing.COMMANDS, **verdicts.COMMANDS, **actions.COMMANDS,
               **service.COMMANDS, **demo.COMMANDS, **rollouts.COMMANDS},
              help="Watch deployed fine-tuned models for forgetting.")
+app.callback(epilog=EXIT_CODES_HELP)(main_options)
 app.add_typer(_group(probing.MODEL_COMMANDS, help="Prepare model weights."), name="model")
 app.add_typer(_group(probing.SERVERS_COMMANDS,
                      help="Local model servers (vLLM, llama-cpp-python) for trying the openai backend."),

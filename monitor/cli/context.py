@@ -2,9 +2,9 @@
 policy (its suites loaded once, its store opened once and closed at the end).
 
 Every command that can fail on input prints the problems (file:line: key: message, or what was
-refused and why) and exits 2;
-a run whose measurement broke exits 3, so scripts can tell "your file is wrong" from "the model
-endpoint is down".
+refused and why) and exits 2: a file, a name that does not exist, an option, a port in use.
+A run whose measurement broke exits 3, so scripts can tell "your file is wrong" from "the model
+endpoint is down". A FAIL exits 1. Every command's --help ends with `EXIT_CODES_HELP`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressBar,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
+from monitor import __version__
+from monitor.cli.names import one_of
 from monitor.errors import ConfigError, ForgetmenotError, Refused, SuiteError
 from monitor.policy.loading import load_policy
 from monitor.policy.schema import Config
@@ -39,6 +49,24 @@ SuitesOpt = Annotated[list[str] | None, typer.Option(help="Only these suites (re
 DEFAULT_CONFIG = Path("forgetmenot.yaml")
 # Helm reads no file outside its chart: `alerts` and `dashboards write` also write the chart's copies.
 CHART_FILES = Path("helm/forgetmenot/files")
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done (PASS) · 1 FAIL (a verdict failed; an action or a replay did not succeed) · "
+    "2 your input is wrong (a file, a name, an option, a port in use) · 3 the measurement broke "
+    "(endpoint down, weights that will not load, database away) · 4 MARGINAL or INCONCLUSIVE "
+    "(judge, gate) · 5 still pending (gate).")
+
+
+def show_version(asked: bool) -> None:
+    if asked:
+        console.print(f"forgetmenot {__version__}")
+        raise typer.Exit()
+
+
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Watch deployed fine-tuned models for forgetting."""
 
 
 @contextmanager
@@ -72,17 +100,30 @@ class Opened:
         return Store(self.config.database_url())
 
     def suites(self, only: Sequence[str] | None = None) -> list[Suite]:
-        """The policy's suites, or those named in `only` (the --suite option)."""
+        """The policy's suites, or those named in `only` (the --suite option); each must exist."""
+        names = [s.name for s in self.all_suites]
+        for name in only or []:
+            one_of(name, names, "suites", "--suite")
         return [s for s in self.all_suites if not only or s.name in only]
 
-    def model(self, wanted: str | None) -> str:
+    def model(self, wanted: str | None, option: str = "--model") -> str:
         """The --model option, or the policy's only model."""
-        models = self.config.models
+        models = list(self.config.models)
         if wanted is None and len(models) == 1:
-            return next(iter(models))
-        if wanted is not None and wanted in models:
-            return wanted
-        raise typer.BadParameter(f"choose --model from: {', '.join(models)}")
+            return models[0]
+        if wanted is None:
+            raise Refused(f"{option}: choose one of the models ({', '.join(models)})")
+        return one_of(wanted, models, "models", option)
+
+    def version(self, model: str, wanted: str | None, option: str = "--version") -> str | None:
+        """`wanted`, if it is one of `model`'s versions: the policy's, those the monitor built and
+        the candidates registered. None stays None (the command's default)."""
+        from monitor.store.versions import with_made
+
+        if wanted is None:
+            return None
+        versions = with_made(self.config, self.store).models[model].versions
+        return one_of(wanted, versions, "versions", option)
 
     def close(self) -> None:
         if "store" in self.__dict__:
@@ -100,9 +141,27 @@ def opened(path: Path, check_paths: bool = True) -> Iterator[Opened]:
             policy.close()
 
 
+class RunBar(BarColumn):
+    """A bar that turns red for a run that broke (its task's `broken` field): a full bar alone
+    would read as a measurement done."""
+
+    def render(self, task: Task) -> ProgressBar:
+        bar = super().render(task)
+        if task.fields.get("broken"):
+            bar.complete_style = bar.finished_style = "red"
+        return bar
+
+
 def progress_bars() -> Progress:
-    return Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+    return Progress(TextColumn("{task.description:<28}"), RunBar(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=console, transient=False)
+
+
+def mark_broken(progress: Progress, suites: Sequence[str]) -> None:
+    """Colour the bars of these suites' runs red (`tracker` names each bar after its suite)."""
+    for task in progress.tasks:
+        if task.description in suites:
+            progress.update(task.id, broken=True)
 
 
 def tracker(progress: Progress, prefix: str = "") -> Callable[[str, int], Advance]:

@@ -7,23 +7,35 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from monitor.cli.context import DEFAULT_CONFIG, console, opened, reported
+from monitor.cli.context import DEFAULT_CONFIG, console, err, reported
+from monitor.policy.loading import check_policy
 from monitor.policy.suites import load_suite
-from monitor.vocabulary import Split
+from monitor.vocabulary import Severity, Split
 
 
 def validate(
     file: Annotated[Path | None, typer.Argument(help="Policy file (same as -c).", show_default=False)] = None,
     config: Annotated[Path, typer.Option("--config", "-c", help="Policy file.")] = DEFAULT_CONFIG,
+    strict: Annotated[bool, typer.Option(help="Fail (exit 2) on warnings as on errors.")] = False,
 ) -> None:
-    """Check a policy file and every suite it names, without running anything."""
+    """Check a policy file and every suite it names, without running anything: every error, and a
+    warning for what loads but cannot work as written (a capability that can never PASS or FAIL,
+    a tolerance no kind uses, retraining with nothing to train on)."""
     path = file or config
-    with opened(path) as policy:
-        suites = policy.all_suites
-    items = sum(len(s.items) for s in suites)
-    console.print(f"[green]ok[/green] {path}: {len(policy.config.models)} model(s), {len(suites)} suite(s), "
-                  f"{items} items")
+    checked = check_policy(path)
+    for problem in checked.problems:
+        err.print(f"{LABELS[problem.severity]} {escape(str(problem))}", highlight=False, soft_wrap=True)
+    if checked.errors or (strict and checked.warnings) or checked.config is None:
+        raise typer.Exit(2)
+    items = sum(len(s.items) for s in checked.suites)
+    warned = f", {len(checked.warnings)} warning(s)" if checked.warnings else ""
+    console.print(f"[green]ok[/green] {path}: {len(checked.config.models)} model(s), {len(checked.suites)} "
+                  f"suite(s), {items} items{warned}", highlight=False)
+
+
+LABELS = {Severity.ERROR: "[red]error[/red]", Severity.WARNING: "[yellow]warning[/yellow]"}
 
 
 def suites(paths: Annotated[list[Path], typer.Argument(help="Suite folders.")]) -> None:

@@ -7,22 +7,29 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from monitor.cli.context import (
     DEFAULT_CONFIG,
     ConfigOpt,
     ModelOpt,
+    Opened,
     SuitesOpt,
     console,
     err,
+    mark_broken,
     opened,
     progress_bars,
     reported,
     tracker,
 )
+from monitor.cli.names import kind_named, one_of
+from monitor.errors import Refused
 from monitor.policy.suites import Suite
 from monitor.present import tables
-from monitor.vocabulary import RunStatus, Split
+from monitor.store import Run
+from monitor.store.versions import with_made
+from monitor.vocabulary import Kind, RunStatus, Split
 
 
 def probe(
@@ -30,7 +37,10 @@ def probe(
     model: ModelOpt = None,
     version: Annotated[str | None, typer.Option(help="Version (default: the live one).")] = None,
     suite: SuitesOpt = None,
-    kind: Annotated[list[str] | None, typer.Option(help="Only these kinds (repeatable).")] = None,
+    kind: Annotated[list[str] | None, typer.Option(help="Only these kinds (repeatable): multiple_choice, "
+                                                        "generate_until, loglikelihood_rolling, or as the "
+                                                        "tables print them (choice, generate, perplexity).")
+                    ] = None,
     split: Annotated[Split, typer.Option(help="Which items.")] = Split.PROBE,
     reuse: Annotated[bool, typer.Option(help="Keep complete runs of the same content.")] = False,
 ) -> None:
@@ -42,29 +52,49 @@ def probe(
 
     with opened(config) as policy:
         name = policy.model(model)
-        chosen = version or policy.store.live_version(policy.config, name)
+        chosen = policy.version(name, version) or policy.store.live_version(policy.config, name)
         spec = policy.config.models[name].backend
+        kinds = [kind_named(k) for k in kind or []]
+        chosen_suites = _kinds(policy.suites(suite), kinds)
         with progress_bars() as progress:
             measured = probe_version(
-                policy.store, VersionRef(name, chosen), _kinds(policy.suites(suite), kind),
+                policy.store, VersionRef(name, chosen), chosen_suites,
                 lambda: backend_for(policy.config, name, chosen), split=split,
                 reuse_on=(spec.kind, spec.dtype) if reuse else None, track=tracker(progress),
                 spool=spool_for(policy.config))
-        runs = [m.run for m in measured]
+            runs = [m.run for m in measured]
+            mark_broken(progress, [r.suite for r in runs if r.status == RunStatus.ERROR])
         console.print(tables.runs_table(runs, policy.store.summaries([r.id for r in runs if r.id]),
                                         f"{name}/{chosen}", console.width))
-    broken = [r for r in runs if r.status == RunStatus.ERROR]
-    for run in broken:  # the table says a run broke; this says why (a folder it cannot read, ...)
-        err.print(f"[red]error[/red] {run.suite}: {run.error or 'no reason recorded'}", highlight=False,
-                  soft_wrap=True)
-    if broken:
+    _say_why(runs)
+
+
+def _say_why(runs: list[Run]) -> None:
+    """The table says a run broke, or that some items failed; this says why (the endpoint and how
+    it failed, weights that will not load, ...). Exits 3 if a run broke."""
+    for run in runs:
+        if run.error or run.status == RunStatus.ERROR:
+            err.print(_why(run), highlight=False, soft_wrap=True)
+    if any(run.status == RunStatus.ERROR for run in runs):
         raise typer.Exit(3)
 
 
-def _kinds(suites: list[Suite], kinds: list[str] | None) -> list[Suite]:
-    """Each suite cut to the --kind options (suites measuring none of them are left out)."""
+def _why(run: Run) -> str:
+    label = "[yellow]warning[/yellow]" if run.status == RunStatus.COMPLETE else "[red]error[/red]"
+    reason = escape(run.error or "no reason recorded")  # "[Errno 111]" is text, not markup
+    return f"{label} {run.suite} (run {run.id}): {reason}"
+
+
+def _kinds(suites: list[Suite], kinds: list[Kind]) -> list[Suite]:
+    """Each suite cut to the --kind options (suites measuring none of them are left out); a kind no
+    chosen suite measures is refused, not measured as nothing."""
     if not kinds:
         return suites
+    measured = {k for s in suites for k in s.kinds}
+    missing = [k for k in kinds if k not in measured]
+    if missing:
+        listed = ", ".join(k for k in Kind if k in measured)
+        raise Refused(f"--kind: no suite measures {', '.join(missing)} (they measure {listed})")
     return [s.only([k for k in s.kinds if k in kinds]) for s in suites if set(s.kinds) & set(kinds)]
 
 
@@ -77,6 +107,7 @@ def history(
 ) -> None:
     """Scores over time, per model, version and suite."""
     with opened(config, check_paths=False) as policy:
+        _known_to_history(policy, model, version, suite)
         runs = policy.store.runs(model=model, version=version, suite=suite)
         summaries = policy.store.summaries([r.id for r in runs if r.id])
     console.print(tables.runs_table(runs, summaries, "history", console.width))
@@ -85,6 +116,21 @@ def history(
 
         history_plot(runs, summaries, plot)
         console.print(f"plot written to {plot}")
+
+
+def _known_to_history(policy: Opened, model: str | None, version: str | None, suite: str | None) -> None:
+    """Each name given is one the policy or a stored run has: history also shows the runs of names
+    the policy no longer holds."""
+    stored = policy.store.run_names()
+    built = with_made(policy.config, policy.store).models
+    models = [*policy.config.models, *(m for m, _, _ in stored)]
+    versions = [*(v for m, spec in built.items() if model in (None, m) for v in spec.versions),
+                *(v for m, v, _ in stored if model in (None, m))]
+    suites = [*(s.name for s in policy.all_suites), *(s for _, _, s in stored)]
+    asked = ((model, models, "model"), (version, versions, "version"), (suite, suites, "suite"))
+    for given, valid, what in asked:
+        if given is not None:
+            one_of(given, valid, f"{what}s", f"--{what}")
 
 
 def calibrate(
@@ -100,7 +146,7 @@ def calibrate(
 
     with opened(config) as policy:
         name = policy.model(model)
-        chosen = version or policy.config.models[name].baseline
+        chosen = policy.version(name, version) or policy.config.models[name].baseline
         backend = backend_for(policy.config, name, chosen)
         with progress_bars() as progress:
             found = [run_calibration(policy.store, backend, s, name, chosen, repeats, track=tracker(progress))

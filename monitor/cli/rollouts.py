@@ -54,7 +54,8 @@ def candidate_list(config: ConfigOpt = DEFAULT_CONFIG,
                    model: Annotated[str | None, typer.Option(help="Only this model.")] = None) -> None:
     """The candidates registered, oldest first."""
     with opened(config) as policy:
-        rows = policy.store.candidates(model)
+        named = None if model is None else policy.model(model)
+        rows = policy.store.candidates(named)
     for row in rows:
         console.print(f"{row.model} {row.version}  {row.created_at:%Y-%m-%d %H:%M}  "
                       f"{row.source.partition(':')[2]}  {row.spec}", highlight=False, soft_wrap=True)

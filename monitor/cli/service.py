@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from monitor.cli.context import CHART_FILES, DEFAULT_CONFIG, ConfigOpt, console, opened, reported
+from monitor.metrics.rules import RUNBOOK_BASE
 
 
 def serve(
@@ -27,6 +28,10 @@ def serve(
         help="Name of an environment variable holding a bearer token the API accepts.")] = None,
     open_metrics: Annotated[bool, typer.Option(
         help="Serve /metrics without credentials (the API still needs them).")] = False,
+    runbook_base: Annotated[str, typer.Option(
+        envvar="FORGETMENOT_RUNBOOK_BASE",
+        help="Where on-call reads the runbooks (a URL, as `alerts --runbook-base`): the verdict pages, "
+             "the API and the alerts link each verdict's runbook there.")] = RUNBOOK_BASE,
 ) -> None:
     """Run the monitor: scheduled probes, verdicts, /metrics, /healthz, /readyz and /api/v1."""
     from monitor.service.access import load_access
@@ -34,7 +39,7 @@ def serve(
     _log_redacted()
     with reported():
         access = load_access(web_config, token_file, token_env, open_metrics)
-    _serve(config, host, port, access, run_now=run_now, stale_after=stale_after)
+    _serve(config, host, port, access, run_now=run_now, stale_after=stale_after, runbook_base=runbook_base)
 
 
 def _log_redacted() -> None:
@@ -47,24 +52,28 @@ def _log_redacted() -> None:
         handler.addFilter(RedactingFilter())
 
 
-def _serve(config: Path, host: str, port: int, access: Any, *, run_now: bool, stale_after: float) -> None:
+def _serve(config: Path, host: str, port: int, access: Any, *, run_now: bool, stale_after: float,
+           runbook_base: str) -> None:
     import logging
     import signal
     import threading
 
     from monitor.service.http import Api, HttpServer
     from monitor.service.scheduler import open_monitor
+    from monitor.service.server import bind
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with reported():
+        listening = bind(host, port)  # first: a port in use is one line, before the database is touched
         monitor = open_monitor(config)
         monitor.stale_after, monitor.beat_every = stale_after, min(10.0, stale_after / 3)
         api = Api(monitor.config, monitor.store, monitor.registry, monitor.not_ready, access,
-                  on_candidate=monitor.sync_candidates, suites=monitor.suites, degraded=monitor.degraded)
+                  on_candidate=monitor.sync_candidates, suites=monitor.suites, degraded=monitor.degraded,
+                  runbook_base=runbook_base)
         api.warm()
-        http = HttpServer(api, host, port).start()
+        http = HttpServer(api, host, port, listening).start()
         monitor.start(run_now=run_now)
     if not access.required and host not in ("127.0.0.1", "::1", "localhost"):
         logging.getLogger("forgetmenot.serve").warning(
@@ -81,7 +90,7 @@ def _serve(config: Path, host: str, port: int, access: Any, *, run_now: bool, st
 def alerts(
     out: Annotated[Path, typer.Option(help="Where to write the rules.")] = Path(
         "alerts/forgetmenot.rules.yml"),
-    runbook_base: Annotated[str, typer.Option(help="URL prefix of the runbooks.")] = "alerts/runbooks",
+    runbook_base: Annotated[str, typer.Option(help="URL prefix of the runbooks.")] = RUNBOOK_BASE,
     monitor_url: Annotated[str, typer.Option(
         help="The monitor's URL as on-call reaches it: each alert's monitor_url annotation links to "
              "its page there.")] = "http://forgetmenot:9464",
@@ -108,6 +117,9 @@ def alerts(
 def db_upgrade(config: ConfigOpt = DEFAULT_CONFIG,
                revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply schema migrations (Alembic) to the policy's database."""
+    from alembic.util.exc import CommandError
+
+    from monitor.errors import Refused
     from monitor.store import make_engine
     from monitor.store.migrate import current, upgrade
 
@@ -116,6 +128,8 @@ def db_upgrade(config: ConfigOpt = DEFAULT_CONFIG,
         try:
             upgrade(engine, revision)
             console.print(f"database at revision {current(engine)}")
+        except CommandError as exc:  # a revision that does not exist is the asker's input
+            raise Refused(f"REVISION: {exc}") from None
         finally:
             engine.dispose()
 

@@ -1,26 +1,44 @@
 """Load a policy file, or explain every way in which it is wrong.
 
-Three layers, each reported with file, line and key: YAML syntax, the schema (`monitor.policy.schema`),
-then the rules that span fields (a baseline must be a version, a suite directory must exist and
-load, a policy must name a capability some suite measures).
+Three layers, each reported with file, line and key: YAML syntax, the schema (`monitor.policy.schema`,
+through `monitor.policy.parsing`), then the rules that span fields (a baseline must be a version, a
+suite directory must exist and load, a policy must name a capability some suite measures), run on
+whatever parsed so one pass reports all of them. Beside the errors, warnings about what loads but
+cannot work as written (`monitor.policy.caveats`).
 """
 
 from __future__ import annotations
 
 import difflib
-import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from pydantic import BaseModel, ValidationError
+from typing import Any
 
 from monitor.errors import ConfigError, Problem, SuiteError
+from monitor.policy import caveats, parsing
 from monitor.policy import positions as yamlpos
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite, load_suite
+from monitor.vocabulary import Severity
 
-if TYPE_CHECKING:
-    from pydantic_core import ErrorDetails
+
+@dataclass(frozen=True)
+class Checked:
+    """A policy file as `forgetmenot validate` sees it: the Config of what parsed (None when too
+    little did; never to be used while there are errors), the suites that loaded, and every
+    problem found in one pass, errors and warnings (`Problem.severity`)."""
+
+    config: Config | None
+    suites: list[Suite]
+    problems: list[Problem]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == Severity.WARNING]
 
 
 def load_config(path: Path | str, *, check_paths: bool = True) -> Config:
@@ -30,87 +48,39 @@ def load_config(path: Path | str, *, check_paths: bool = True) -> Config:
 
 def load_policy(path: Path | str, *, check_paths: bool = True) -> tuple[Config, list[Suite]]:
     """`load_config`, and the suites it names as checking loaded them: a command that needs both
-    reads, parses and hashes each suite once."""
+    reads, parses and hashes each suite once. Warnings never stop a policy loading."""
+    checked = check_policy(path, check_paths=check_paths)
+    if checked.errors or checked.config is None:
+        raise ConfigError(checked.errors)
+    return checked.config, checked.suites
+
+
+def check_policy(path: Path | str, *, check_paths: bool = True) -> Checked:
+    """Every problem with `path`, errors and warnings, without raising: the checks that span fields
+    run on whatever parsed, beside the schema's errors."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError([Problem(str(path), None, "", "policy file not found")])
-    located = yamlpos.load(path)
-    if not isinstance(located.data, dict):
-        raise ConfigError([located.problem((), "the policy file must be a mapping of keys")])
+        return Checked(None, [], [Problem(str(path), None, "", "policy file not found")])
     try:
-        config = Config.model_validate(located.data)
-    except ValidationError as exc:
-        raise ConfigError([_schema_problem(located, e) for e in exc.errors()]) from exc
+        located = yamlpos.load(path)
+    except ConfigError as exc:
+        return Checked(None, [], exc.problems)
+    if not isinstance(located.data, dict):
+        return Checked(None, [], [located.problem((), "the policy file must be a mapping of keys")])
+    parsed = parsing.parse(located)
+    if parsed.config is None:
+        return Checked(None, [], parsed.problems)
+    config = parsed.config
     config._base_dir = path.parent.resolve()
     config._source = str(path)
-    problems, suites = _cross_field_problems(config, located, check_paths)
-    if problems:
-        raise ConfigError(problems)
-    return config, suites
+    found, suites = _cross_field_problems(config, located, check_paths)
+    found += caveats.warnings(config, suites, located)
+    kept = [p for p in found if p.file != located.file or parsed.untouched(p)]
+    return Checked(config, suites, [*parsed.problems, *kept])
 
 
 def load_suites(config: Config) -> list[Suite]:
     return [load_suite(config.resolve(s)) for s in config.suites]
-
-
-def _schema_problem(located: yamlpos.Located, error: ErrorDetails) -> Problem:
-    loc = tuple(part for part in error["loc"] if part != "[key]")  # pydantic's marker for a dict key
-    if error["type"] == "extra_forbidden":
-        return located.problem(loc, _unknown_key_message(loc))
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "missing":
-        return located.problem(loc, "required key is missing")
-    if "input" in error and not isinstance(error["input"], dict | list) and not _holds_secret(message):
-        message += f" (got {error['input']!r})"
-    return located.problem(loc, message)
-
-
-def _holds_secret(message: str) -> bool:
-    """What was written where a credential is named is never repeated: it may be one."""
-    return message.startswith("a credential is never written")
-
-
-def _unknown_key_message(loc: tuple[str | int, ...]) -> str:
-    known = _known_keys(Config, loc[:-1])
-    message = f"unknown key '{loc[-1]}'"
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-    if close:
-        return f"{message} (did you mean '{close[0]}'?)"
-    return f"{message}; allowed here: {', '.join(known)}" if known else message
-
-
-def _known_keys(model: Any, loc: tuple[str | int, ...]) -> list[str]:
-    """Walk the schema along `loc` to list the keys allowed at that point."""
-    current: Any = model
-    for part in loc:
-        current = _step(current, part)
-        if current is None:
-            return []
-    model_type = _model_in(current)
-    return list(model_type.model_fields) if model_type else []
-
-
-def _step(annotation: Any, part: str | int) -> Any:
-    model_type = _model_in(annotation)
-    if model_type is not None and isinstance(part, str) and part in model_type.model_fields:
-        return model_type.model_fields[part].annotation
-    args = [a for a in typing.get_args(_unwrap(annotation)) if a is not type(None)]
-    return args[-1] if args else None
-
-
-def _unwrap(annotation: Any) -> Any:
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return annotation
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    annotation = _unwrap(annotation)
-    candidates = [annotation, *typing.get_args(annotation)]
-    for candidate in candidates:
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
 
 
 def _cross_field_problems(config: Config, located: yamlpos.Located,
@@ -172,7 +142,8 @@ def _cron_problems(cron: str, located: yamlpos.Located) -> list[Problem]:
     return []
 
 
-def _choice_message(value: str, allowed: list[str], what: str) -> str:
+def choice_message(value: str, allowed: list[str], what: str) -> str:
+    """'x' is not one of the WHAT (the allowed ones); with the close one, where there is one."""
     message = f"'{value}' is not one of the {what} ({', '.join(allowed)})"
     close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
     return f"{message}; did you mean '{close[0]}'?" if close else message
@@ -186,7 +157,7 @@ def _version_problems(config: Config, located: yamlpos.Located, check_paths: boo
             value = getattr(model, role)
             if value not in model.versions:
                 loc = ("models", name, role)
-                problems.append(located.problem(loc, _choice_message(value, versions, "versions")))
+                problems.append(located.problem(loc, choice_message(value, versions, "versions")))
         for version, spec in model.versions.items():
             problems += _version_source_problems(config, located, (name, version), spec, check_paths)
         if model.backend.kind == "openai":
@@ -253,7 +224,7 @@ def _retrain_problems(config: Config, located: yamlpos.Located, suites: list[Sui
         target = spec.retrain.target_suite
         if target and len(suites) == len(config.suites) and target not in names:
             problems.append(located.problem((*loc, "target_suite"),
-                                            _choice_message(target, names, "suites")))
+                                            choice_message(target, names, "suites")))
         replay = spec.retrain.replay
         if check_paths and replay and not config.resolve(replay).is_file():
             problems.append(located.problem((*loc, "replay"), f"{config.resolve(replay)} does not exist"))
@@ -266,7 +237,7 @@ def _capability_problems(config: Config, located: yamlpos.Located, suites: list[
     measured = sorted({s.capability for s in suites})
     return [
         located.problem(("policy", "capabilities", name),
-                        _choice_message(name, measured, "capabilities the suites measure"))
+                        choice_message(name, measured, "capabilities the suites measure"))
         for name in config.policy.capabilities
         if name not in measured
     ]

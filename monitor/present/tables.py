@@ -11,6 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from monitor import units
 from monitor.judge import Judgement
 from monitor.store import Action, KindSummary, Run
 from monitor.vocabulary import ActionKind, ActionStatus, Diagnosis, Kind, Phase, RunStatus, TriggeredBy
@@ -48,25 +49,29 @@ def fmt(value: float | None, kind: str) -> str:
     return f"{value:.3f}" if kind == Kind.LOGLIKELIHOOD_ROLLING else f"{value:.1%}"
 
 
-def fmt_delta(before: float | None, after: float | None, kind: str) -> str:
+def fmt_drop(before: float | None, after: float | None, kind: str) -> str:
+    """How much worse `after` is than `before`, in the kind's unit: positive when worse (red),
+    negative for a gain (green), as every surface writes a drop."""
     if before is None or after is None:
         return "—"
-    delta = after - before
-    text = fmt_signed(delta, kind)
-    colour = "red" if delta < -0.05 else "green" if delta > 0.05 else "white"
-    return f"[{colour}]{text}[/{colour}]"
+    drop = before - after
+    colour = "white"
+    if abs(drop) > 0.05:
+        colour = "red" if drop > 0 else "green"
+    return f"[{colour}]{units.drop_text(kind, drop)}[/{colour}]"
 
 
 def runs_table(runs: Sequence[Run], summaries: dict[int, list[KindSummary]], title: str,
                width: int = NARROW) -> Table:
-    """One line per run and kind. Narrow terminals get the date without the year, short kinds, and
-    no run id (no command takes one)."""
+    """One line per run and kind. Narrow terminals get the date without the year and short kinds;
+    the run id stays (`probe` names a broken run by it, `/api/v1/runs/{id}` shows its errors), and
+    only the version and the suite give way, between words."""
     narrow = width < NARROW
     table = _frame(title, narrow)
     columns = _RUN_COLUMNS_NARROW if narrow else _RUN_COLUMNS
     for column in columns:
         table.add_column(column, justify="right" if column in ("score", "items", "errors") else "left",
-                         no_wrap=narrow)
+                         no_wrap=narrow and column not in ("version", "suite"), overflow="fold")
     several = len({run.model for run in runs}) > 1  # then a narrow table still names the model
     for run in runs:
         assert run.id is not None
@@ -77,7 +82,7 @@ def runs_table(runs: Sequence[Run], summaries: dict[int, list[KindSummary]], tit
 
 
 _RUN_COLUMNS = ("run", "when (UTC)", "model/version", "suite", "kind", "score", "items", "errors", "status")
-_RUN_COLUMNS_NARROW = ("when (UTC)", "version", "suite", "kind", "score", "items", "errors", "status")
+_RUN_COLUMNS_NARROW = ("run", "when (UTC)", "version", "suite", "kind", "score", "items", "errors", "status")
 
 
 def _run_cells(run: Run, s: KindSummary, narrow: bool, several: bool) -> dict[str, str]:
@@ -143,14 +148,14 @@ def comparison_table(rows: Sequence[Row], before: str, after: str, title: str,
     table = _frame(title, narrow)
     table.add_column("capability")
     table.add_column("measured as")
-    for column in (before, after, "delta", "items"):
+    for column in (before, after, "drop", "items"):
         table.add_column(column, justify="right")
     previous = None
     for row in rows:
         name = row.capability if row.capability != previous else ""
         previous = row.capability
         table.add_row(name, _label(row.kind, narrow), fmt(row.before, row.kind),
-                      fmt(row.after, row.kind), fmt_delta(row.before, row.after, row.kind),
+                      fmt(row.after, row.kind), fmt_drop(row.before, row.after, row.kind),
                       str(row.items))
     return table
 
@@ -170,51 +175,54 @@ def phase(text: str) -> str:
 
 
 def verdicts_table(rows: Sequence[tuple[Any, Sequence[Any]]], title: str, width: int = NARROW) -> Table:
-    """One line per capability and kind: the numbers, the phase, and why. Under `NARROW` columns
-    the verdict id, the baseline's score, the bounds and p are left out (the reasons printed
-    after the table carry the bounds), so nothing that remains is cut."""
+    """One line per capability and kind: the numbers, the phase, and why. The verdict id (what
+    `explain` takes), the phase and the diagnosis are never wrapped or cut, and a capability wraps
+    only between words; the drop and the bounds give way first. Under `WIDE` columns the table
+    loses its side borders and the kinds their long names; under `NARROW` the scores, the bounds
+    and p go too (the reasons printed after the table carry them)."""
     narrow = width < NARROW
-    table = _frame(title, narrow, show_lines=not narrow)
+    wide = width >= WIDE
+    table = _frame(title, not wide, show_lines=wide)
     for column in _verdict_columns(narrow):
-        numeric = column in ("baseline", "candidate", "drop", "p")
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=narrow)
+        table.add_column(column, justify="right" if column in _NUMERIC else "left",
+                         no_wrap=column not in _WRAPPED, overflow="fold")
+    table.columns[1].width = _longest_word([verdict.capability for verdict, _ in rows], "capability")
     for verdict, kinds in rows:
         for i, k in enumerate(kinds):
-            table.add_row(*_verdict_cells(verdict, k, first=i == 0, narrow=narrow))
+            table.add_row(*_verdict_cells(verdict, k, first=i == 0, narrow=narrow, wide=wide))
     return table
+
+
+WIDE = 180  # from here the verdicts table has room for borders and the kinds' full names
+_NUMERIC = ("baseline", "candidate", "drop", "p")
+_WRAPPED = ("capability", "drop", "bounds")  # between words; the capability at its fixed width
+_LONGEST_CAPABILITY = 24  # a longer name folds rather than push the id, phase or diagnosis out
+
+
+def _longest_word(texts: Sequence[str], header: str) -> int:
+    words = [len(word) for text in texts for word in text.split()]
+    return min(max([len(header), *words]), _LONGEST_CAPABILITY)
 
 
 def _verdict_columns(narrow: bool) -> tuple[str, ...]:
     if narrow:
-        return ("capability", "kind", "candidate", "drop", "phase", "diagnosis")
+        return ("id", "capability", "kind", "drop", "phase", "diagnosis")
     return ("verdict", "capability", "kind", "baseline", "candidate", "drop", "bounds", "p", "phase",
             "diagnosis")
 
 
-def _verdict_cells(verdict: Any, k: Any, first: bool, narrow: bool) -> list[str]:
-    capability = verdict.capability + (" (muted)" if verdict.muted else "") if first else ""
+def _verdict_cells(verdict: Any, k: Any, first: bool, narrow: bool, wide: bool) -> list[str]:
+    muted = " (muted)" if verdict.muted else ""
+    capability = f"{verdict.capability}{muted}" if first else ""
     diagnosis = verdict.diagnosis if first else ""
+    verdict_id = str(verdict.id) if first else ""
+    kind = k.kind if wide else SHORT_KINDS.get(k.kind, k.kind)
+    drop = units.drop_text(k.kind, k.drop)
     if narrow:
-        return [capability, SHORT_KINDS.get(k.kind, k.kind), fmt(k.candidate_score, k.kind),
-                fmt_signed(k.drop, k.kind), phase(k.phase), diagnosis.replace("_loss", "")]
-    return [str(verdict.id) if first else "", capability, k.kind, fmt(k.baseline_score, k.kind),
-            fmt(k.candidate_score, k.kind), fmt_signed(k.drop, k.kind), _bounds(k.low, k.high, k.kind),
-            f"{k.p_value:.2g}" if k.p_value is not None else "—", phase(k.phase), diagnosis]
-
-
-def fmt_signed(value: float | None, kind: str) -> str:
-    """A change in score: points for accuracies, raw log-prob per token for fluency."""
-    if value is None:
-        return "—"
-    return f"{value:+.3f}" if kind == Kind.LOGLIKELIHOOD_ROLLING else f"{value * 100:+.1f} pts"
-
-
-def _bounds(low: float | None, high: float | None, kind: str) -> str:
-    if low is None or high is None:
-        return "—"
-    if kind == Kind.LOGLIKELIHOOD_ROLLING:
-        return f"{low:+.3f} … {high:+.3f}"
-    return f"{low * 100:+.1f} … {high * 100:+.1f}"
+        return [verdict_id, capability, kind, drop, phase(k.phase), diagnosis]
+    p_value = "—" if k.p_value is None else f"{k.p_value:.2g}"
+    return [verdict_id, capability, kind, fmt(k.baseline_score, k.kind), fmt(k.candidate_score, k.kind), drop,
+            units.bounds_text(k.kind, k.low, k.high), p_value, phase(k.phase), diagnosis]
 
 
 def actions_table(actions: Sequence[Any], title: str, width: int = NARROW) -> RenderableType:

@@ -20,13 +20,17 @@ On an event loop a slow client costs a coroutine, never a thread, so no number o
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import resource
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+from monitor.errors import Refused
 
 if TYPE_CHECKING:
     import ssl
@@ -104,7 +108,8 @@ class HttpServer:
     (see `.port`). With a TLS context every connection is TLS, with client certificates checked
     as the context says."""
 
-    def __init__(self, app: Served, host: str = "127.0.0.1", port: int = 9464) -> None:
+    def __init__(self, app: Served, host: str = "127.0.0.1", port: int = 9464,
+                 listening: socket.socket | None = None) -> None:
         import uvicorn
 
         self.limits = app.limits
@@ -116,7 +121,7 @@ class HttpServer:
             timeout_graceful_shutdown=self.limits.grace_s, log_level="warning",
             ssl_context_factory=None if tls is None else functools.partial(_given, tls))
         self._server = uvicorn.Server(config)
-        self._socket = config.bind_socket()
+        self._socket = listening or bind(host, port)
         self.scheme = "https" if tls is not None else "http"
         self.port = int(self._socket.getsockname()[1])
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
@@ -135,6 +140,24 @@ class HttpServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(self.limits.grace_s + 5.0)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound as uvicorn binds it but here: uvicorn logs a bind failure and
+    exits the process with its own code, and a port in use is the caller's to change (Refused)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            why = "the port is already in use"
+        raise Refused(f"cannot listen on {host}:{port}: {why}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _given(tls: ssl.SSLContext, *_: object) -> ssl.SSLContext:

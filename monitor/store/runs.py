@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from sqlalchemy import func
@@ -18,6 +19,17 @@ from monitor.vocabulary import RunStatus
 
 # INSERT … ON CONFLICT DO NOTHING, as each database here spells it.
 _INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+@dataclass(frozen=True)
+class RunErrors:
+    """Why a run's measurements failed: its error kinds with their counts, and the first item's
+    message (redacted as it was stored; the run's own error where no item got as far), so nobody
+    has to read item results to find the cause."""
+
+    run: Run
+    kinds: dict[str, int] = field(default_factory=dict)
+    first: str | None = None
 
 
 class Runs(Database):
@@ -43,9 +55,10 @@ class Runs(Database):
             counts = s.exec(select(func.count(), func.count(col(ItemResult.error_kind)))
                             .where(ItemResult.run_id == run_id)).one()
             run.item_count, run.error_count = int(counts[0]), int(counts[1])
-            run.status, run.error, run.finished_at = status, redact(error) if error else error, utcnow()
+            kinds = _add_aggregates(s, run_id)
+            summary = error_summary(error, kinds, _first_error(s, run_id), run.item_count)
+            run.status, run.error, run.finished_at = status, redact(summary) if summary else None, utcnow()
             s.add(run)
-            _add_aggregates(s, run_id)
             s.commit()
             return run
 
@@ -95,6 +108,13 @@ class Runs(Database):
         with self.session() as s:
             return list(s.exec(query).all())
 
+    def run_names(self) -> list[tuple[str, str, str]]:
+        """Every (model, version, suite) a stored run is of: the names `history` can show."""
+        query = sa_select(col(Run.model), col(Run.version), col(Run.suite)).distinct()
+        with self.session() as s:
+            rows = s.execute(query).all()
+        return [(str(model), str(version), str(suite)) for model, version, suite in rows]
+
     def latest_complete_run(self, model: str, version: str, content_hash: str, backend: str | None = None,
                             dtype: str | None = None) -> Run | None:
         """The newest complete run of exactly this suite content (on this backend and dtype, when
@@ -124,6 +144,24 @@ class Runs(Database):
             query = query.where(ItemResult.kind == kind)
         with self.session() as s:
             return list(s.exec(query).all())
+
+    def run_errors(self, run_ids: Sequence[int]) -> dict[int, RunErrors]:
+        """Each run's errors, in three queries whatever the number of runs."""
+        wanted = list(run_ids)
+        with self.session() as s:
+            runs = s.exec(select(Run).where(col(Run.id).in_(wanted))).all()
+            counts = s.exec(select(RunError).where(col(RunError.run_id).in_(wanted))
+                            .order_by(col(RunError.count).desc(), col(RunError.error_kind))).all()
+            firsts = sa_select(func.min(ItemResult.id)).where(
+                col(ItemResult.run_id).in_(wanted), col(ItemResult.error_kind).is_not(None)).group_by(
+                col(ItemResult.run_id))
+            messages = s.exec(select(ItemResult).where(col(ItemResult.id).in_(firsts))).all()
+        first = {m.run_id: m.error or m.error_kind for m in messages}
+        kinds: dict[int, dict[str, int]] = {}
+        for row in counts:
+            kinds.setdefault(row.run_id, {})[row.error_kind] = row.count
+        return {run.id or 0: RunErrors(run, kinds.get(run.id or 0, {}), first.get(run.id, run.error))
+                for run in runs}
 
     def summaries(self, run_ids: Sequence[int]) -> dict[int, list[KindSummary]]:
         """Mean score per kind for each run: kept with a finished run (`run_kind`), summed in the
@@ -186,8 +224,9 @@ def _kind_summaries(s: Session, run_ids: Sequence[int]) -> list[tuple[int, KindS
             for run_id, kind, mean, scored, errors in s.execute(query).all()]
 
 
-def _add_aggregates(s: Session, run_id: int) -> None:
-    """Summed afresh: a run finished again (replayed from the spool) keeps one row per kind."""
+def _add_aggregates(s: Session, run_id: int) -> dict[str, int]:
+    """Summed afresh: a run finished again (replayed from the spool) keeps one row per kind.
+    Returns the failed measurements per error kind."""
     for table in (RunKind, RunError):
         for old in s.exec(select(table).where(table.run_id == run_id)).all():
             s.delete(old)
@@ -198,5 +237,25 @@ def _add_aggregates(s: Session, run_id: int) -> None:
     per_error = sa_select(col(ItemResult.error_kind), func.count()).where(
         col(ItemResult.run_id) == run_id, col(ItemResult.error_kind).is_not(None)).group_by(
         col(ItemResult.error_kind))
-    for error_kind, count in s.execute(per_error).all():
-        s.add(RunError(run_id=run_id, error_kind=str(error_kind), count=int(count)))
+    kinds = {str(error_kind): int(count) for error_kind, count in s.execute(per_error).all()}
+    for error_kind, count in kinds.items():
+        s.add(RunError(run_id=run_id, error_kind=error_kind, count=count))
+    return kinds
+
+
+def _first_error(s: Session, run_id: int) -> str | None:
+    failed = col(ItemResult.error_kind).is_not(None)
+    query = select(ItemResult.error).where(ItemResult.run_id == run_id, failed).order_by(col(ItemResult.id))
+    return s.exec(query.limit(1)).first()
+
+
+def error_summary(error: str | None, kinds: dict[str, int], first: str | None, measured: int) -> str | None:
+    """A run's error as one line: what ended it, its error kinds with their counts (most first) and
+    the first failed item's message. Made once, when the run finishes, so every surface that shows
+    the run shows the cause without reading item results."""
+    if not kinds:
+        return error
+    ranked = sorted(kinds.items(), key=lambda pair: (-pair[1], pair[0]))
+    counted = ", ".join(f"{count} {kind}" for kind, count in ranked)
+    head = error or f"{sum(kinds.values())} of {measured} measurements failed"
+    return f"{head}: {counted}; first: {first}" if first else f"{head}: {counted}"
