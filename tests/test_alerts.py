@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,8 @@ import yaml
 from monitor.metrics.rules import ALERTS, rule_tests_yaml, rules_yaml
 
 ALERTS_DIR = Path(__file__).resolve().parent.parent / "alerts"
+# A command as a runbook gives it: in backticks, or on an indented line of its own.
+RUNBOOK_COMMAND = re.compile(r"(?:`|^ {4})forgetmenot ([a-z][a-z-]*)", re.MULTILINE)
 
 
 def _tool(name: str) -> str:
@@ -61,6 +64,20 @@ def test_every_alert_is_annotated_and_has_a_runbook() -> None:
         assert rule["labels"]["severity"] in ("warning", "critical")
         assert {"summary", "description", "runbook_url"} <= set(rule["annotations"])
         assert (ALERTS_DIR.parent / rule["annotations"]["runbook_url"]).is_file()
+
+
+def test_runbooks_name_commands_that_exist_and_never_judge_to_look() -> None:
+    """On-call runs a runbook's commands as written: each must be a command, and looking must
+    write nothing (`judge` stores verdicts; `verdicts` lists them)."""
+    import typer.main
+
+    from monitor.cli.app import app
+
+    known = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    for runbook in sorted((ALERTS_DIR / "runbooks").glob("*.md")):
+        named = set(RUNBOOK_COMMAND.findall(runbook.read_text()))
+        assert named <= known, f"{runbook.name} names commands that do not exist: {named - known}"
+        assert "judge" not in named, f"{runbook.name} tells on-call to judge (a write) in order to look"
 
 
 def test_alertmanager_example_routes_critical_and_warning_differently() -> None:

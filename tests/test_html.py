@@ -11,6 +11,7 @@ from monitor.policy.schema import Config
 from monitor.present import svg
 from monitor.present.html import Html, ago, e, phase_badge, table
 from monitor.present.model_page import time_format
+from monitor.present.summary import Facts, summarize
 from monitor.present.verdict_page import VerdictView, verdict_page
 from monitor.service.pages import _cells
 from monitor.store import Verdict, VerdictKind
@@ -70,9 +71,15 @@ def test_the_interval_chart_puts_the_tolerance_between_zero_and_the_drop() -> No
     estimate = root.find(f"{NS}circle[@class='estimate']")
     assert tolerance is not None and estimate is not None
     assert float(tolerance.attrib["x1"]) < float(estimate.attrib["cx"])
-    assert root.findtext(f"{NS}title") == "drop +12.0 pts, bounds +7.0 to +17.0, tolerance 5 pts"
+    assert root.findtext(f"{NS}title") == "drop +12.0 pts, bounds [+7.0, +17.0] pts, tolerance 5 pts"
     untold = ET.fromstring(svg.interval_chart(0.01, 0.0, 0.02, None))
     assert untold.find(f"{NS}line[@class='tolerance']") is None
+
+
+def test_the_interval_chart_writes_fluency_in_nats_per_token() -> None:
+    root = ET.fromstring(svg.interval_chart(0.0304, 0.017, 0.044, 0.05, kind="loglikelihood_rolling"))
+    assert root.findtext(f"{NS}title") == ("drop +0.030 nats/token, bounds [+0.017, +0.044] nats/token, "
+                                           "tolerance 0.05 nats/token")
 
 
 def _verdict(**fields: object) -> Verdict:
@@ -82,18 +89,26 @@ def _verdict(**fields: object) -> Verdict:
     return Verdict.model_validate({**base, **fields})
 
 
+def _view(verdict: Verdict, kinds: list[VerdictKind], live: str, report: str | None = None) -> VerdictView:
+    policy = Config.model_validate({"models": {"bot": {"versions": {"v1": {}, "v2": {}}, "baseline": "v1",
+                                                       "live": "v2"}}, "suites": ["s"]}).policy
+    facts = Facts(verdict, kinds, policy.rules_for("c"), policy.guards, live, [], [], None, None, "rb")
+    return VerdictView(verdict, kinds, live, [], summarize(facts), [], report)
+
+
 def test_a_verdict_from_before_rules_were_stored_shows_no_tolerance() -> None:
     kind = VerdictKind(verdict_id=7, kind="generate_until", phase="FAIL", reason=HOSTILE, n=40,
                        drop=0.2, low=0.1, high=0.3, baseline_score=0.9, candidate_score=0.7)
-    page = verdict_page(VerdictView(_verdict(rules=""), [kind], "v2", [], [], [], "no report here"), NOW)
-    assert "+20.0 pts [+10.0, +30.0]" in page and "<script" not in page
-    assert "<title>drop +20.0 pts, bounds +10.0 to +30.0</title>" in page, "no tolerance line is drawn"
+    page = verdict_page(_view(_verdict(rules=""), [kind], "v2", "no report here"), NOW)
+    assert "+20.0 pts [+10.0, +30.0] pts" in page and "<script" not in page
+    assert "<title>drop +20.0 pts, bounds [+10.0, +30.0] pts</title>" in page, "no tolerance line is drawn"
     assert "forgetmenot rollback bot --to v1" in page and "forgetmenot approve" not in page
+    assert "90.0%" in page and "70.0%" in page, "scores as percentages, as every surface writes them"
 
 
 def test_a_verdict_of_a_version_no_longer_live_offers_no_rollback() -> None:
-    page = verdict_page(VerdictView(_verdict(rules='{"max_drop": 0.05}'), [], "v1", [], [], [], None), NOW)
-    assert "nothing to roll back" in page and "forgetmenot rollback" not in page
+    page = verdict_page(_view(_verdict(rules='{"max_drop": 0.05}'), [], "v1"), NOW)
+    assert "no longer live" in page and "forgetmenot rollback" not in page
     assert 'href="/verdicts/7/report"' in page
 
 

@@ -196,7 +196,7 @@ def test_the_verdict_page_shows_the_drop_the_diagnosis_the_items_and_the_command
     assert "bot · arithmetic" in text and "v2 vs v1" in text
     assert "alignment loss" in text and "knowledge score" in text and "alignment gap" in text
     assert "+100.0 pts [" in text and "5 pts" in text, "the drop with its bounds against the tolerance"
-    assert "forgetmenot rollback bot --to v1" in text
+    assert "forgetmenot rollback" not in text, "alignment loss is retrained, never rolled back"
     pending = next(a for a in fleet.monitor.store.actions("bot") if a.status == "pending_approval")
     assert f"forgetmenot approve {pending.id}" in text
     assert "generate until: 78 item(s) regressed; the worst 50 shown, 28 more" in text
@@ -303,10 +303,37 @@ def test_the_evidence_report_is_made_once_and_served_in_a_sandbox(fleet: Fleet) 
     status, headers, body = fetch(url)
     assert status == 200 and "current" in body and "reference" in body
     assert headers["Content-Security-Policy"].startswith("sandbox allow-scripts")
-    cached = fleet.folder / "reports" / f"verdict-{fleet.verdict.id}.html"
+    [cached] = (fleet.folder / "reports").glob(f"verdict-{fleet.verdict.id}-*.html")
     made = cached.stat().st_mtime
     assert fetch(url)[0] == 200 and cached.stat().st_mtime == made, "served from the cache"
     assert [p.name for p in (fleet.folder / "reports").iterdir()] == [cached.name], "no work folder left"
+
+
+def test_databases_sharing_a_reports_folder_each_get_their_own_report(tmp_path: Path) -> None:
+    """Two monitors with one home, or a database made anew whose ids start again, each have a
+    verdict 1: each is served its own report, titled with the versions it compares."""
+    pytest.importorskip("evidently", reason="the report extra (evidently) is not installed")
+    from monitor.judge import judge_suite
+    from monitor.probing.run import VersionRef, probe_suite
+    from monitor.service.pages import Pages
+    from tests.test_actions import policy
+
+    suite = load_suite(PROBES / "arithmetic")
+    rules = load_config(policy(tmp_path, "sqlite:///unused.db")).policy.rules_for(suite.capability)
+    config = load_config(tmp_path / "forgetmenot.yaml")
+    served = {}
+    for candidate in ("v2", "v3"):
+        store = Store(f"sqlite:///{tmp_path / candidate}.db")
+        for version, right in (("v1", True), (candidate, False)):
+            backend = FakeBackend(answers=_answers(suite, right), preferred=_gold(suite))
+            probe_suite(store, backend, suite, VersionRef("bot", version))
+        _, verdict = judge_suite(store, suite, rules, "bot", candidate, "v1")
+        assert verdict.id == 1
+        served[candidate] = Pages(config, store, tmp_path / "reports").report(1).body.decode()
+        store.close()
+    assert served["v3"] != served["v2"], "the other database's report"
+    assert len(list((tmp_path / "reports").glob("verdict-1-*.html"))) == 2
+    assert "bot v2 vs v1" in served["v2"] and "bot v3 vs v1" in served["v3"]
 
 
 def test_pages_need_the_same_credentials_as_the_api(fleet: Fleet, tmp_path: Path) -> None:

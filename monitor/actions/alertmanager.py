@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from monitor.errors import AlertError, BackendError, ConfigError
-from monitor.policy.schema import AlertmanagerSpec, Config, Rules
+from monitor.policy.schema import AlertmanagerSpec, Config
+from monitor.present.summary import Summary
 from monitor.probing.backends.endpoint import Endpoint
 from monitor.store import Action, Verdict, utcnow
 
@@ -20,25 +21,36 @@ REJECTED = "ForgetmenotRecoveryRejected"
 STRANDED = "ForgetmenotNoRollbackTarget"
 
 
-def verdict_alert(verdict: Verdict, action: Action, rules: Rules, spec: AlertmanagerSpec) -> dict[str, Any]:
+def verdict_alert(verdict: Verdict, action: Action, summary: Summary,
+                  spec: AlertmanagerSpec) -> dict[str, Any]:
+    """The verdict's summary as annotations: the words of its page, so the alert, the page and
+    the API never disagree on what to do."""
     now = utcnow()
     link = f"{spec.link_base.rstrip('/')}/verdicts/{verdict.id}" if spec.link_base else ""
     return {
         "labels": {"alertname": ALERTNAME, "model": verdict.model, "version": verdict.candidate,
                    "baseline": verdict.baseline, "capability": verdict.capability,
-                   "diagnosis": verdict.diagnosis, "severity": "critical" if rules.critical else "warning"},
-        "annotations": {
-            "summary": f"{verdict.model}/{verdict.candidate} lost {verdict.capability} "
-                       f"({verdict.diagnosis.replace('_', ' ')})",
-            "description": verdict.reason,
-            "ladder": f"action {action.id}: {action.kind}, from {action.from_version}",
-            "verdict": link or f"verdict {verdict.id}",
-            "report": verdict.report or "",
-        },
+                   "diagnosis": verdict.diagnosis, "severity": "critical" if verdict.critical else "warning"},
+        "annotations": {**summary_annotations(summary),
+                        "action": f"action {action.id}: {action.kind}, from {action.from_version}",
+                        "verdict": link or f"verdict {verdict.id}",
+                        "report": verdict.report or ""},
         "startsAt": now.isoformat(),
         "endsAt": (now + spec.resolve_after).isoformat(),
         "generatorURL": link,
     }
+
+
+def summary_annotations(summary: Summary) -> dict[str, str]:
+    """`summary` and `description` as Alertmanager's templates expect them; `what_to_do` and
+    `command` the advice; `fallback` only where the ladder has a later resort."""
+    fallback = summary.fallback
+    said = {"summary": summary.happened, "description": summary.why, "what_to_do": summary.todo,
+            "command": summary.command or "", "ladder": "; ".join(summary.ladder),
+            "runbook_url": summary.runbook or ""}
+    if fallback is not None:
+        said["fallback"] = f"{fallback.say}: {fallback.command}"
+    return said
 
 
 def action_alert(action: Action, spec: AlertmanagerSpec, alertname: str, summary: str) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from monitor.errors import JudgeError, Refused
 from monitor.judge.model import verdict_rules
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
-from monitor.store import Store, Verdict
+from monitor.store import Store, Verdict, VerdictKind
 from monitor.store.versions import with_made
-from monitor.vocabulary import Decision, Phase
+from monitor.vocabulary import Decision, Kind, Phase
 
 MAX_WAIT_S = 600.0
 
@@ -47,6 +47,8 @@ class Check:
     critical: bool = False
     verdict: int | None = None
     reason: str = "not judged yet"
+    kind: str | None = None  # the kind that decided: the unit of `drop` and of `tolerance`
+    tolerance: float | None = None  # the tolerance `kind` was held to (`max_drop` or `max_drop_nats`)
 
     @property
     def counted(self) -> bool:
@@ -146,18 +148,28 @@ def _check(store: Store, config: Config, suite: Suite, model: str, version: str,
     if found[-1].rules and verdict_rules(found[-1], config) != rules:
         return replace(pending, reason=f"verdict {found[-1].id} was judged under other rules than the "
                                        "policy's now; waiting for the next")
-    return _from_verdict(found[-1], config)
+    kinds = store.verdict_kinds([found[-1].id or 0]).get(found[-1].id or 0, [])
+    return _from_verdict(found[-1], config, _deciding(kinds))
 
 
-def _from_verdict(verdict: Verdict, config: Config) -> Check:
+def _from_verdict(verdict: Verdict, config: Config, kind: str | None) -> Check:
     rules = verdict_rules(verdict, config)  # as judged
     phase, reason = verdict.phase, verdict.reason
     if phase not in set(Phase):  # written by a newer forgetmenot: never a pass, never a forgetting
         reason = f"verdict {verdict.id} has the phase '{phase[:40]}', unknown to this forgetmenot"
         phase = Phase.ERROR
+    tolerance = rules.max_drop_nats if kind == Kind.LOGLIKELIHOOD_ROLLING else rules.max_drop
     return Check(verdict.suite, verdict.capability, verdict.baseline, phase, verdict.diagnosis,
                  verdict.drop, verdict.low, verdict.high, rules.max_drop, verdict.muted, verdict.critical,
-                 verdict.id, reason)
+                 verdict.id, reason, kind, tolerance)
+
+
+def _deciding(kinds: Sequence[VerdictKind]) -> str | None:
+    """The kind whose figures the verdict carries: the worst phase, the first of equals, as the
+    judge chose it."""
+    known = [k for k in kinds if k.phase in set(Phase)]
+    worst = max(known, key=lambda k: Phase(k.phase).severity, default=None)
+    return worst.kind if worst is not None else None
 
 
 def _conclude(checks: Sequence[Check]) -> tuple[Decision, str]:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
+from monitor import units
 from monitor.judge.stats import PairedResult, paired_binary, paired_continuous
 from monitor.policy.schema import Rules
 from monitor.policy.suites import Suite
@@ -58,20 +59,21 @@ class Judgement:
         return max(self.kinds, key=lambda k: k.phase.severity, default=None)
 
 
-def decide(result: PairedResult, rules: Rules, unit: str = "pts") -> tuple[Phase, str]:
+def decide(result: PairedResult, rules: Rules, unit: str = units.POINTS) -> tuple[Phase, str]:
     """The phase of one paired result under one capability's rules, with the reason in words.
 
     Accuracy drops (`pts`) are held to `max_drop`, a fraction of items; perplexity drops
-    (`nats/token`) to `max_drop_nats`: two units, two tolerances.
+    (`nats/token`) to `max_drop_nats`: two units, two tolerances. The reason writes them as
+    `monitor.units` does everywhere: a drop positive when the candidate is worse.
     """
-    scale, digits = (100, 1) if unit == "pts" else (1, 3)
-    limit = rules.max_drop if unit == "pts" else rules.max_drop_nats
-    tolerance = f"{limit * scale:.{digits}f} {unit}"
-    bounds = (f"{rules.confidence:.0%} bounds {result.low * scale:+.{digits}f} to "
-              f"{result.high * scale:+.{digits}f}")
-    drop = f"drop {result.drop * scale:+.{digits}f} {unit} ({bounds})"
-    if rules.min_score is not None and unit == "pts" and _floor_broken(result, rules):
-        return Phase.FAIL, f"candidate {result.candidate:.1%} is below the floor {rules.min_score:.1%}"
+    kind = Kind.GENERATE_UNTIL if unit == units.POINTS else Kind.LOGLIKELIHOOD_ROLLING
+    limit = rules.max_drop if unit == units.POINTS else rules.max_drop_nats
+    tolerance = units.tolerance_text(kind, limit)
+    bounds = f"{rules.confidence:.0%} bounds {units.bounds_text(kind, result.low, result.high)}"
+    drop = f"drop {units.drop_text(kind, result.drop)} ({bounds})"
+    if rules.min_score is not None and unit == units.POINTS and _floor_broken(result, rules):
+        floor = units.score_text(kind, rules.min_score)
+        return Phase.FAIL, f"candidate {units.score_text(kind, result.candidate)} is below the floor {floor}"
     if result.low > limit:
         return Phase.FAIL, f"{drop} exceeds the tolerance {tolerance}"
     if result.high <= limit:
@@ -112,7 +114,7 @@ def judge_kind(kind: Kind, baseline: Sequence[ItemResult], candidate: Sequence[I
     else:
         result = paired_continuous([base[i].score or 0.0 for i in ids], [cand[i].score or 0.0 for i in ids],
                                    rules.confidence)
-        phase, reason = decide(result, rules, unit="nats/token")
+        phase, reason = decide(result, rules, unit=units.NATS)
     margin = _margin(kind, base, cand, ids, rules)
     return KindJudgement(kind, phase, reason, result, margin, excluded, len(held_out))
 
@@ -138,8 +140,10 @@ def diagnose(kinds: Sequence[KindJudgement]) -> tuple[Diagnosis, str]:
         if any(Phase(k.phase).bad for k in kinds):
             return Diagnosis.UNDIAGNOSED, "measured one way only"
         return Diagnosis.NONE, ""
-    numbers = (f"generation {-gen.result.drop * 100:+.1f} pts ({gen.phase}), multiple-choice "
-               f"{-mc.result.drop * 100:+.1f} pts ({mc.phase}) on the same {gen.result.n} items")
+    generation = units.drop_text(Kind.GENERATE_UNTIL, gen.result.drop)
+    choice = units.drop_text(Kind.MULTIPLE_CHOICE, mc.result.drop)
+    numbers = (f"generation drop {generation} ({gen.phase}), multiple-choice drop {choice} "
+               f"({mc.phase}) on the same {gen.result.n} items")
     if Phase(mc.phase).bad:
         return Diagnosis.KNOWLEDGE_LOSS, f"the model no longer knows: {numbers}"
     if Phase(gen.phase).bad and mc.phase in (Phase.PASS, Phase.INCONCLUSIVE):

@@ -33,13 +33,16 @@ class Alert:
     for_: str = "0m"
     page: str = "/"  # the monitor's page that answers this alert, under MONITOR_URL
 
-    def rule(self, runbook_base: str, monitor_url: str = MONITOR_URL) -> dict[str, object]:
+    def runbook_url(self, runbook_base: str) -> str:
         slug = "".join(f"-{c.lower()}" if c.isupper() else c for c in self.name).lstrip("-")
+        return f"{runbook_base.rstrip('/')}/{slug}.md"
+
+    def rule(self, runbook_base: str, monitor_url: str = MONITOR_URL) -> dict[str, object]:
         return {
             "alert": self.name, "expr": self.expr, "for": self.for_,
             "labels": {"severity": self.severity},
             "annotations": {"summary": self.summary, "description": self.description,
-                            "runbook_url": f"{runbook_base}/{slug}.md",
+                            "runbook_url": self.runbook_url(runbook_base),
                             "monitor_url": monitor_url.rstrip("/") + self.page},
         }
 
@@ -68,8 +71,10 @@ ALERTS = (
     Alert("ForgetmenotCriticalCapabilityBreach", _breach("true"), "critical",
           "{{ $labels.model }} {{ $labels.version }} broke critical capability {{ $labels.capability }}",
           "{{ $labels.capability }} is critical in the policy and its newest verdict against "
-          "{{ $labels.baseline }} is FAIL ({{ $labels.diagnosis }}). Roll back with: forgetmenot "
-          "rollback {{ $labels.model }} --to {{ $labels.baseline }}.", page=VERDICT_PAGE),
+          "{{ $labels.baseline }} is FAIL ({{ $labels.diagnosis }}). Knowledge loss: roll back. "
+          "Alignment loss: the model still knows, and recovery retraining brings it back; do not "
+          "roll back first. The verdict's page (monitor_url) says what the ladder did and gives the "
+          "command.", page=VERDICT_PAGE),
     Alert("ForgetmenotProbesErroring",
           f'max by ({VERDICT_KEYS}) ({m.VERDICT_PHASE.full_name}{{phase="ERROR"}}) == 1\n'
           f"or on (model, version)\n"
@@ -102,6 +107,16 @@ ALERTS = (
           "are in no verdict, and the runs they hold ended as errors. /readyz names each file and "
           "why; each has a .reason file beside it.", page="/readyz"),
 )
+
+
+def alert_for(phase: str, critical: bool) -> Alert | None:
+    """The rule alert a verdict of `phase` raises (its runbook says what to do); None where no
+    rule fires: a PASS, a MARGINAL or an INCONCLUSIVE pages nobody."""
+    if phase == Phase.FAIL:
+        return _by_name("ForgetmenotCriticalCapabilityBreach" if critical else "ForgetmenotRetentionBreach")
+    if phase == Phase.ERROR:
+        return _by_name("ForgetmenotProbesErroring")
+    return None
 
 
 def rules_yaml(runbook_base: str = RUNBOOK_BASE, monitor_url: str = MONITOR_URL) -> str:

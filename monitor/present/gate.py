@@ -9,22 +9,37 @@ from pathlib import Path
 
 from rich.table import Table
 
+from monitor import units
 from monitor.judge.gate import Check, Gate
 from monitor.present.tables import phase
-from monitor.vocabulary import Phase
+from monitor.vocabulary import Kind, Phase
 
 
 def gate_table(gate: Gate) -> Table:
+    """Drops and tolerances in their kind's unit (`monitor.units`), a drop positive when worse."""
     table = Table(title=f"gate {gate.model} {gate.version}: {gate.decision.value}")
     for column in ("suite", "against", "phase", "diagnosis", "drop", "tolerance", "verdict"):
         table.add_column(column)
     for c in gate.checks:
-        table.add_row(c.suite + (" (muted)" if c.muted else ""), c.baseline,
-                      phase(c.phase) if c.phase else "[dim]pending[/dim]", c.diagnosis or "",
-                      f"{c.drop:+.3f}" if c.drop is not None else "",
-                      f"{c.max_drop:.3f}" if c.max_drop is not None else "",
-                      str(c.verdict or ""))
+        shown = phase(c.phase) if c.phase else "[dim]pending[/dim]"
+        table.add_row(c.suite + (" (muted)" if c.muted else ""), c.baseline, shown, c.diagnosis or "",
+                      _drop(c), _tolerance(c), str(c.verdict or ""))
     return table
+
+
+def _drop(c: Check) -> str:
+    if c.drop is None:
+        return ""
+    return units.drop_text(c.kind or Kind.GENERATE_UNTIL, c.drop)
+
+
+def _tolerance(c: Check) -> str:
+    """A check from an older remote monitor has no kind and no tolerance: its `max_drop` is an
+    accuracy tolerance."""
+    if c.tolerance is None and c.max_drop is None:
+        return ""
+    limit = c.tolerance if c.tolerance is not None else c.max_drop
+    return units.tolerance_text(c.kind or Kind.GENERATE_UNTIL, limit)
 
 
 def junit_xml(gate: Gate) -> str:

@@ -57,6 +57,9 @@ svg .tolerance{stroke:#c62828;stroke-width:2;stroke-dasharray:4 3}svg .tolerance
 svg .bounds{stroke:#1b1f24;stroke-width:6;stroke-linecap:round;opacity:.35}svg .estimate{fill:#1b1f24}
 .note{background:#fff;border-left:4px solid #0b5cad;padding:8px 12px;margin:10px 0}
 .note.bad{border-left-color:#c62828}
+.banner{background:#c62828;color:#fff;padding:12px 16px;margin:12px 0 4px;font-size:16px;border-radius:4px}
+.fallback{border-top:1px dashed #bcc4cc;margin-top:8px;padding-top:4px}
+pre.message{white-space:pre-wrap;word-break:break-word;margin:0;background:#f8f4ff;padding:4px 8px}
 """
 
 

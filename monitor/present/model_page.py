@@ -7,10 +7,12 @@ accuracy kinds on a fixed 0 to 1 axis, perplexity on its own).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from monitor import units
 from monitor.present import svg
 from monitor.present.html import (
     Html,
@@ -27,7 +29,6 @@ from monitor.present.html import (
     words,
 )
 from monitor.store import Action, Run, RunKind, Verdict
-from monitor.vocabulary import Kind
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,8 @@ def _figure(suite: str, kind: str, lines: dict[str, list[tuple[float, float]]], 
     """One chart; each version keeps its place in `versions`, so its colour and dash are the
     legend's on every chart."""
     drawn = [svg.Series(v, lines.get(v, [])) for v in versions]
-    accuracy = kind in set(Kind) and Kind(kind).binary
-    y_format = (lambda y: f"{y:.2f}") if accuracy else (lambda y: f"{y:.3g}")
+    accuracy = units.is_accuracy(kind)
+    y_format = functools.partial(units.score_text, kind)  # as every surface writes a score
     xs = [x for points in lines.values() for x, _ in points]
     chart = svg.line_chart(f"{suite} · {kind}", drawn, y_range=(0.0, 1.0) if accuracy else None,
                            x_format=time_format(max(xs) - min(xs)), y_format=y_format)

@@ -12,6 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
+from monitor import units
+from monitor.vocabulary import Kind
+
 # Okabe-Ito: told apart by people with any common colour-vision deficiency.
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 DASHES = ("", "6 3", "2 3", "8 3 2 3")
@@ -70,10 +73,10 @@ def legend(names: Sequence[str]) -> str:
     return _svg(4 + 120 * len(names), 20, "legend: " + ", ".join(names), "".join(items))
 
 
-def interval_chart(drop: float, low: float, high: float, tolerance: float | None, *, unit: str = "pts",
-                   scale: float = 100.0, width: int = 300, height: int = 44) -> str:
+def interval_chart(drop: float, low: float, high: float, tolerance: float | None, *,
+                   kind: str = Kind.GENERATE_UNTIL, width: int = 300, height: int = 44) -> str:
     """The drop (a dot) inside its confidence bounds (a bar), beside zero and the tolerance (a
-    dashed red line); right of the line is past the tolerance."""
+    dashed red line); right of the line is past the tolerance. Numbers in `kind`'s unit."""
     marks = [drop, low, high, 0.0, *([tolerance] if tolerance is not None else [])]
     lo, hi = min(marks), max(marks)
     margin = (hi - lo) * 0.08 or 0.01
@@ -87,12 +90,13 @@ def interval_chart(drop: float, low: float, high: float, tolerance: float | None
         anchor, shift = ("end", -4) if tx > width * 0.6 else ("start", 4)
         parts += [f'<line x1="{tx:.1f}" y1="2" x2="{tx:.1f}" y2="{mid + 10}" class="tolerance"/>',
                   f'<text x="{tx + shift:.1f}" y="10" text-anchor="{anchor}" class="tolerance-text">'
-                  f"tolerance {tolerance * scale:g}</text>"]
+                  f"tolerance {units.tolerance_text(kind, tolerance)}</text>"]
     parts += [f'<line x1="{frame.x(low):.1f}" y1="{mid}" x2="{frame.x(high):.1f}" y2="{mid}" '
               f'class="bounds"/>',
               f'<circle cx="{frame.x(drop):.1f}" cy="{mid}" r="4.5" class="estimate"/>']
-    title = (f"drop {drop * scale:+.1f} {unit}, bounds {low * scale:+.1f} to {high * scale:+.1f}"
-             + (f", tolerance {tolerance * scale:g} {unit}" if tolerance is not None else ""))
+    title = f"drop {units.drop_text(kind, drop)}, bounds {units.bounds_text(kind, low, high)}"
+    if tolerance is not None:
+        title += f", tolerance {units.tolerance_text(kind, tolerance)}"
     return _svg(width, height, title, "".join(parts))
 
 

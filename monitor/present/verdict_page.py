@@ -1,20 +1,23 @@
 """A verdict's page (`/verdicts/{id}`): what every alert links to.
 
-Top to bottom, what the on-call engineer asks in turn: what was judged and how it came out; the
-one command to run (roll back, or approve what waits for approval); each kind's drop with its
-confidence bounds against the tolerance it was held to (the rules stored with the verdict, not
-today's policy); the diagnosis with its numbers; the regressed items side by side; the evidence
-report; and the actions the verdict set off.
+Top to bottom, what the on-call engineer asks in turn: a banner when a critical capability is in
+trouble; what was judged; what happened and why; what to do, with the command (from the verdict's
+summary, the same words the API and the alerts carry); what the ladder did; for an ERROR, its
+cause; each kind's drop with its confidence bounds against the tolerance it was held to (the
+rules stored with the verdict, not today's policy); the diagnosis with its numbers; the regressed
+items with their prompt and expected answer beside both answers; the evidence report.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from monitor import units
+from monitor.present import summary_html as sections
 from monitor.present import svg
 from monitor.present.html import (
     Html,
@@ -30,9 +33,13 @@ from monitor.present.html import (
     when,
     words,
 )
-from monitor.present.model_page import actions_table
+from monitor.present.item_text import ItemText
+from monitor.present.summary import Summary
 from monitor.store import Action, ItemResult, Verdict, VerdictKind
 from monitor.vocabulary import Diagnosis, Kind, Phase
+
+# An item the suite at hand no longer holds (edited since, or not loadable): its answers still show.
+UNKNOWN_ITEM = ItemText("— (not in the suite as loaded now)", "—")
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class Regressed:
     kind: str
     shown: Sequence[tuple[ItemResult, ItemResult]]  # (baseline, candidate), worst first
     total: int
+    texts: Mapping[str, ItemText] = field(default_factory=dict)  # by item id: prompt, expected
 
 
 @dataclass(frozen=True)
@@ -48,21 +56,25 @@ class VerdictView:
     kinds: Sequence[VerdictKind]
     live: str
     regressed: Sequence[Regressed]
-    actions: Sequence[Action]  # those this verdict set off, newest first
-    pending: Sequence[Action]  # the model's actions waiting for approval
+    summary: Summary
+    ladder: Sequence[Action]  # what the ladder did about this failure, newest first
     report_missing: str | None  # why there is no evidence report; None: /verdicts/{id}/report
 
 
 def verdict_page(view: VerdictView, now: datetime) -> Html:
     v = view.verdict
     title = f"{v.model} · {v.capability} · {v.phase}"
-    body = Html(f"<h1>{e(v.model)} · {e(v.capability)} {phase_badge(v.phase)}</h1>{_facts(view, now)}"
-                f"<h2>What to do</h2>{_commands(view)}"
+    regressed = join(_regressed(v, r) for r in view.regressed) or _none()
+    body = Html(f"{sections.banner(view.summary)}"
+                f"<h1>{e(v.model)} · {e(v.capability)} {phase_badge(v.phase)}</h1>{_facts(view, now)}"
+                f"<h2>What happened</h2>{sections.happened(view.summary)}"
+                f"<h2>What to do</h2>{sections.what_to_do(view.summary, _bad(v.phase))}"
+                f"<h2>What the ladder did</h2>{sections.ladder(view.summary, view.ladder, now)}"
+                f"{sections.cause(view.summary.cause)}"
                 f"<h2>Per kind: the drop against the tolerance</h2>{_kinds(v, view.kinds)}"
                 f"<h2>Diagnosis</h2>{_diagnosis(v, view.kinds)}"
-                f"<h2>Regressed items</h2>{join(_regressed(v, r) for r in view.regressed) or _none()}"
-                f"<h2>Evidence report</h2>{_report(view)}"
-                f"<h2>Actions from this verdict</h2>{actions_table(view.actions, now)}")
+                f"<h2>Regressed items</h2>{regressed}"
+                f"<h2>Evidence report</h2>{_report(view)}")
     return page(title, body, now)
 
 
@@ -88,34 +100,9 @@ def _facts(view: VerdictView, now: datetime) -> Html:
                   ("judged", when(v.created_at, now)), ("verdict", f"#{v.id}")])
 
 
-def _commands(view: VerdictView) -> Html:
-    v = view.verdict
-    bad = _bad(v.phase)
-    parts = [Html(f"<p>Approve action #{a.id} ({e(_move(a))}), held for manual approval:</p>"
-                  f'<pre class="command">forgetmenot approve {int(a.id or 0)}</pre>') for a in view.pending]
-    if view.live == v.candidate and bad:
-        parts.append(Html(f"<p>Roll {e(v.model)} back to the baseline (through the same guards and "
-                          f'audit trail as the monitor):</p><pre class="command">forgetmenot rollback '
-                          f"{e(v.model)} --to {e(v.baseline)}</pre>"))
-    elif view.live != v.candidate:
-        parts.append(Html(f"<p>{e(v.candidate)} is no longer live ({e(view.live)} is): nothing to roll "
-                          f"back.</p>"))
-    if not parts:
-        parts.append(Html(f"<p>Nothing: the verdict is {e(v.phase)}.</p>"))
-    note = "bad" if bad else ""
-    return Html(f'<div class="note {note}">{join(parts)}<p class="muted small">Add -c with the policy '
-                f"file's path when it is not ./forgetmenot.yaml.</p></div>")
-
-
 def _bad(phase: str) -> bool:
     """A phase a newer forgetmenot wrote, unknown here, is shown as written and asks for nothing."""
     return phase in set(Phase) and Phase(phase).bad
-
-
-def _move(action: Action) -> str:
-    if action.to_version:
-        return f"{action.kind} {action.from_version} → {action.to_version}"
-    return f"{action.kind} of {action.from_version}"
 
 
 def _kinds(v: Verdict, kinds: Sequence[VerdictKind]) -> Html:
@@ -131,20 +118,19 @@ def _kinds(v: Verdict, kinds: Sequence[VerdictKind]) -> Html:
 
 
 def _kind_row(k: VerdictKind, rules: Mapping[str, Any]) -> list[object]:
-    binary = k.kind in set(Kind) and Kind(k.kind).binary
-    unit, scale = ("pts", 100.0) if binary else ("nats/token", 1.0)
-    limit = rules.get("max_drop" if binary else "max_drop_nats")
+    limit = rules.get("max_drop" if units.is_accuracy(k.kind) else "max_drop_nats")
     tolerance = float(limit) if isinstance(limit, int | float) else None
     measured = _measured(k)
     drop: object = "—"
     chart: object = "—"
     if measured is not None:
         mid, low, high = measured
-        drop = f"{mid * scale:+.1f} {unit} [{low * scale:+.1f}, {high * scale:+.1f}]"
-        chart = Html(svg.interval_chart(mid, low, high, tolerance, unit=unit, scale=scale))
-    return [words(k.kind), phase_badge(k.phase), (str(k.n), "num"), (number(k.baseline_score), "num"),
-            (number(k.candidate_score), "num"), (drop, "num"),
-            (f"{tolerance * scale:g} {unit}" if tolerance is not None else "—", "num"), chart,
+        drop = f"{units.drop_text(k.kind, mid)} {units.bounds_text(k.kind, low, high)}"
+        chart = Html(svg.interval_chart(mid, low, high, tolerance, kind=k.kind))
+    baseline = units.score_text(k.kind, k.baseline_score)
+    candidate = units.score_text(k.kind, k.candidate_score)
+    return [words(k.kind), phase_badge(k.phase), (str(k.n), "num"), (baseline, "num"), (candidate, "num"),
+            (drop, "num"), (units.tolerance_text(k.kind, tolerance), "num"), chart,
             (number(k.p_value, "{:.2g}"), "num"), (f"{k.lost} / {k.gained}", "num")]
 
 
@@ -164,28 +150,40 @@ def _diagnosis(v: Verdict, kinds: Sequence[VerdictKind]) -> Html:
                Diagnosis.UNDIAGNOSED: "dropped, but measured one way only: knowledge and alignment "
                "cannot be told apart"}.get(Diagnosis(v.diagnosis) if v.diagnosis in set(Diagnosis) else
                                            Diagnosis.NONE, "no loss diagnosed")
-    knowledge = mc.candidate_score if mc is not None else None
-    gap = (gen.drop - mc.drop) if mc is not None and gen is not None and mc.drop is not None \
-        and gen.drop is not None else None
+    knowledge = units.score_text(Kind.MULTIPLE_CHOICE, mc.candidate_score if mc is not None else None)
+    gap = units.drop_text(Kind.GENERATE_UNTIL, _gap(mc, gen))
     return facts([("diagnosis", Html(f"<strong>{e(words(v.diagnosis))}</strong>: {e(meaning)}")),
-                  ("knowledge score", Html(f"{number(knowledge)} <span class=\"muted small\">the candidate's "
+                  ("knowledge score", Html(f"{e(knowledge)} <span class=\"muted small\">the candidate's "
                                            f"multiple-choice accuracy</span>")),
-                  ("alignment gap", Html(f"{number(gap, '{:+.3f}')} <span class=\"muted small\">generation "
+                  ("alignment gap", Html(f"{e(gap)} <span class=\"muted small\">generation "
                                          f"drop minus multiple-choice drop</span>"))])
+
+
+def _gap(mc: VerdictKind | None, gen: VerdictKind | None) -> float | None:
+    """How much more generation dropped than multiple choice: the alignment gap."""
+    if mc is None or gen is None or mc.drop is None or gen.drop is None:
+        return None
+    return gen.drop - mc.drop
 
 
 def _regressed(v: Verdict, found: Regressed) -> Html:
     more = found.total - len(found.shown)
-    rows = [[base.item_id, (_answer(base), "answer"), (_answer(cand), "answer"), (_margin(base, cand), "num")]
-            for base, cand in found.shown]
-    caption = (f"{words(found.kind)}: {found.total} item(s) regressed"
-               + (f"; the worst {len(found.shown)} shown, {more} more" if more > 0 else ""))
+    rows = [_regressed_row(found, base, cand) for base, cand in found.shown]
+    caption = f"{words(found.kind)}: {found.total} item(s) regressed"
+    if more > 0:
+        caption += f"; the worst {len(found.shown)} shown, {more} more"
     if not rows:
         return Html(f"<h3>{e(caption)}</h3>")
     measure = "log-likelihood margin" if found.kind == Kind.MULTIPLE_CHOICE else "score"
-    headers = ["item", f"baseline {v.baseline}", f"candidate {v.candidate}",
+    headers = ["item", "prompt", "expected", f"baseline {v.baseline}", f"candidate {v.candidate}",
                f"{measure} (baseline → candidate)"]
     return Html(f"<h3>{e(caption)}</h3>" + table(headers, rows))
+
+
+def _regressed_row(found: Regressed, base: ItemResult, cand: ItemResult) -> list[object]:
+    text = found.texts.get(base.item_id, UNKNOWN_ITEM)
+    return [base.item_id, (text.prompt, "answer"), (text.expected, "answer"), (_answer(base), "answer"),
+            (_answer(cand), "answer"), (_margin(base, cand), "num")]
 
 
 def _answer(result: ItemResult) -> str:

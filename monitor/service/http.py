@@ -32,8 +32,10 @@ from starlette.types import Receive, Scope, Send
 
 from monitor.metrics import names as metrics
 from monitor.metrics.exporter import CachedExposition
+from monitor.metrics.rules import RUNBOOK_BASE
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
+from monitor.present.facts import Summaries
 from monitor.probing.weights import home
 from monitor.service.access import Access
 from monitor.service.pages import Pages
@@ -66,18 +68,21 @@ class Api:
                  ready: Callable[[], str | None] = lambda: None, access: Access | None = None,
                  reports: Path | None = None, on_candidate: Callable[[], object] = lambda: None,
                  suites: Sequence[Suite] | None = None, degraded: Callable[[], list[str]] = list,
-                 limits: ServerLimits | None = None) -> None:
+                 limits: ServerLimits | None = None, runbook_base: str = RUNBOOK_BASE) -> None:
         """`reports` is where evidence reports are cached (default `<FORGETMENOT_HOME>/reports`);
         `on_candidate` schedules a candidate registered over the API; `suites` are the
         monitor's (default: loaded from the policy on first use); `degraded` says what /readyz
-        reports without failing (a quarantined spool file)."""
+        reports without failing (a quarantined spool file); `runbook_base` is where the
+        verdicts' summaries link the runbooks."""
         self.config = config
         self.store = store
         self.access = access or Access()
         self.limits = limits or ServerLimits()
-        self.pages = Pages(config, store, reports or home() / "reports")
         self.rollouts = Rollouts(config, store, on_candidate, writes_allowed=self.access.required,
                                  suites=suites)
+        self.runbook_base = runbook_base
+        self.pages = Pages(config, store, reports or home() / "reports", suites=self.rollouts.suites,
+                           runbook_base=runbook_base)
         self.registry = registry or CollectorRegistry()
         self._exposition = CachedExposition(store)
         # the server's own instruments: one set per Api, whoever else shares `registry`
@@ -275,7 +280,9 @@ class Api:
         found = self.store.verdicts(model=query.get("model"), candidate=query.get("version"),
                                     capability=query.get("capability"), newest=_limit(query))
         kinds = self.store.verdict_kinds([v.id for v in found if v.id is not None])
-        return [_verdict_json(v, kinds.get(v.id or 0, [])) for v in reversed(found)]
+        summaries = self._summaries()
+        summaries.prefetch(found)
+        return [_verdict_json(v, kinds.get(v.id or 0, []), summaries) for v in reversed(found)]
 
     def _verdict(self, raw: str) -> Reply:
         """One verdict with its kinds, as the list gives each; what direct alert pushes linked to."""
@@ -283,7 +290,11 @@ class Api:
         found = self.store.get_verdict(verdict_id)
         if found is None:
             return json_reply(404, {"error": f"verdict {verdict_id} does not exist"})
-        return json_reply(200, _verdict_json(*found))
+        return json_reply(200, _verdict_json(*found, self._summaries()))
+
+    def _summaries(self) -> Summaries:
+        """One per request: what it reads of the store is read once."""
+        return Summaries(self.store, self.config, self.rollouts.suites, self.runbook_base)
 
     def _actions(self, query: dict[str, str]) -> list[dict[str, Any]]:
         """The audit trail, newest first."""
@@ -298,15 +309,21 @@ class Api:
         if run is None:
             return json_reply(404, {"error": f"run {raw[:64]} does not exist"})
         summaries = self.store.summaries([run.id or 0]).get(run.id or 0, [])
+        failed = self.store.run_errors([run.id or 0])[run.id or 0]
         body = {**run.model_dump(mode="json"),
                 "kinds": [{"kind": s.kind, "mean_score": s.mean_score, "scored": s.scored,
-                           "errors": s.errors} for s in summaries]}
+                           "errors": s.errors} for s in summaries],
+                "errors": [{"kind": kind, "count": count} for kind, count in failed.kinds.items()],
+                "first_error": failed.first}
         return json_reply(200, body)
 
 
-def _verdict_json(verdict: Verdict, kinds: Sequence[VerdictKind]) -> dict[str, Any]:
+def _verdict_json(verdict: Verdict, kinds: Sequence[VerdictKind], summaries: Summaries) -> dict[str, Any]:
+    """The raw figures as named fields (fractions, as stored), and `summary`: what happened, why and
+    what to do, in the words and units of the verdict's page."""
     return {**verdict.model_dump(mode="json"),
-            "kinds": [k.model_dump(mode="json", exclude={"verdict_id"}) for k in kinds]}
+            "kinds": [k.model_dump(mode="json", exclude={"verdict_id"}) for k in kinds],
+            "summary": summaries.of(verdict, kinds).to_json()}
 
 
 def _query(path: str, raw: str) -> dict[str, str]:

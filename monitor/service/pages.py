@@ -19,22 +19,27 @@ import importlib.util
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from monitor.errors import MissingExtra
+from monitor.metrics.rules import RUNBOOK_BASE
 from monitor.policy.bounds import name_problem
 from monitor.policy.schema import Config, VersionSpec
+from monitor.policy.suites import Suite
+from monitor.present.evidence import report_name
 from monitor.present.explain import regressions
+from monitor.present.facts import Summaries
 from monitor.present.fleet_page import Board, ModelRow, fleet_page
 from monitor.present.html import error_page
+from monitor.present.item_text import item_texts
 from monitor.present.model_page import ModelView, VersionRow, model_page
 from monitor.present.verdict_page import Regressed, VerdictView, verdict_page
 from monitor.service.replies import PAGE_HEADERS, BadRequest, Reply, html_reply, parse_id
 from monitor.store import Store, Verdict, utcnow
 from monitor.store.versions import with_made
-from monitor.vocabulary import ActionStatus, Kind
+from monitor.vocabulary import Kind
 
 LISTED = 50  # verdicts and actions on a model page, regressed items per kind on a verdict page
 BOARD_ACTIONS = 3  # actions per model on the fleet board
@@ -48,11 +53,16 @@ REPORT_HEADERS = (  # evidently's report runs its own script: in a sandbox, with
 
 class Pages:
     def __init__(self, config: Config, store: Store, reports: Path,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, suites: Callable[[], Sequence[Suite]] = tuple,
+                 runbook_base: str = RUNBOOK_BASE) -> None:
+        """`suites` are the monitor's, asked for when a page needs an item's prompt or a suite's
+        size; `runbook_base` is where the runbooks are, as `forgetmenot alerts --runbook-base`."""
         self.config = config
         self.store = store
         self.reports = reports
         self.clock = clock
+        self.suites = suites
+        self.runbook_base = runbook_base
         self._making = threading.Lock()  # one report made at a time: evidently is heavy
 
     @staticmethod
@@ -103,12 +113,12 @@ class Pages:
         if found is None:
             return self.error(404, f"verdict {verdict_id} does not exist")
         verdict, kinds = found
-        recent = list(reversed(self.store.actions(verdict.model, newest=LISTED)))
-        view = VerdictView(
-            verdict, kinds, self._live(verdict.model), [self._regressed(verdict, k.kind) for k in kinds],
-            actions=[a for a in recent if a.verdict_id == verdict.id],
-            pending=[a for a in recent if a.status == ActionStatus.PENDING_APPROVAL],
-            report_missing=_report_missing())
+        summaries = Summaries(self.store, self.config, self.suites, self.runbook_base)
+        suite = summaries.suite(verdict.suite)
+        regressed = [self._regressed(verdict, k.kind, suite) for k in kinds]
+        ladder = list(reversed(summaries.ladder(verdict)))
+        view = VerdictView(verdict, kinds, summaries.live(verdict.model), regressed,
+                           summaries.of(verdict, kinds), ladder, report_missing=_report_missing())
         return html_reply(200, verdict_page(view, self.clock()))
 
     def latest(self, query: dict[str, str]) -> Reply:
@@ -124,9 +134,10 @@ class Pages:
         return Reply(302, b"", "text/plain", (("Location", f"/verdicts/{found[-1].id}"), *PAGE_HEADERS))
 
     def report(self, verdict_id: int) -> Reply:
-        if self.store.get_verdict(verdict_id) is None:
+        found = self.store.get_verdict(verdict_id)
+        if found is None:
             return self.error(404, f"verdict {verdict_id} does not exist")
-        path = self.reports / f"verdict-{verdict_id}.html"
+        path = self.reports / report_name(self.store.url, found[0])  # several monitors may share a home
         if not path.is_file():
             missing = _report_missing()
             if missing is not None:
@@ -136,14 +147,13 @@ class Pages:
             raise BadRequest(f"the report of verdict {verdict_id} is too large to serve")
         return Reply(200, path.read_bytes(), "text/html; charset=utf-8", REPORT_HEADERS)
 
-    def _live(self, model: str) -> str:
-        return self.store.live_version(self.config, model) if model in self.config.models else "—"
-
-    def _regressed(self, verdict: Verdict, kind: str) -> Regressed:
+    def _regressed(self, verdict: Verdict, kind: str, suite: Suite | None) -> Regressed:
         pairs = regressions(self.store, verdict, kind)
         if kind == Kind.LOGLIKELIHOOD_ROLLING:  # every pair comes back, worst first: keep the worse
             pairs = [(b, c) for b, c in pairs if (c.score or 0.0) < (b.score or 0.0)]
-        return Regressed(kind, pairs[:LISTED], len(pairs))
+        same = suite is not None and suite.content_hash == verdict.content_hash
+        texts = item_texts(suite, kind) if same and suite is not None else {}
+        return Regressed(kind, pairs[:LISTED], len(pairs), texts)
 
     def _make_report(self, verdict_id: int, path: Path) -> None:
         """Made in a folder of its own, then moved into place whole; the cache keeps the newest
