@@ -79,6 +79,13 @@ app.kubernetes.io/part-of: forgetmenot
 {{- printf "%s://%s.%s.svc:%d" (lower .Values.web.scheme) (include "forgetmenot.fullname" .) .Release.Namespace (int .Values.service.port) }}
 {{- end }}
 
+{{/* The monitor's address as on-call's browser reaches it: what every alert's monitor_url and
+the dashboards' links point at. The service's in-cluster address until an ingress or route gives
+one from outside. */}}
+{{- define "forgetmenot.monitorUrl" -}}
+{{- include "forgetmenot.serviceUrl" . }}
+{{- end }}
+
 {{/*
 The policy file as the monitor reads it: the user's `policy` with the database, its password,
 the spool and the suites filled in from the chart's values.
