@@ -37,12 +37,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import func, insert, select
 from sqlmodel import col
 
 from monitor.metrics import names as m
 from monitor.metrics.exporter import ACTION_STATUSES, CachedExposition
+from monitor.metrics.process import register_process_metrics
 from monitor.policy.loading import load_policy
 from monitor.policy.suites import Suite
 from monitor.probing.run import VersionRef, open_run
@@ -123,9 +124,17 @@ def expected_series(shape: Shape) -> set[Series]:
 
 def process_series(suites: tuple[Suite, ...]) -> tuple[int, int]:
     """`serve`'s own registry: (series per model, constant): run-duration histograms per suite
-    (10 buckets + +Inf, _count, _sum, _created), item latency per kind (11 buckets), the interval."""
+    (10 buckets + +Inf, _count, _sum, _created), item latency per kind (11 buckets); the interval,
+    the spool's quarantined files, the exposition errors (_total, _created), and what the server
+    serves about itself (build info, process, platform and GC collectors)."""
     kinds = {kind for suite in suites for kind in suite.kinds}
-    return len(suites) * (11 + 3) + len(kinds) * (12 + 3), 1
+    return len(suites) * (11 + 3) + len(kinds) * (12 + 3), 4 + _about_itself()
+
+
+def _about_itself() -> int:
+    own = CollectorRegistry()
+    register_process_metrics(own)
+    return sum(len(family.samples) for family in own.collect())
 
 
 def models_for(target: int, suites: tuple[Suite, ...]) -> int:

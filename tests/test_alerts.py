@@ -37,7 +37,8 @@ def test_committed_rules_are_what_the_code_generates() -> None:
 
 
 def test_promtool_checks_the_rules() -> None:
-    assert "SUCCESS: 7 rules found" in _run(_tool("promtool"), "check", "rules", "forgetmenot.rules.yml")
+    checked = _run(_tool("promtool"), "check", "rules", "forgetmenot.rules.yml")
+    assert f"SUCCESS: {len(ALERTS)} rules found" in checked
 
 
 def test_promtool_rule_tests_pass_including_alerts_that_must_not_fire() -> None:
@@ -48,7 +49,7 @@ def test_promtool_catches_a_wrong_expectation(tmp_path: Path) -> None:
     """The rule tests can fail: an ERROR verdict expected to page as forgetting must not pass."""
     cases = yaml.safe_load(rule_tests_yaml())
     case = next(c for c in cases["tests"][0]["alert_rule_test"]
-                if c["alertname"] == "ForgetmenotRetentionBreach")
+                if c["alertname"] == "ForgetmenotRetentionBreach" and c["exp_alerts"])
     case["exp_alerts"][0]["exp_labels"]["capability"] = "arithmetic"
     shutil.copy(ALERTS_DIR / "forgetmenot.rules.yml", tmp_path)
     (tmp_path / "bad.test.yml").write_text(yaml.safe_dump(cases))
@@ -86,3 +87,85 @@ def test_alertmanager_example_routes_critical_and_warning_differently() -> None:
     routes = {sev: _run(amtool, "config", "routes", "test", "--config.file=alertmanager.yml",
                         f"severity={sev}").splitlines()[0] for sev in ("critical", "warning")}
     assert routes == {"critical": "pager", "warning": "chat"}
+
+
+# -- replicas, and the mixin-style configuration ---------------------------------------------------
+
+# Which alerts must fire in each setup: the monitor is down only with no replica up, and a replica
+# is down only while another serves.
+FIRING = {"one replica": {"ForgetmenotReplicaDown"},
+          "two replicas up": {"ForgetmenotReplicaDown", "ForgetmenotMonitorDown"},
+          "one of two replicas down": {"ForgetmenotMonitorDown"}}
+
+
+def test_rule_tests_cover_every_rule_with_one_two_and_one_of_two_replicas() -> None:
+    """Each setup has a case where each alert fires (once) and one where it must not."""
+    groups = {group["name"]: group for group in yaml.safe_load(rule_tests_yaml())["tests"]}
+    assert FIRING.keys() <= groups.keys()
+    everything = {a.name for a in ALERTS}
+    for setup, quiet_only in FIRING.items():
+        cases = groups[setup]["alert_rule_test"]
+        fired = {case["alertname"] for case in cases if case["exp_alerts"]}
+        quiet = {case["alertname"] for case in cases if not case["exp_alerts"]}
+        assert fired == everything - quiet_only and quiet == everything, setup
+        assert all(len(case["exp_alerts"]) <= 1 for case in cases), setup
+    assert groups["every replica down"]["alert_rule_test"][0]["exp_alerts"]
+
+
+def test_a_rule_config_tunes_every_rule_as_a_mixin_config_does() -> None:
+    from monitor.metrics.rules import RuleConfig
+
+    config = RuleConfig(selector='job="fm"', by=("cluster", "namespace", "tenant"), labels={"team": "ml"},
+                        annotations={"dashboard": "https://grafana.example.com/d/x"},
+                        runbook_base="https://runbooks.example.com/forgetmenot/",
+                        monitor_url="https://fm.example.com", for_={"ForgetmenotProbesErroring": "30m"},
+                        disabled=frozenset({"ForgetmenotMonitorStale"}))
+    rules = yaml.safe_load(rules_yaml(config))["groups"][0]["rules"]
+    assert [r["alert"] for r in rules] == [a.name for a in ALERTS if a.name != "ForgetmenotMonitorStale"]
+    for rule in rules:
+        assert 'job="fm"' in rule["expr"] and 'job="forgetmenot"' not in rule["expr"]
+        groupings = re.findall(r"\b(?:by|on) \(([^)]*)\)", rule["expr"])
+        assert all(g.startswith("cluster, namespace, tenant") for g in groupings), rule["alert"]
+        assert rule["labels"]["team"] == "ml" and rule["annotations"]["dashboard"]
+        assert rule["annotations"]["runbook_url"].startswith("https://runbooks.example.com/forgetmenot/forgetmenot-")
+        assert rule["annotations"]["monitor_url"].startswith("https://fm.example.com/")
+        assert rule.get("for") != "0m", "for: 0m is Prometheus' default: left out"
+    assert next(r for r in rules if r["alert"] == "ForgetmenotProbesErroring")["for"] == "30m"
+
+
+def test_alerts_command_takes_a_config_file_and_flags(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from monitor.cli.app import app
+
+    config = tmp_path / "rules.yaml"
+    config.write_text(yaml.safe_dump({
+        "selector": 'job="fm"', "additionalRuleLabels": {"team": "ml"}, "runbookUrl": "https://r.example.com/rb",
+        "monitorUrl": "https://fm.example.com", "disabled": {"ForgetmenotMonitorStale": True},
+        "customRules": {"ForgetmenotProbesErroring": {"for": "30m", "severity": "critical"}}}))
+    out = tmp_path / "tuned" / "forgetmenot.rules.yml"
+    done = CliRunner().invoke(app, ["alerts", "--out", str(out), "--chart", str(tmp_path / "no-chart"),
+                                    "--rules-config", str(config), "--label", "tier=1",
+                                    "--disable", "ForgetmenotSpoolQuarantined"])
+    assert done.exit_code == 0, done.output
+    rules = {r["alert"]: r for r in yaml.safe_load(out.read_text())["groups"][0]["rules"]}
+    assert "ForgetmenotMonitorStale" not in rules and "ForgetmenotSpoolQuarantined" not in rules
+    assert all(r["labels"]["team"] == "ml" and r["labels"]["tier"] == "1" for r in rules.values())
+    assert rules["ForgetmenotProbesErroring"]["labels"]["severity"] == "critical"
+    assert "SUCCESS" in _run_in(out.parent, _tool("promtool"), "test", "rules", "forgetmenot.rules.test.yml")
+
+
+def test_alerts_command_names_an_alert_that_does_not_exist(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from monitor.cli.app import app
+
+    done = CliRunner().invoke(app, ["alerts", "--out", str(tmp_path / "x.rules.yml"), "--disable",
+                                    "ForgetmenotMonitorStal"])
+    assert done.exit_code == 2 and "ForgetmenotMonitorStale" in done.output
+
+
+def _run_in(folder: Path, *command: str) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, cwd=folder, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr

@@ -49,6 +49,7 @@ SPECS = {s.full_name: s for s in m.ALL} | {s.full_name + suffix: s for s in m.AL
                                            for suffix in ("_bucket", "_sum", "_count")}
 KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool",
             "offset", "inf", "nan"}
+TARGET = ("cluster", "namespace", "job")  # the scrape's labels: on every series Prometheus keeps
 GROUPING = r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)"
 
 
@@ -98,7 +99,7 @@ def problems(expr: str, shown: set[str]) -> list[str]:
     """What an expression uses that the metric names do not declare."""
     names, labels = analyse(expr)
     unknown = sorted(names - SPECS.keys())
-    allowed = {label for n in names & SPECS.keys() for label in SPECS[n].labels}
+    allowed = {label for n in names & SPECS.keys() for label in SPECS[n].labels} | set(TARGET)
     allowed |= {"le"} if any(n.endswith("_bucket") for n in names) else set()
     return [f"unknown metric {n}" for n in unknown] + [
         f"label {label} is not on {sorted(names)}" for label in sorted((labels | shown) - allowed)]
@@ -157,10 +158,64 @@ def test_the_label_check_can_fail() -> None:
 
 def test_variables_list_declared_labels_of_declared_metrics() -> None:
     variables = [v for doc in build_all().values() for v in doc["templating"]["list"] if v["type"] == "query"]
-    assert [v["name"] for v in variables] == ["model", "version", "capability"]
+    assert [v["name"] for v in variables] == [*TARGET, "model", *TARGET, "model", "version", "capability"]
     for variable in variables:
         series, label = re.fullmatch(r"label_values\((.*), (\w+)\)", variable["query"]).groups()  # type: ignore[union-attr]
         assert label == variable["name"] and not problems(series, {label})
+
+
+def test_cluster_namespace_and_job_come_right_after_the_datasource_and_filter_every_query() -> None:
+    for name, doc in build_all().items():
+        variables = [v["name"] for v in doc["templating"]["list"]]
+        assert variables[:4] == ["datasource", "cluster", "namespace", "job"], name
+        for where, expr, _ in _queries(doc):
+            for label in ("cluster", "namespace", "job"):
+                assert expr.count(f'{label}=~"${label}"') == expr.count("forgetmenot_"), f"{name} {where}"
+
+
+def test_the_fleet_filters_by_model() -> None:
+    fleet = build_all()["fleet.json"]
+    model = next(v for v in fleet["templating"]["list"] if v["name"] == "model")
+    assert model["multi"] and model["includeAll"] and model["allValue"] == ".*"
+    for where, expr, _ in _queries(fleet):
+        assert 'model=~"$model"' in expr, where
+
+
+# The panels that say whether things are healthy, each coloured past a line.
+HEALTH = {"How far past the tolerance", "Schedule intervals since the last successful run",
+          "Probe errors by kind"}
+
+
+def test_health_panels_have_thresholds() -> None:
+    panels = {p["title"]: p for doc in build_all().values() for p in _panels(doc)}
+    for title in HEALTH:
+        steps = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert len(steps) >= 2 and steps[0]["value"] is None, title
+        assert steps[-1]["color"] == "red", title
+
+
+def test_a_time_series_panel_never_mixes_accuracy_with_nats() -> None:
+    """One unit per axis: fractions of items and nats per token are never drawn on one axis."""
+    for doc in build_all().values():
+        for panel in _panels(doc):
+            if panel["type"] != "timeseries":
+                continue
+            kinds = {match for t in panel["targets"] for match in re.findall(r'kind=~?"([^"]+)"', t["expr"])}
+            scored = any("retention_" in t["expr"] for t in panel["targets"])
+            assert not scored or len(kinds) == 1, f"{panel['title']}: kinds {kinds}"
+            assert panel["fieldConfig"]["defaults"]["unit"] != "none", panel["title"]
+
+
+def test_phase_colours_are_the_pages_colours() -> None:
+    from monitor.present.html import CSS, PHASE_CLASS
+
+    for doc in build_all().values():
+        for panel in _panels(doc):
+            for mapping in panel["fieldConfig"]["defaults"].get("mappings", []):
+                for phase in Phase:
+                    colour = mapping["options"][str(phase.severity)]["color"]
+                    rule = re.search(rf"\.phase\.{PHASE_CLASS[phase]}\{{([^}}]*)\}}", CSS)
+                    assert rule and colour in rule.group(1), (panel["title"], phase, colour)
 
 
 def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,16 +2,36 @@
 
 Every chart's description is the question it answers. The PromQL is built from the metric names
 (`monitor.metrics.names`), never typed; a legend names what tells its series apart in that scope.
+Each axis has one unit: accuracy (a fraction of items) and log-likelihood (nats per token) are
+never drawn on one axis. State series are taken `once` whatever the number of replicas.
 """
 
 from __future__ import annotations
 
 from monitor.metrics import names as m
-from monitor.metrics.panels import VERDICT_KEYS, Chart, Link, Query, Scope, is_phase, sel, worst_phase
+from monitor.metrics.panels import (
+    KEEP,
+    VERDICT_KEYS,
+    Chart,
+    Link,
+    Query,
+    Scope,
+    is_phase,
+    once,
+    sel,
+    worst_phase,
+)
 from monitor.vocabulary import Kind, Phase
 
 ACCURACY = '|'.join(k.value for k in Kind if k.binary)
 ROLLING = Kind.LOGLIKELIHOOD_ROLLING.value
+NATS = "suffix: nats/token"
+KEPT = ", ".join(KEEP)
+
+
+def kinds(accuracy: bool) -> str:
+    """The matcher of the kinds scored in one unit: accuracy, or nats per token."""
+    return f'kind=~"{ACCURACY}"' if accuracy else f'kind="{ROLLING}"'
 
 
 def phase_timeline(scope: Scope, by: str, legend: str, links: tuple[Link, ...] = ()) -> Chart:
@@ -23,12 +43,12 @@ def phase_timeline(scope: Scope, by: str, legend: str, links: tuple[Link, ...] =
 
 def delta_band(scope: Scope, legend: str, accuracy: bool) -> Chart:
     """The candidate-minus-baseline delta, its confidence bounds, and minus the tolerance."""
-    kind = f'kind=~"{ACCURACY}"' if accuracy else f'kind="{ROLLING}"'
+    kind = kinds(accuracy)
     queries = (
-        Query(sel(m.RETENTION_DELTA, scope, kind), f"{legend} delta"),
-        Query(sel(m.RETENTION_DELTA_LOWER, scope, kind), f"{legend} lower"),
-        Query(sel(m.RETENTION_DELTA_UPPER, scope, kind), f"{legend} upper"),
-        Query(f"-1 * {sel(m.RETENTION_TOLERANCE, scope, kind)}", f"{legend} tolerance"),
+        Query(once(m.RETENTION_DELTA, scope, kind), f"{legend} delta"),
+        Query(once(m.RETENTION_DELTA_LOWER, scope, kind), f"{legend} lower"),
+        Query(once(m.RETENTION_DELTA_UPPER, scope, kind), f"{legend} upper"),
+        Query(f"-1 * {once(m.RETENTION_TOLERANCE, scope, kind)}", f"{legend} tolerance"),
     )
     if accuracy:
         return Chart("timeseries", "Accuracy delta against the tolerance",
@@ -39,30 +59,31 @@ def delta_band(scope: Scope, legend: str, accuracy: bool) -> Chart:
     return Chart("timeseries", "Fluency delta against the tolerance (nats per token)",
                  "How badly has fluency moved? Candidate minus baseline log-likelihood per token "
                  "(loglikelihood_rolling) with its confidence bounds (dashed), against minus the "
-                 "tolerance in nats per token (red dashed).", queries, band=True)
+                 "tolerance in nats per token (red dashed).", queries, unit=NATS, band=True)
 
 
 def knowledge(scope: Scope, legend: str) -> Chart:
     return Chart("timeseries", "Knowledge score",
                  "Does it still know the answers? The candidate's multiple-choice accuracy in the newest "
                  "verdict: if it holds while generation drops, the knowledge is still in the weights.",
-                 (Query(sel(m.KNOWLEDGE_SCORE, scope), legend),), unit="percentunit")
+                 (Query(once(m.KNOWLEDGE_SCORE, scope), legend),), unit="percentunit")
 
 
 def alignment(scope: Scope, legend: str) -> Chart:
     return Chart("timeseries", "Alignment gap",
                  "Does it know but no longer say it? Generation drop minus multiple-choice drop: large "
                  "and positive is alignment loss (retrain), near zero with both dropping is knowledge "
-                 "loss (roll back).", (Query(sel(m.ALIGNMENT_GAP, scope), legend),), unit="percentunit")
+                 "loss (roll back).", (Query(once(m.ALIGNMENT_GAP, scope), legend),), unit="percentunit")
 
 
 def past_tolerance(scope: Scope) -> Chart:
-    drop = f"-1 * {sel(m.RETENTION_DELTA, scope)}"
+    drop = f"-1 * {once(m.RETENTION_DELTA, scope)}"
     return Chart("table", "How far past the tolerance",
                  "How badly is each capability forgetting? The newest verdict's drop minus the drop the "
                  "policy tolerates, per kind (points as a fraction; nats per token for "
-                 "loglikelihood_rolling): above 0 is past the tolerance.",
-                 (Query(f"{drop}\n- {sel(m.RETENTION_TOLERANCE, scope)}", instant=True),), width=8)
+                 "loglikelihood_rolling): above 0 (red) is past the tolerance.",
+                 (Query(f"{drop}\n- {once(m.RETENTION_TOLERANCE, scope)}", instant=True),), width=8,
+                 thresholds=((None, "green"), (0.0, "red")))
 
 
 def failing_since(scope: Scope) -> Chart:
@@ -75,7 +96,7 @@ def failing_since(scope: Scope) -> Chart:
 
 
 def actions(scope: Scope, by: str) -> Chart:
-    expr = f"sum by ({by}) (increase({sel(m.ACTIONS, scope)}[$__range])) > 0"
+    expr = f"sum by ({by}) ({once(m.ACTIONS, scope, fn='increase', window='$__range')}) > 0"
     return Chart("table", "Actions taken",
                  "What was done about it? Policy-ladder actions (alert, rollback, retrain) in the time "
                  "range, by outcome; `forgetmenot actions` shows each one's reason.",
@@ -83,22 +104,28 @@ def actions(scope: Scope, by: str) -> Chart:
 
 
 def freshness(scope: Scope, legend: str) -> Chart:
-    expr = f"time() - max by (model, version, suite) ({sel(m.LAST_SUCCESS, scope)})"
-    return Chart("stat", "Time since the last successful run",
-                 "Are the verdicts current? Seconds since each version and suite last completed a probe "
-                 "run; the staleness alert fires after three schedule intervals.",
-                 (Query(expr, legend, instant=True),), unit="s", width=8)
+    since = f"time() - max by ({KEPT}, model, version, suite) ({sel(m.LAST_SUCCESS, scope)})"
+    interval = f"max by ({KEPT}) ({sel(m.SCHEDULE_INTERVAL, scope)})"
+    return Chart("stat", "Schedule intervals since the last successful run",
+                 "Are the verdicts current? Schedule intervals since each version and suite last "
+                 "completed a probe run: orange from 2, red from 3, when the staleness alert fires.",
+                 (Query(f"({since})\n/ on ({KEPT}) group_left () {interval}", legend, instant=True),),
+                 unit="suffix: intervals", width=8,
+                 thresholds=((None, "green"), (2.0, "orange"), (3.0, "red")))
 
 
 def probe_errors(scope: Scope) -> Chart:
-    expr = f"sum by (model, error_kind) (rate({sel(m.PROBE_ERRORS, scope)}[$__rate_interval]))"
+    errors = once(m.PROBE_ERRORS, scope, fn="rate", window="$__rate_interval")
     return Chart("timeseries", "Probe errors by kind",
                  "Is the measurement itself failing (endpoint down, timeouts, out of memory)? Item "
-                 "errors per second by kind: errors are never counted as forgetting.",
-                 (Query(expr, "{{model}} {{error_kind}}"),), unit="reqps", width=8)
+                 "errors per second by kind, red as soon as there are any: errors are never counted "
+                 "as forgetting.",
+                 (Query(f"sum by (model, error_kind) ({errors})", "{{model}} {{error_kind}}"),),
+                 unit="cps", width=8, thresholds=((None, "green"), (0.0001, "red")))
 
 
 def run_duration(scope: Scope) -> Chart:
+    """Each replica observes only the runs it made: the histograms are summed across replicas."""
     def quantile(q: float) -> Query:
         buckets = sel(m.RUN_DURATION, scope, suffix="_bucket")
         expr = f"histogram_quantile({q}, sum by (le, model, suite) (rate({buckets}[$__rate_interval])))"

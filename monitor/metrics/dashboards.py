@@ -6,13 +6,16 @@ alert rules, and another runs every panel's query in a real Prometheus.
 The fleet board answers an SRE's question at a glance: is any live model forgetting, since when,
 how badly, and what was done about it. The drill-down shows one model's version over time, and
 links to the monitor's own pages (`<monitor_url>/models/<model>`), whose address is the
-`monitor_url` variable because only the person installing Grafana knows it.
+`monitor_url` variable because only the person installing Grafana knows it (the Helm chart fills
+in its own). Both start, after the data source, with the `cluster`, `namespace` and `job`
+variables, as kubernetes-mixin's do, and every query is narrowed by them.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from monitor.metrics.panels import (
     Query,
     Scope,
     datasource,
+    once,
     render,
     require_sdk,
     sel,
@@ -34,7 +38,7 @@ from monitor.metrics.panels import (
 FLEET_UID = "forgetmenot-fleet"
 MODEL_UID = "forgetmenot-model"
 TAGS = ["forgetmenot"]
-FLEET: Scope = {}
+FLEET: Scope = {"model": '=~"$model"'}
 MODEL: Scope = {"model": '="$model"', "version": '="$version"', "capability": '=~"$capability"'}
 Section = tuple[str, list[Chart]]
 SERIES = "{{version}} {{suite}} {{kind}}"
@@ -50,7 +54,7 @@ def _worst_per_model() -> Chart:
     return Chart("stat", "Worst phase per model",
                  "Is any live model forgetting? The worst phase among each model's newest verdicts "
                  "(muted capabilities left out, as the monitor and the alerts leave them out).",
-                 (Query(worst_phase("model", counted_only=True), "{{model}}", instant=True),),
+                 (Query(worst_phase("model", FLEET, counted_only=True), "{{model}}", instant=True),),
                  phases=True, links=links, width=8, height=7)
 
 
@@ -58,7 +62,7 @@ def _live_pointer() -> Chart:
     return Chart("table", "Live version, where an action moved it",
                  "Which version serves now after a rollback or a promoted retraining? The registry's "
                  "live pointer per model (absent until an action has moved live).",
-                 (Query(f"{sel(m.LIVE_VERSION)} == 1", instant=True),))
+                 (Query(f"{once(m.LIVE_VERSION, FLEET)} == 1", instant=True),))
 
 
 def fleet_sections() -> list[Section]:
@@ -105,25 +109,31 @@ def _diagnosis() -> Chart:
                  "critical or muted in the policy.", (Query(expr, instant=True),), width=8, height=7)
 
 
-def _scores() -> Chart:
-    return Chart("timeseries", "Score history per suite and kind",
-                 "How has this version scored over time? The mean score of each newest complete run, "
-                 "per suite and kind (accuracy, or log-likelihood per token).",
-                 (Query(sel(m.RETENTION_SCORE, MODEL), "{{suite}} {{kind}}"),))
+def _scores(accuracy: bool) -> Chart:
+    query = Query(once(m.RETENTION_SCORE, MODEL, charts.kinds(accuracy)), "{{suite}} {{kind}}")
+    if accuracy:
+        return Chart("timeseries", "Accuracy history per suite and kind",
+                     "How has this version scored over time? The accuracy of each newest complete run "
+                     "(multiple_choice, generate_until), per suite and kind.", (query,), unit="percentunit")
+    return Chart("timeseries", "Fluency history per suite (nats per token)",
+                 "How fluent has this version been over time? The log-likelihood per token of each newest "
+                 "complete run (loglikelihood_rolling), per suite.", (query,), unit=charts.NATS)
 
 
-def _baseline_against_live() -> Chart:
+def _baseline_against_live(accuracy: bool) -> Chart:
     """The baseline is named by the newest verdicts; live is the registry's pointer where an action
     moved it, else the version the monitor judges (the policy's live)."""
     scope = {"model": '="$model"', "capability": '=~"$capability"'}
-    score, judged = sel(m.RETENTION_SCORE, scope), sel(m.VERDICT_TIMESTAMP, scope)
+    score, judged = once(m.RETENTION_SCORE, scope, charts.kinds(accuracy)), sel(m.VERDICT_TIMESTAMP, scope)
     baseline = f'label_replace(max by (model, baseline) ({judged}), "version", "$1", "baseline", "(.+)")'
     live = f"{sel(m.LIVE_VERSION, scope)} or on (model) max by (model, version) ({judged})"
-    return Chart("timeseries", "Baseline against live",
-                 "Does live still score what the baseline scored? Each suite and kind's score for the "
-                 "baseline version and for the live one.",
-                 (Query(f"{score}\nand on (model, version) {baseline}", f"baseline {SERIES}"),
-                  Query(f"{score}\nand on (model, version) ({live})", f"live {SERIES}")))
+    queries = (Query(f"{score}\nand on (model, version) {baseline}", f"baseline {SERIES}"),
+               Query(f"{score}\nand on (model, version) ({live})", f"live {SERIES}"))
+    what = "accuracy" if accuracy else "log-likelihood per token"
+    return Chart("timeseries", f"Baseline against live, {what}",
+                 f"Does live still score what the baseline scored? Each suite and kind's {what} for the "
+                 "baseline version and for the live one.", queries,
+                 unit="percentunit" if accuracy else charts.NATS)
 
 
 def _model_links() -> tuple[Link, ...]:
@@ -135,7 +145,8 @@ def model_sections() -> list[Section]:
     return [
         ("Now", [_phase_now(), charts.failing_since(MODEL), _diagnosis()]),
         ("History", [
-            _scores(), _baseline_against_live(),
+            _scores(accuracy=True), _scores(accuracy=False),
+            _baseline_against_live(accuracy=True), _baseline_against_live(accuracy=False),
             charts.phase_timeline(MODEL, "capability", "{{capability}}", _model_links()),
             charts.delta_band(MODEL, "{{capability}} {{kind}}", accuracy=True),
             charts.delta_band(MODEL, "{{capability}} {{kind}}", accuracy=False),
@@ -148,37 +159,57 @@ def model_sections() -> list[Section]:
 
 # -- variables, links, annotations, and the dashboards whole -----------------------------------
 
+# Every series of the chosen cluster, namespace and job: what the later variables list from.
+TARGETS = 'cluster=~"$cluster", namespace=~"$namespace", job=~"$job"'
+
+
 def _variables(per_model: bool) -> list[Any]:
-    """The Prometheus to query, the monitor's address for links, and on the drill-down the model,
-    version and capabilities to show (each listed from the series the monitor exports)."""
+    """The Prometheus to query; the cluster, namespace and job, in kubernetes-mixin's order; the
+    models (the fleet), or the model, version and capabilities (the drill-down) to show, each
+    listed from the series the monitor exports; the monitor's address for links."""
     from grafana_foundation_sdk.builders.dashboard import DatasourceVariable, TextBoxVariable
 
-    found = [DatasourceVariable("datasource").label("Prometheus").type("prometheus")]
-    scoped = _label_variables() if per_model else []
+    source = DatasourceVariable("datasource").label("Prometheus").type("prometheus")
+    shown = _drill_down_variables() if per_model else [_every(_listed("model", m.RETENTION_SCORE, TARGETS))]
     address = (TextBoxVariable("monitor_url").label("forgetmenot address").default_value(MONITOR_URL)
                .description("Where the monitor's pages are served (forgetmenot serve), for the links."))
-    return [*found, *scoped, address]
+    return [source, *_target_variables(), *shown, address]
 
 
-def _label_variables() -> list[Any]:
+def _listed(name: str, spec: m.MetricSpec, matchers: str) -> Any:
     from grafana_foundation_sdk.builders.dashboard import QueryVariable
     from grafana_foundation_sdk.models.dashboard import VariableRefresh, VariableSort
 
-    def listed(name: str, matchers: str) -> Any:
-        series = f"{m.RETENTION_SCORE.full_name}{{{matchers}}}" if matchers else m.RETENTION_SCORE.full_name
-        return (QueryVariable(name).label(name).datasource(datasource())
-                .query(f"label_values({series}, {name})")
-                .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC))
+    series = f"{spec.full_name}{{{matchers}}}" if matchers else spec.full_name
+    return (QueryVariable(name).label(name).datasource(datasource())
+            .query(f"label_values({series}, {name})")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC))
 
-    capability = listed("capability", 'model="$model", version="$version"')
-    return [listed("model", ""), listed("version", 'model="$model"'),
-            capability.multi(True).include_all(True).all_value(".*")]
+
+def _every(variable: Any) -> Any:
+    """Several values or All, which matches every value, and a series without the label too."""
+    return variable.multi(True).include_all(True).all_value(".*")
+
+
+def _target_variables() -> list[Any]:
+    """Listed from forgetmenot_build_info, which every replica exports whatever it has measured."""
+    cluster = _listed("cluster", m.BUILD_INFO, "")
+    namespace = _listed("namespace", m.BUILD_INFO, 'cluster=~"$cluster"')
+    job = _listed("job", m.BUILD_INFO, 'cluster=~"$cluster", namespace=~"$namespace"')
+    return [_every(cluster), _every(namespace), _every(job)]
+
+
+def _drill_down_variables() -> list[Any]:
+    capability = _listed("capability", m.RETENTION_SCORE, f'{TARGETS}, model="$model", version="$version"')
+    return [_listed("model", m.RETENTION_SCORE, TARGETS),
+            _listed("version", m.RETENTION_SCORE, f'{TARGETS}, model="$model"'), _every(capability)]
 
 
 def _actions_annotation(scope: Scope) -> Any:
     from grafana_foundation_sdk.builders.dashboard import AnnotationQuery
 
-    expr = f"sum by (model, kind, status) (increase({sel(m.ACTIONS, scope)}[$__rate_interval])) > 0"
+    acted = once(m.ACTIONS, scope, fn="increase", window="$__rate_interval")
+    expr = f"sum by (model, kind, status) ({acted}) > 0"
     return (AnnotationQuery().name("forgetmenot actions").datasource(datasource()).enable(True)
             .icon_color("orange").expr(expr))
 
@@ -232,25 +263,30 @@ def build_all() -> dict[str, dict[str, Any]]:
     return {"fleet.json": fleet(), "model.json": model()}
 
 
-GRAFANA_VALUES = {"__rate_interval": "1m", "__interval": "30s", "__range": "6h", "monitor_url": MONITOR_URL}
-"""What Grafana puts in for its own variables, for running the queries without it."""
+GRAFANA_VALUES = {"__rate_interval": "1m", "__interval": "30s", "__range": "6h", "monitor_url": MONITOR_URL,
+                  "cluster": ".*", "namespace": ".*", "job": ".*"}
+"""What Grafana puts in for its own variables and the scrape's (All), for running the queries without it."""
+FLEET_VALUES = {"model": ".*"}
+"""The fleet's model variable: every model, as the fleet opens."""
 
 
-def queries(**values: str) -> list[tuple[str, str, str]]:
+def queries(fleet: Mapping[str, str] = FLEET_VALUES, **values: str) -> list[tuple[str, str, str]]:
     """(dashboard file, panel or annotation, PromQL with the variables filled in as Grafana would)
     for every query the dashboards make: what the tests and the benchmark run in Prometheus.
-    `values` are the template variables' values (model, version, capability)."""
-    filled = {**GRAFANA_VALUES, **values}
-
-    def fill(expr: str) -> str:  # `$1` (a label_replace group) is no variable and stays
-        return re.sub(r"\$\{?(\w+)\}?", lambda found: filled.get(found.group(1), found.group(0)), expr)
-
+    `values` are the template variables' values (model, version, capability, and the scrape's
+    cluster, namespace and job); `fleet` the fleet's own (its models)."""
     found = []
     for name, doc in build_all().items():
+        filled = {**GRAFANA_VALUES, **values, **(fleet if doc["uid"] == FLEET_UID else {})}
         panels = [p for p in doc["panels"] if p["type"] != "row"]
-        found += [(name, p["title"], fill(t["expr"])) for p in panels for t in p["targets"]]
-        found += [(name, a["name"], fill(a["expr"])) for a in doc["annotations"]["list"]]
+        found += [(name, p["title"], _fill(t["expr"], filled)) for p in panels for t in p["targets"]]
+        found += [(name, a["name"], _fill(a["expr"], filled)) for a in doc["annotations"]["list"]]
     return found
+
+
+def _fill(expr: str, values: Mapping[str, str]) -> str:
+    """`$1` (a label_replace group) is no variable and stays."""
+    return re.sub(r"\$\{?(\w+)\}?", lambda found: values.get(found.group(1), found.group(0)), expr)
 
 
 def render_json(dashboard: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_text
 from prometheus_client.registry import Collector
 from sqlalchemy import func, or_
 from sqlalchemy import select as sa_select
@@ -195,6 +196,8 @@ class CachedExposition:
     newest finish time, newest verdict id). When the answer changed, the text is rendered again in
     the background and the scrape gets the previous text, at most one render behind; only the
     very first scrape waits for a render. So a scrape stays fast however large the store is.
+    Each render reads the store once and writes both the Prometheus text and the OpenMetrics text
+    (what Prometheus asks for by default), so neither format waits for the other.
     """
 
     def __init__(self, store: Store) -> None:
@@ -202,7 +205,7 @@ class CachedExposition:
         self._registry = CollectorRegistry()
         self._registry.register(StoreCollector(store))
         self._key: tuple[Any, ...] | None = None
-        self._text: bytes | None = None
+        self._texts: tuple[bytes, bytes] | None = None  # Prometheus text, OpenMetrics text
         self._lock = threading.Lock()
         self._rendering: threading.Thread | None = None
 
@@ -214,12 +217,12 @@ class CachedExposition:
             acted = s.execute(sa_select(func.max(Action.id), func.max(Action.finished_at))).one()
         return (*runs, *verdict, *acted)
 
-    def render(self, wait: bool = False) -> bytes:
+    def render(self, wait: bool = False, openmetrics: bool = False) -> bytes:
         """The newest finished render; `wait=True` renders a changed store before answering."""
         key = self._change_key()
         with self._lock:
             stale = key != self._key
-            first = self._text is None
+            first = self._texts is None
             busy = self._rendering is not None and self._rendering.is_alive()
             if stale and not busy:
                 self._rendering = threading.Thread(target=self._refresh, args=(key,), daemon=True)
@@ -227,20 +230,32 @@ class CachedExposition:
             thread = self._rendering
         if thread is not None and (first or (wait and stale)):
             thread.join()
-        if self._text is None:
+        found = self.last(openmetrics)
+        if found is None:
             raise StoreError("the store's state could not be rendered; the monitor's log says why")
-        return self._text
+        return found
 
-    @property
-    def last(self) -> bytes | None:
+    def last(self, openmetrics: bool = False) -> bytes | None:
         """The newest text rendered, whatever the database says now."""
-        return self._text
+        texts = self._texts
+        return None if texts is None else texts[openmetrics]
 
     def _refresh(self, key: tuple[Any, ...]) -> None:
         try:
-            text = generate_latest(self._registry)
+            read = _Read(list(self._registry.collect()))
+            texts = (generate_latest(read), openmetrics_text(read))
         except Exception as exc:  # the next scrape tries again; until then the last text stands
             log.warning("the store's exposition could not be rendered: %s", exc)
             return
         with self._lock:
-            self._text, self._key = text, key
+            self._texts, self._key = texts, key
+
+
+class _Read(Collector):
+    """Families already read from the store, to be written in more than one format."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)

@@ -88,6 +88,10 @@ ITEM_LATENCY = _spec("item_latency_seconds", "histogram",
 EXPOSITION_ERRORS = _spec("exposition_errors_total", "counter",
                           "Scrapes answered with the last good state because the database could not be "
                           "read: what the dashboards show is stale while this grows.")
+BUILD_INFO = _spec("build_info", "gauge",
+                   "1, labelled with the running forgetmenot's version, its Python's and its torch's (empty "
+                   "on the slim image): which build each replica runs, and what the dashboards list "
+                   "clusters, namespaces and jobs from.", "version", "python", "torch")
 SPOOL_QUARANTINED = _spec("spool_quarantined_files", "gauge",
                           "Spool records no replay can put back (the database refuses them, or they are "
                           "not records), set aside in the spool's quarantine folder until someone deals "
@@ -97,5 +101,5 @@ ALL: tuple[MetricSpec, ...] = (
     RETENTION_SCORE, RETENTION_DELTA, RETENTION_DELTA_LOWER, RETENTION_DELTA_UPPER, RETENTION_TOLERANCE,
     VERDICT_PHASE, VERDICT_INFO, VERDICT_TIMESTAMP, KNOWLEDGE_SCORE, ALIGNMENT_GAP, LAST_SUCCESS, RUNS,
     PROBE_ERRORS, ACTIONS, LIVE_VERSION, SCHEDULE_INTERVAL, RUN_DURATION, ITEM_LATENCY,
-    EXPOSITION_ERRORS, SPOOL_QUARANTINED,
+    EXPOSITION_ERRORS, SPOOL_QUARANTINED, BUILD_INFO,
 )

@@ -6,7 +6,13 @@ queries as plain data lets the tests run every one of them in a real Prometheus 
 
 A verdict's phase is exported as one 0/1 series per phase; a panel that shows "the worst phase"
 turns it into the phase's severity (`Phase.severity`, PASS lowest, FAIL highest) and maps each
-number back to the phase's name *and* a colour, so nothing is told by colour alone.
+number back to the phase's name *and* a colour (the monitor's pages' colour for that phase), so
+nothing is told by colour alone.
+
+Every replica of `forgetmenot serve` on one database exports the same state series, so a panel
+takes each state series once (`once`: `max` by the series' own labels) before it sums or joins
+anything; only what each replica measures itself (the run-duration histogram) is summed across
+replicas. Every selection is narrowed by the `cluster`, `namespace` and `job` variables.
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ if TYPE_CHECKING:
     from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
 DATASOURCE_VAR = "datasource"
-PHASE_COLOURS = {Phase.PASS: "green", Phase.INCONCLUSIVE: "blue", Phase.ERROR: "purple",
-                 Phase.MARGINAL: "orange", Phase.FAIL: "red"}
+# The pages' phase badges' colours (monitor/present/html.py, `.phase.<phase>` border-color).
+PHASE_COLOURS = {Phase.PASS: "#8fcfa4", Phase.INCONCLUSIVE: "#bcc4cc", Phase.ERROR: "#b79be6",
+                 Phase.MARGINAL: "#e7c25a", Phase.FAIL: "#e48b86"}
+TARGET = ("cluster", "namespace", "job")  # the scrape's labels, each chosen by a variable
+KEEP = ("cluster", "namespace")  # what tells one deployment's copy of a series from another's
 VERDICT_KEYS = "model, version, baseline, capability"
 Scope = Mapping[str, str]
 """Label → matcher (`'="$model"'`, `'=~"$capability"'`); each metric takes the labels it has."""
@@ -56,6 +65,7 @@ class Chart:
     unit: str = "none"
     phases: bool = False  # values are phase severities: map them to names and colours
     band: bool = False  # series named "... lower", "... upper", "... tolerance" drawn as a band
+    thresholds: tuple[tuple[float | None, str], ...] = ()  # (from, colour), the first from None
     links: tuple[Link, ...] = ()
     width: int = 12
     height: int = 8
@@ -72,11 +82,21 @@ def require_sdk() -> None:
 # -- PromQL, from the metric names ------------------------------------------------------------
 
 def sel(spec: m.MetricSpec, scope: Scope | None = None, *extra: str, suffix: str = "") -> str:
-    """`spec`'s series narrowed by the scope's labels it has, plus `extra` matchers."""
-    matchers = [f"{label}{match}" for label, match in (scope or {}).items() if label in spec.labels]
+    """`spec`'s series of the chosen cluster, namespace and job, narrowed by the scope's labels it
+    has, plus `extra` matchers."""
+    matchers = [f'{label}=~"${label}"' for label in TARGET]
+    matchers += [f"{label}{match}" for label, match in (scope or {}).items() if label in spec.labels]
     matchers += extra
-    name = spec.full_name + suffix
-    return f"{name}{{{', '.join(matchers)}}}" if matchers else name
+    return f"{spec.full_name}{suffix}{{{', '.join(matchers)}}}"
+
+
+def once(spec: m.MetricSpec, scope: Scope | None = None, *extra: str, fn: str = "", window: str = "") -> str:
+    """`spec`'s series once however many replicas export them (`fn` over `window` first, for a
+    counter): every replica reads the same database, so their copies are equal, and `max` keeps one."""
+    series = sel(spec, scope, *extra)
+    if fn:
+        series = f"{fn}({series}[{window}])"
+    return f"max by ({', '.join((*KEEP, *spec.labels))}) ({series})"
 
 
 def is_phase(phase: Phase, scope: Scope | None = None) -> str:
@@ -179,4 +199,28 @@ def render(chart: Chart, panel_id: int) -> Builder[Any]:
         panel = panel.mappings(phase_mappings())
     if chart.band:
         panel = _band(panel)
+    if chart.thresholds:
+        panel = _coloured(panel, chart)
     return panel.data_links(_links(chart.links)) if chart.links else panel
+
+
+def _coloured(panel: Any, chart: Chart) -> Any:
+    """The thresholds, shown where the panel's kind shows them: a table's cells, a time series'
+    background, a stat's own colour."""
+    from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig
+    from grafana_foundation_sdk.builders.dashboard import ThresholdsConfig
+    from grafana_foundation_sdk.models.common import (
+        GraphThresholdsStyleMode,
+        TableCellBackgroundDisplayMode,
+        TableColoredBackgroundCellOptions,
+    )
+    from grafana_foundation_sdk.models.dashboard import Threshold, ThresholdsMode
+
+    steps = [Threshold(value=value, color=colour) for value, colour in chart.thresholds]
+    panel = panel.thresholds(ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(steps))
+    if chart.visual == "table":
+        cells = TableColoredBackgroundCellOptions(mode=TableCellBackgroundDisplayMode.BASIC)
+        return panel.cell_options(cells)
+    if chart.visual == "timeseries":
+        return panel.thresholds_style(GraphThresholdsStyleConfig().mode(GraphThresholdsStyleMode.AREA))
+    return panel

@@ -25,24 +25,27 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import anyio
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import text
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
 from monitor.metrics import names as metrics
 from monitor.metrics.exporter import CachedExposition
+from monitor.metrics.process import register_process_metrics
 from monitor.metrics.rules import RUNBOOK_BASE
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
 from monitor.present.facts import Summaries
+from monitor.present.shapes import action_json, model_json, run_json, verdict_json, verdicts_json
 from monitor.probing.weights import home
 from monitor.service.access import Access
 from monitor.service.pages import Pages
 from monitor.service.replies import MAX_ID, BadRequest, Reply, json_reply, parse_id
 from monitor.service.rollouts import GATE, MAX_BODY, Rollouts
+from monitor.service.scrape import encoder, joined, wants_openmetrics
 from monitor.service.server import HttpServer, ServerLimits
-from monitor.store import Store, Verdict, VerdictKind
+from monitor.store import Store, Verdict
 from monitor.store.versions import with_made
 
 __all__ = ["Api", "HttpServer", "ServerLimits"]
@@ -89,6 +92,7 @@ class Api:
         self._own = CollectorRegistry()
         self._stale_scrapes = Counter(metrics.EXPOSITION_ERRORS.full_name, metrics.EXPOSITION_ERRORS.help,
                                       registry=self._own)
+        register_process_metrics(self._own)
         self._not_ready = ready
         self._degraded = degraded
         self._threads = anyio.CapacityLimiter(self.limits.workers)
@@ -190,7 +194,8 @@ class Api:
             return await self.rollouts.gate(query, self._offload)
         if path == "/metrics":
             gzipped = _accepts_gzip(request.headers.get("accept-encoding", ""))
-            return await self._offload(self._metrics, gzipped)
+            openmetrics = wants_openmetrics(request.headers.get("accept", ""))
+            return await self._offload(self._metrics, gzipped, openmetrics)
         return await self._offload(self._read, path, query)
 
     def _read(self, path: str, query: dict[str, str]) -> Reply:
@@ -210,23 +215,26 @@ class Api:
             return self.rollouts.listed(path)
         return json_reply(404, {"error": f"no such endpoint: {path[:200]}"})
 
-    def _metrics(self, gzipped: bool) -> Reply:
+    def _metrics(self, gzipped: bool, openmetrics: bool) -> Reply:
         """The store's state (cached until it changes), then the process's and the server's own
-        instruments; gzipped when asked, as Prometheus asks: 5.5 MB at 50,000 series is 160 KB so."""
-        body = self._store_exposition() + generate_latest(self.registry) + generate_latest(self._own)
-        headers = [("Vary", "Accept-Encoding")]
+        instruments, as OpenMetrics when asked; gzipped when asked, as Prometheus asks: 5.5 MB at
+        50,000 series is 160 KB so."""
+        encode, content_type = encoder(openmetrics)
+        parts = [self._store_exposition(openmetrics), encode(self.registry), encode(self._own)]
+        body = joined(parts, openmetrics)
+        headers = [("Vary", "Accept, Accept-Encoding")]
         if gzipped:
             body = gzip.compress(body, compresslevel=1)
             headers.append(("Content-Encoding", "gzip"))
-        return Reply(200, body, CONTENT_TYPE_LATEST, headers)
+        return Reply(200, body, content_type, headers)
 
-    def _store_exposition(self) -> bytes:
+    def _store_exposition(self, openmetrics: bool) -> bytes:
         """While the database cannot be read, the last good text, counted, so a dashboard goes on
         showing the last known state and an alert on the counter says it is stale."""
         try:
-            return self._exposition.render()
+            return self._exposition.render(openmetrics=openmetrics)
         except Exception as exc:
-            last = self._exposition.last
+            last = self._exposition.last(openmetrics)
             if last is None:
                 raise
             self._stale_scrapes.inc()
@@ -262,27 +270,25 @@ class Api:
     def _models(self) -> list[dict[str, Any]]:
         """Each model's live version and its newest verdict per capability against the baseline
         (a candidate's verdicts are the gate's, not the model's)."""
-        latest: dict[tuple[str, str], Any] = {}
-        lives = {name: self.store.live_version(self.config, name) for name in self.config.models}
-        for name, spec in self.config.models.items():
-            for verdict in self.store.verdicts(model=name, candidate=lives[name], baseline=spec.baseline):
-                latest[(verdict.model, verdict.capability)] = verdict
-        return [{
-            "model": name, "live": lives[name], "baseline": spec.baseline,
-            "versions": list(spec.versions),
-            "backend": spec.backend.kind,
-            "capabilities": {cap: {"phase": v.phase, "diagnosis": v.diagnosis, "verdict": v.id,
-                                   "candidate": v.candidate}
-                             for (model, cap), v in latest.items() if model == name},
-        } for name, spec in with_made(self.config, self.store).models.items()]
+        listed = []
+        for name, spec in with_made(self.config, self.store).models.items():
+            live = self.store.live_version(self.config, name)
+            listed.append(model_json(name, spec, live, self._newest(name, live, spec.baseline)))
+        return listed
+
+    def _newest(self, model: str, candidate: str, baseline: str) -> list[Verdict]:
+        """The newest verdict per capability of `candidate` against `baseline`."""
+        latest: dict[str, Verdict] = {}
+        for verdict in self.store.verdicts(model=model, candidate=candidate, baseline=baseline):
+            latest[verdict.capability] = verdict
+        return list(latest.values())
 
     def _verdicts(self, query: dict[str, str]) -> list[dict[str, Any]]:
         found = self.store.verdicts(model=query.get("model"), candidate=query.get("version"),
                                     capability=query.get("capability"), newest=_limit(query))
         kinds = self.store.verdict_kinds([v.id for v in found if v.id is not None])
-        summaries = self._summaries()
-        summaries.prefetch(found)
-        return [_verdict_json(v, kinds.get(v.id or 0, []), summaries) for v in reversed(found)]
+        newest_first = found[::-1]
+        return verdicts_json(newest_first, kinds, self._summaries())
 
     def _verdict(self, raw: str) -> Reply:
         """One verdict with its kinds, as the list gives each; what direct alert pushes linked to."""
@@ -290,7 +296,8 @@ class Api:
         found = self.store.get_verdict(verdict_id)
         if found is None:
             return json_reply(404, {"error": f"verdict {verdict_id} does not exist"})
-        return json_reply(200, _verdict_json(*found, self._summaries()))
+        verdict, kinds = found
+        return json_reply(200, verdict_json(verdict, kinds, self._summaries().of(verdict, kinds)))
 
     def _summaries(self) -> Summaries:
         """One per request: what it reads of the store is read once."""
@@ -299,7 +306,7 @@ class Api:
     def _actions(self, query: dict[str, str]) -> list[dict[str, Any]]:
         """The audit trail, newest first."""
         found = self.store.actions(query.get("model"), newest=_limit(query))
-        return [a.model_dump(mode="json") for a in reversed(found)]
+        return [action_json(action) for action in reversed(found)]
 
     def _run(self, raw: str) -> Reply:
         number = raw.isascii() and raw.isdigit()
@@ -308,22 +315,10 @@ class Api:
         run = self.store.get_run(int(raw)) if number else None
         if run is None:
             return json_reply(404, {"error": f"run {raw[:64]} does not exist"})
-        summaries = self.store.summaries([run.id or 0]).get(run.id or 0, [])
-        failed = self.store.run_errors([run.id or 0])[run.id or 0]
-        body = {**run.model_dump(mode="json"),
-                "kinds": [{"kind": s.kind, "mean_score": s.mean_score, "scored": s.scored,
-                           "errors": s.errors} for s in summaries],
-                "errors": [{"kind": kind, "count": count} for kind, count in failed.kinds.items()],
-                "first_error": failed.first}
-        return json_reply(200, body)
-
-
-def _verdict_json(verdict: Verdict, kinds: Sequence[VerdictKind], summaries: Summaries) -> dict[str, Any]:
-    """The raw figures as named fields (fractions, as stored), and `summary`: what happened, why and
-    what to do, in the words and units of the verdict's page."""
-    return {**verdict.model_dump(mode="json"),
-            "kinds": [k.model_dump(mode="json", exclude={"verdict_id"}) for k in kinds],
-            "summary": summaries.of(verdict, kinds).to_json()}
+        run_id = run.id or 0
+        kinds = self.store.summaries([run_id]).get(run_id, [])
+        failed = self.store.run_errors([run_id]).get(run_id)
+        return json_reply(200, run_json(run, kinds, failed))
 
 
 def _query(path: str, raw: str) -> dict[str, str]:
