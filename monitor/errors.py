@@ -28,6 +28,7 @@ person fixing it never has to guess where to look.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from monitor.redaction import redact
@@ -148,10 +149,31 @@ class PublishError(ForgetmenotError):
     without credentials, and never the token."""
 
 
+# Set by the Containerfile to the image's flavor: inside the image nothing can be pip-installed (a
+# read-only root, often no index), so advice names the image to build instead.
+IMAGE_FLAVOR_ENV = "FORGETMENOT_IMAGE_FLAVOR"
+
+
+def image_flavor() -> str | None:
+    """The flavor of the forgetmenot container image this runs in, or None outside one."""
+    return os.environ.get(IMAGE_FLAVOR_ENV) or None
+
+
+def image_build_hint(extra: str) -> str:
+    """How to get an image that has `extra`: the model flavor is its own build, others are EXTRAS."""
+    argument = "FLAVOR=model" if extra == "model" else f"EXTRAS={extra}"
+    return f"an image built with --build-arg {argument} has it (docs/container.md)"
+
+
 class MissingExtra(ForgetmenotError, ImportError):
-    """An optional dependency is missing; the message names the extra to install."""
+    """An optional dependency is missing; the message names the extra to install, or inside the
+    container image, the image to build."""
 
     def __init__(self, module: str, extra: str) -> None:
-        super().__init__(
-            f"{module} is not installed; install it with: pip install 'forgetmenot[{extra}]'"
-        )
+        flavor = image_flavor()
+        if flavor is None:
+            message = f"{module} is not installed; install it with: pip install 'forgetmenot[{extra}]'"
+        else:
+            message = (f"{module} is not in the forgetmenot {flavor} image, which leaves the "
+                       f"'{extra}' extra out; {image_build_hint(extra)}")
+        super().__init__(message)

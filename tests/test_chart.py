@@ -16,6 +16,7 @@ AnalysisTemplate's conditions against the gate's real answers, see `analysis_met
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import gzip
@@ -28,6 +29,7 @@ import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import helm_python
 import jsonschema
@@ -48,7 +50,7 @@ KUBERNETES = kubernetes_validate.latest_version()
 UPDATE_GOLDEN = os.environ.get("FORGETMENOT_UPDATE_GOLDEN") == "1"
 
 # Objects of these API groups are custom resources: kubernetes-validate has no schema for them.
-CUSTOM = {"monitoring.coreos.com/v1", "argoproj.io/v1alpha1", "ray.io/v1"}
+CUSTOM = {"monitoring.coreos.com/v1", "argoproj.io/v1alpha1", "ray.io/v1", "gateway.networking.k8s.io/v1"}
 # Environment variables whose values the chart writes itself; every other one comes from a Secret.
 PLAIN_ENV = {"FORGETMENOT_HOME", "HF_HOME", "MPLCONFIGDIR", "TMPDIR", "PYTHONDONTWRITEBYTECODE",
              "FORGETMENOT_TOKEN_FILE", "FORGETMENOT_WEB_CONFIG", "RAY_ADDRESS", "RAY_USAGE_STATS_ENABLED"}
@@ -81,18 +83,20 @@ def load_values(values_files: Sequence[str | Path], overrides: Values | None = N
     return merge(values, overrides or {})
 
 
-def render_templates(values_files: Sequence[str | Path], overrides: Values | None = None) -> dict[str, str]:
+def render_templates(values_files: Sequence[str | Path], overrides: Values | None = None,
+                     release: str = RELEASE) -> dict[str, str]:
     """Template path -> rendered text, as `helm template forgetmenot helm/forgetmenot -n monitoring
-    -f FILE...`. Values the schema or a template refuses raise helm_python.HelmError with Helm's
-    message."""
+    -f FILE...` (`release` for another release name). Values the schema or a template refuses raise
+    helm_python.HelmError with Helm's message."""
     with helm_python.Chart.load(CHART) as chart:
-        return chart.render(load_values(values_files, overrides), name=RELEASE, namespace=NAMESPACE)
+        return chart.render(load_values(values_files, overrides), name=release, namespace=NAMESPACE)
 
 
-def render(values_files: Sequence[str | Path], overrides: Values | None = None) -> list[dict[str, Any]]:
+def render(values_files: Sequence[str | Path], overrides: Values | None = None,
+           release: str = RELEASE) -> list[dict[str, Any]]:
     """Every object the chart renders for these values files (in order, then `overrides`), parsed."""
     objects = []
-    for path, text in sorted(render_templates(values_files, overrides).items()):
+    for path, text in sorted(render_templates(values_files, overrides, release).items()):
         if path.endswith(".yaml"):
             objects += [doc for doc in yaml.safe_load_all(text) if doc]
     return objects
@@ -139,6 +143,9 @@ ELIDED = [
      r"\1    <files/dashboards: test_one_dashboard_config_map_per_file>\n"),
     (re.compile(r"(?m)^(  groups:\n)(?:    .*\n)*"),
      r"\1    <files/forgetmenot.rules.yml: test_prometheus_rule_is_the_alerts_file>\n"),
+    # A new random token at every render that asks no cluster.
+    (re.compile(r'(?m)^(  api-tokens: )"[A-Za-z0-9+/=]+"$'),
+     r"\1<random: test_the_chart_makes_an_api_token_when_none_is_named>"),
 ]
 
 
@@ -347,6 +354,9 @@ def test_custom_resources_have_the_shape_their_operators_read(values_file: Path)
             assert all(m["name"] and m["provider"]["web"]["url"] for m in spec["metrics"])
         elif obj["kind"] == "RayCluster":
             assert not raycluster_problems(obj), raycluster_problems(obj)
+        elif obj["kind"] == "HTTPRoute":  # what a Gateway reads (gateway-api's standard channel)
+            assert spec["parentRefs"] and all(p["name"] for p in spec["parentRefs"]) and spec["hostnames"]
+            assert all(b["name"] and b["port"] for r in spec["rules"] for b in r["backendRefs"])
         else:
             pytest.fail(f"no shape check for {obj['kind']}")
 
@@ -380,7 +390,10 @@ def test_pods_run_with_the_security_defaults(values_file: Path) -> None:
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=ci_id)
 def test_no_secret_value_is_rendered(values_file: Path) -> None:
     objects = render([values_file])
-    assert not find(objects, "Secret")
+    # The one Secret the chart may render holds its own random API token, never a value given to it.
+    for secret in find(objects, "Secret"):
+        assert secret["metadata"]["name"] == "forgetmenot-api-tokens"
+        assert set(secret["data"]) == {"api-tokens"}
     for pod in [*pod_specs(objects), *ray_pod_specs(objects)]:
         for env in pod["containers"][0]["env"]:
             assert env["name"] in PLAIN_ENV or "secretKeyRef" in env.get("valueFrom", {}), env
@@ -427,8 +440,14 @@ def test_render_matches_golden(values_file: Path) -> None:
 # --- alert rules, scraping, dashboards ------------------------------------------------------------
 
 def test_prometheus_rule_is_the_alerts_file() -> None:
-    rule = one(render([EVERYTHING_ON]), "PrometheusRule")
+    """With no defaultRules given, the shipped rules as they are, linking the release's address
+    (tests/test_chart_rules.py tunes them)."""
+    rule = one(render([EVERYTHING_ON], {"ingress": {"enabled": False}}), "PrometheusRule")
     alerts = yaml.safe_load((REPO / "alerts" / "forgetmenot.rules.yml").read_text())
+    here = f"http://{RELEASE}.{NAMESPACE}.svc:9464"
+    for shipped in alerts["groups"][0]["rules"]:
+        link = shipped["annotations"]["monitor_url"]
+        shipped["annotations"]["monitor_url"] = link.replace("http://forgetmenot:9464", here)
     assert rule["spec"]["groups"] == alerts["groups"]
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     annotations = json.dumps(rule["spec"]["groups"])
@@ -481,14 +500,25 @@ def test_open_metrics_scrapes_without_credentials() -> None:
 
 
 def test_one_dashboard_config_map_per_file() -> None:
-    maps = [m for m in find(render([EVERYTHING_ON]), "ConfigMap")
-            if "grafana_dashboard" in m["metadata"].get("labels", {})]
+    """Each file as it is, but for the monitor_url variable's default: the release's address."""
+    objects = render([EVERYTHING_ON])
+    maps = [m for m in find(objects, "ConfigMap") if "grafana_dashboard" in m["metadata"].get("labels", {})]
     files = sorted((CHART / "files" / "dashboards").glob("*.json"))
     assert len(maps) == len(files)
     for config_map, path in zip(sorted(maps, key=lambda m: m["metadata"]["name"]), files, strict=True):
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert config_map["metadata"]["annotations"]["grafana_folder"] == "LLM retention"
-        assert config_map["data"] == {path.name: path.read_text().rstrip("\n")}
+        assert list(config_map["data"]) == [path.name]
+        rendered, shipped = json.loads(config_map["data"][path.name]), json.loads(path.read_text())
+        address = _monitor_url_variable(rendered)["query"]
+        assert resolve(address, objects, "") == f"Ingress {RELEASE}"
+        _monitor_url_variable(shipped)["query"] = address
+        assert rendered == shipped
+
+
+def _monitor_url_variable(dashboard: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = next(v for v in dashboard["templating"]["list"] if v["name"] == "monitor_url")
+    return found
 
 
 # --- the retention gate ---------------------------------------------------------------------------
@@ -701,14 +731,15 @@ def test_ray_pods_share_the_monitors_image_volume_and_security() -> None:
     cluster = one(objects, "RayCluster")
     for pod, group in zip(ray_pod_specs(objects), ("head", "gpu"), strict=True):
         container = ray_container(cluster, group)
-        assert container["image"] == monitor["containers"][0]["image"] == "forgetmenot:0.1.0-model"
+        pushed = "registry.example.com/ml/forgetmenot:0.1.0-model"
+        assert container["image"] == monitor["containers"][0]["image"] == pushed
         assert home in pod["volumes"]
         assert {"name": "home", "mountPath": "/var/lib/forgetmenot"} in container["volumeMounts"]
         assert pod["securityContext"] == monitor["securityContext"]
         assert container["securityContext"] == monitor["containers"][0]["securityContext"]
         assert container["readinessProbe"]["httpGet"] == {"path": "/api/local_raylet_healthz", "port": 52365}
     assert one(objects, "PersistentVolumeClaim")["spec"]["accessModes"] == ["ReadWriteMany"]
-    image = {"repository": "registry.example/fmn", "tag": "0.1.0-ray"}
+    image = {"registry": "registry.example", "repository": "fmn", "tag": "0.1.0-ray"}
     pinned = one(render([RAY_ON], {"ray": {"image": image}}), "RayCluster")
     assert ray_container(pinned, "head")["image"] == "registry.example/fmn:0.1.0-ray"
 
@@ -796,8 +827,8 @@ REFUSED = [
     ({"image": {"flavor": "slim"}}, "image.flavor=slim has no torch, but policy.models.support-bot"),
     ({"gate": {"argo": {"enabled": True, "wait": 120, "timeoutSeconds": 60}}},
      "gate.argo.timeoutSeconds (60)"),
-    ({"web": {"configSecret": {"name": "forgetmenot-web"}}, "serviceMonitor": {"enabled": True}},
-     "every scrape gets 401"),
+    ({"web": {"config": {"existingSecret": {"name": "forgetmenot-web"}}},
+      "serviceMonitor": {"enabled": True}}, "every scrape gets 401"),
     ({"networkPolicy": {"enabled": True}, "rbac": {"deployments": [{"name": "vllm"}]}},
      "networkPolicy.egress.kubernetesApi"),
     # Ray: the schema.
@@ -847,7 +878,346 @@ def test_an_empty_policy_is_refused_with_what_to_do() -> None:
 
 
 def test_an_existing_config_map_replaces_the_policy() -> None:
-    objects = render([], {"existingConfigMap": "my-policy"})
+    objects = render([], {"existingConfigMap": "my-policy", "image": {"registry": "registry.example.com"}})
     volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
     assert {"name": "policy", "configMap": {"name": "my-policy"}} in volumes
     assert not [m for m in find(objects, "ConfigMap") if m["metadata"]["name"].endswith("-policy")]
+
+
+# --- links on-call follows, the image, the memory, the credentials --------------------------------
+
+# A release not named after the chart, so a link that assumes the chart's name points nowhere.
+OTHER_RELEASE = "fm"
+# Alerts pushed to Alertmanager carry links from the policy's alertmanager.link_base.
+ALERTMANAGER = {"policy": {"policy": {"alertmanager": {"url": "http://alertmanager.monitoring.svc:9093"}}}}
+URL = re.compile(r"https?://[^\s\"'<>`\\]+")
+GATEWAY = {"name": "public", "namespace": "gateway-system"}
+EXPOSED: dict[str, Values] = {
+    "ingress": {},  # EVERYTHING_ON has an HTTPS ingress
+    "route": {"ingress": {"enabled": False},
+              "httpRoute": {"enabled": True, "parentRefs": [GATEWAY], "hostnames": ["fm.example.com"]}},
+    "service": {"ingress": {"enabled": False}},
+}
+SQLITE = CHART / "ci" / "sqlite-single.yaml"
+
+
+def strings(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def given_origins(values: Values) -> set[str]:
+    """scheme://host[:port] of every URL the values name themselves (model endpoints, Alertmanager,
+    webhooks): those point where the user said, not at the monitor."""
+    chart_defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    return {origin(url) for text in strings(merge(chart_defaults, values)) for url in URL.findall(text)}
+
+
+def ingress_target(url: str, objects: list[dict[str, Any]], services: set[str]) -> str | None:
+    """The Ingress whose host serves `url` with the scheme its tls implies, routing / to a Service."""
+    parts = urlsplit(url)
+    for ingress in find(objects, "Ingress"):
+        tls = {host for entry in ingress["spec"].get("tls", []) for host in entry.get("hosts", [])}
+        for rule in ingress["spec"]["rules"]:
+            scheme = "https" if rule["host"] in tls else "http"
+            backends = [p["backend"]["service"]["name"] for p in rule["http"]["paths"] if p["path"] == "/"]
+            if (rule["host"], parts.port, parts.scheme) == (parts.hostname, None, scheme) and backends \
+                    and backends[0] in services:
+                return f"Ingress {ingress['metadata']['name']}"
+    return None
+
+
+def route_target(url: str, objects: list[dict[str, Any]], services: set[str]) -> str | None:
+    """The HTTPRoute whose hostname serves `url`, sending it to a Service."""
+    parts = urlsplit(url)
+    for route in find(objects, "HTTPRoute"):
+        backends = [b["name"] for rule in route["spec"]["rules"] for b in rule["backendRefs"]]
+        if parts.hostname in route["spec"]["hostnames"] and parts.port is None and backends \
+                and backends[0] in services:
+            return f"HTTPRoute {route['metadata']['name']}"
+    return None
+
+
+def service_target(url: str, objects: list[dict[str, Any]], notes: str) -> str | None:
+    """The Service `url` names by its cluster DNS name and one of its ports (with that port's
+    protocol), or, in NOTES only after their `kubectl port-forward svc/NAME PORT`, the loopback."""
+    parts = urlsplit(url)
+    for service in find(objects, "Service"):
+        name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+        protocols = {p["port"]: p.get("appProtocol", "http") for p in service["spec"]["ports"]}
+        if protocols.get(parts.port) != parts.scheme:
+            continue
+        if parts.hostname in (f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"):
+            return f"Service {name}"
+        forwarded = f"port-forward svc/{name} {parts.port}" in notes and url in notes
+        if parts.hostname == "127.0.0.1" and forwarded:
+            return f"Service {name} (port-forward)"
+    return None
+
+
+def resolve(url: str, objects: list[dict[str, Any]], notes: str) -> str | None:
+    """What a link reaches among the rendered objects; None: it points nowhere."""
+    services = {s["metadata"]["name"] for s in find(objects, "Service")}
+    return (ingress_target(url, objects, services) or route_target(url, objects, services)
+            or service_target(url, objects, notes))
+
+
+Links = list[tuple[str, str, str]]
+
+
+def link_source(obj: dict[str, Any]) -> str:
+    """Which part of the chart a rendered object's links come from: the alert rules, the Grafana
+    dashboards, or the chart's own templates (the policy, the gate, the ingress, the route)."""
+    if obj["kind"] == "PrometheusRule":
+        return "rules"
+    if "grafana_dashboard" in obj["metadata"].get("labels", {}):
+        return "dashboards"
+    return "chart"
+
+
+def monitor_links(values: Values) -> tuple[Links, list[dict[str, Any]], str]:
+    """Release `fm` of EVERYTHING_ON with `values`: every (source, where, url) in the render that the
+    values did not give (NOTES are the chart's), the objects, and NOTES."""
+    templates = render_templates([EVERYTHING_ON], values, OTHER_RELEASE)
+    objects = [doc for path, text in sorted(templates.items()) if path.endswith(".yaml")
+               for doc in yaml.safe_load_all(text) if doc]
+    notes = templates["forgetmenot/templates/NOTES.txt"]
+    found = [(link_source(o), f"{o['kind']}/{o['metadata']['name']}", url) for o in objects
+             for text in strings(o) for url in URL.findall(text)]
+    found += [("chart", "NOTES", url) for url in URL.findall(notes)]
+    given = given_origins(load_values([EVERYTHING_ON], values))
+    return [link for link in found if origin(link[2]) not in given], objects, notes
+
+
+@pytest.mark.parametrize("source", ["chart", "rules", "dashboards"])
+@pytest.mark.parametrize("exposed", EXPOSED, ids=list(EXPOSED))
+def test_every_link_resolves_to_a_rendered_service_ingress_or_route(exposed: str, source: str) -> None:
+    """Release `fm`: each link in the alert rules, the dashboards, the policy's pushed-alert links,
+    the gate and NOTES reaches a rendered object, whatever the release is called."""
+    links, objects, notes = monitor_links(merge(ALERTMANAGER, EXPOSED[exposed]))
+    mine = [(where, url) for found, where, url in links if found == source]
+    assert mine, f"no link from the {source}"
+    nowhere = sorted({(where, url) for where, url in mine if resolve(url, objects, notes) is None})
+    assert not nowhere, "links that reach nothing rendered:\n" + "\n".join(f"  {w}: {u}" for w, u in nowhere)
+
+
+def test_link_resolution_catches_a_link_to_the_charts_name() -> None:
+    """The check itself: the default Service name under release `fm`, an ingress host without its
+    tls scheme, a port the Service does not have."""
+    _, objects, notes = monitor_links(ALERTMANAGER)
+    assert resolve("https://forgetmenot.example.com/models/x", objects, notes) == "Ingress fm-forgetmenot"
+    assert resolve("http://fm-forgetmenot.monitoring.svc:9464/", objects, notes) == "Service fm-forgetmenot"
+    for wrong in ("http://forgetmenot:9464/models/x", "http://forgetmenot.monitoring.svc:9464/",
+                  "http://forgetmenot.example.com/", "http://fm-forgetmenot.monitoring.svc:8080/"):
+        assert resolve(wrong, objects, notes) is None, wrong
+
+
+def link_base(objects: list[dict[str, Any]]) -> str:
+    base: str = yaml.safe_load(policy_file(objects))["policy"]["alertmanager"]["link_base"]
+    return base
+
+
+@pytest.mark.parametrize(("exposed", "expected"), [
+    ("ingress", "https://forgetmenot.example.com"),
+    ("route", "https://fm.example.com"),
+    ("service", f"http://fm-forgetmenot.{NAMESPACE}.svc:9464"),
+], ids=["ingress", "route", "service"])
+def test_pushed_alerts_link_to_where_the_browser_reaches_the_monitor(exposed: str, expected: str) -> None:
+    exposing = merge(ALERTMANAGER, EXPOSED[exposed])
+    assert link_base(render([EVERYTHING_ON], exposing, OTHER_RELEASE)) == expected
+    own = merge(ALERTMANAGER, {"policy": {"policy": {"alertmanager": {"link_base": "https://fm.corp/"}}}})
+    assert link_base(render([EVERYTHING_ON], own, OTHER_RELEASE)) == "https://fm.corp/", "the user's is kept"
+
+
+def test_external_url_wins_and_the_ingress_follows_tls() -> None:
+    external = merge(ALERTMANAGER, {"externalUrl": "https://cdn.example.com/"})
+    assert link_base(render([EVERYTHING_ON], external)) == "https://cdn.example.com"
+    plain = merge(ALERTMANAGER, {"ingress": {"tls": []}})
+    assert link_base(render([EVERYTHING_ON], plain)) == "http://forgetmenot.example.com"
+
+
+def serve_args(objects: list[dict[str, Any]]) -> list[str]:
+    args: list[str] = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+def test_serve_gets_the_rules_runbook_base_when_there_is_one() -> None:
+    """The pages and the pushed alerts link the runbooks the rules link (defaultRules.runbookUrl,
+    where the chart has that value)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
+    if "runbookUrl" not in schema.get("defaultRules", {}).get("properties", {}):
+        assert "--runbook-base" not in serve_args(render([EVERYTHING_ON]))
+        return
+    base = "https://runbooks.example.com/forgetmenot"
+    args = serve_args(render([EVERYTHING_ON], {"defaultRules": {"runbookUrl": base}}))
+    assert args[args.index("--runbook-base") + 1] == base
+
+
+def test_ingress_and_route_are_off_by_default_and_send_everything_to_the_service() -> None:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert defaults["ingress"]["enabled"] is False and defaults["httpRoute"]["enabled"] is False
+    objects = render([EVERYTHING_ON], EXPOSED["route"])
+    route, service = one(objects, "HTTPRoute"), one(objects, "Service")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    backend = {"name": service["metadata"]["name"], "port": 9464}
+    assert route["spec"]["rules"] == [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                                       "backendRefs": [backend]}]
+    objects = render([EVERYTHING_ON])
+    ingress = one(objects, "Ingress")["spec"]
+    assert ingress["ingressClassName"] == "nginx"
+    assert ingress["tls"] == [{"secretName": "forgetmenot-ingress-tls", "hosts": ["forgetmenot.example.com"]}]
+    controller = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+                  "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}}}
+    port = [{"port": "http-metrics", "protocol": "TCP"}]
+    assert {"from": [controller], "ports": port} in one(objects, "NetworkPolicy")["spec"]["ingress"]
+
+
+def monitor_image(objects: list[dict[str, Any]]) -> str:
+    image: str = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    return image
+
+
+def test_the_image_comes_from_the_registry_given() -> None:
+    assert monitor_image(render([SQLITE])) == "registry.example.com/ml/forgetmenot:0.1.0-model"
+    both = {"global": {"imageRegistry": "mirror.example.com:5000"},
+            "image": {"registry": "registry.example.com"}}
+    assert monitor_image(render([SQLITE], both)) == "mirror.example.com:5000/forgetmenot:0.1.0-model"
+
+
+def test_no_registry_is_refused_saying_how_to_build_and_push() -> None:
+    with pytest.raises(helm_python.HelmError) as refused:
+        render([SQLITE], {"image": {"registry": ""}})
+    message = str(refused.value)
+    assert "image.registry is empty: no forgetmenot image is published" in message
+    assert "IMAGE=<registry>/forgetmenot container/build.sh model" in message
+    assert "docs/container.md" in message
+    assert "### Pushing to your registry" in (REPO / "docs" / "container.md").read_text()
+
+
+def quantity_bytes(quantity: str) -> float:
+    units = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9}
+    found = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", quantity)
+    assert found, quantity
+    return float(found.group(1)) * units[found.group(2)]
+
+
+@pytest.mark.parametrize("flavor", ["model", "slim"])
+def test_memory_is_sized_per_flavor_from_the_measured_peak(flavor: str) -> None:
+    """The default limit leaves 25% over the peak RSS `benchmarks/serve_memory.py` measured for the
+    flavour (docs/benchmarks.md): the 135M demo model in process, or served models only."""
+    results = json.loads((REPO / "benchmarks" / "results" / "serve_memory.json").read_text())
+    peak = {r["flavour"]: r["peak_rss_bytes"] for r in results}["model" if flavor == "model" else "served"]
+    values: Values = {"image": {"flavor": flavor}}
+    if flavor == "slim":
+        values["policy"] = {"models": {"support-bot": {"backend": {"kind": "openai"}}}}
+    pod = one(render([SQLITE], values), "Deployment")["spec"]["template"]["spec"]
+    resources = pod["containers"][0]["resources"]
+    assert quantity_bytes(resources["limits"]["memory"]) >= 1.25 * peak
+    assert quantity_bytes(resources["requests"]["memory"]) >= peak
+    given = {"limits": {"memory": "64Gi"}}
+    pod = one(render([SQLITE], {**values, "resources": given}), "Deployment")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"] == given, "resources replaces the flavour's sizing whole"
+
+
+def api_token(objects: list[dict[str, Any]]) -> str:
+    return base64.b64decode(one(objects, "Secret")["data"]["api-tokens"]).decode()
+
+
+def test_the_chart_makes_an_api_token_when_none_is_named() -> None:
+    """Release `fm`, no Secret named: the pod mounts the chart's own, so the defaults run. Offline,
+    `lookup` finds nothing and each render makes a new token; in a cluster it reads the old one."""
+    first, second = (render([SQLITE], release=OTHER_RELEASE) for _ in range(2))
+    secret = one(first, "Secret")
+    assert secret["metadata"]["name"] == "fm-forgetmenot-api-tokens"
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert re.fullmatch(r"[A-Za-z0-9]{64}", api_token(first))
+    assert api_token(first) != api_token(second)
+    volumes = {v["name"]: v for v in one(first, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["api-tokens"]["secret"]["secretName"] == "fm-forgetmenot-api-tokens"
+    template = (CHART / "templates" / "api-tokens-secret.yaml").read_text()
+    assert 'lookup "v1" "Secret" .Release.Namespace $name' in template
+
+
+def test_without_generation_the_missing_secret_is_named_at_render_time() -> None:
+    with pytest.raises(helm_python.HelmError) as refused:
+        render([SQLITE], {"web": {"apiTokens": {"generate": False}}}, OTHER_RELEASE)
+    create = "create secret generic fm-forgetmenot-api-tokens --from-literal=api-tokens="
+    assert f"kubectl -n {NAMESPACE} {create}" in str(refused.value)
+
+
+def existing_secrets(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted path, value) of every `existingSecret` key under `value`."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}".lstrip(".")
+            if key == "existingSecret":
+                yield here, item
+            else:
+                yield from existing_secrets(item, here)
+
+
+def test_every_credential_is_named_the_same_way() -> None:
+    """Every credential in values.yaml is `existingSecret: {name, key}` (a TLS Secret's keys are
+    fixed), and the list entries' examples use it too."""
+    text = (CHART / "values.yaml").read_text()
+    found = dict(existing_secrets(yaml.safe_load(text)))
+    assert set(found) == {
+        "database.postgresql.existingSecret", "web.apiTokens.existingSecret", "web.config.existingSecret",
+        "web.tls.existingSecret", "serviceMonitor.authorization.existingSecret",
+        "serviceMonitor.basicAuth.existingSecret", "gate.argo.token.existingSecret"}
+    for path, shape in found.items():
+        assert set(shape) == ({"name"} if path == "web.tls.existingSecret" else {"name", "key"}), path
+    assert not re.search(r"(?m)^\s*(\w*Secret|secretName|passwordKey):", text.replace("existingSecret:", ""))
+    assert "existingSecret: {name: vllm-api-key, key: api-key}" in text
+    assert "existingSecret: {name: deployer-hmac, key: secret}" in text
+
+
+RENAMED = [
+    ({"web": {"tokenSecret": {"name": "t", "key": "k"}}},
+     "web.tokenSecret was renamed: use web.apiTokens.existingSecret"),
+    ({"web": {"configSecret": {"name": "w"}}}, "web.configSecret was renamed: use web.config.existingSecret"),
+    ({"web": {"tlsSecret": {"name": "w"}}}, "web.tlsSecret was renamed: use web.tls.existingSecret"),
+    ({"database": {"postgresql": {"passwordSecret": {"name": "db", "key": "password"}}}},
+     "database.postgresql.passwordSecret was renamed: use database.postgresql.existingSecret"),
+    ({"serviceMonitor": {"authorization": {"secretName": "s"}}},
+     "serviceMonitor.authorization.secretName was renamed: use "
+     "serviceMonitor.authorization.existingSecret.name"),
+    ({"serviceMonitor": {"basicAuth": {"secretName": "s"}}},
+     "serviceMonitor.basicAuth.secretName was renamed: use serviceMonitor.basicAuth.existingSecret.name"),
+    ({"serviceMonitor": {"basicAuth": {"passwordKey": "p"}}},
+     "serviceMonitor.basicAuth.passwordKey was renamed: use serviceMonitor.basicAuth.existingSecret.key"),
+    ({"gate": {"argo": {"tokenSecret": {"name": "g"}}}},
+     "gate.argo.tokenSecret was renamed: use gate.argo.token.existingSecret"),
+    ({"secretEnv": [{"name": "VLLM_API_KEY", "secretName": "vllm", "key": "api-key"}]},
+     "secretEnv[0].secretName and .key were renamed: use secretEnv[0].existingSecret: {name, key}"),
+    ({"secretFiles": [{"secretName": "hmac", "key": "secret", "mountPath": "/run/secrets/hmac"}]},
+     "secretFiles[0].secretName and .key were renamed: use secretFiles[0].existingSecret: {name, key}"),
+    ({"secretEnv": [{"name": "VLLM_API_KEY"}]}, "secretEnv[0] needs existingSecret: {name, key}"),
+    ({"ingress": {"enabled": True}}, "ingress.enabled needs ingress.hosts"),
+    ({"ingress": {"enabled": True, "hosts": ["*.example.com"]}}, "/ingress/hosts/0"),
+    ({"httpRoute": {"enabled": True, "hostnames": ["fm.example.com"]}},
+     "httpRoute.enabled needs httpRoute.parentRefs"),
+    ({"externalUrl": "https://fm.example.com/monitor"}, "/externalUrl"),
+    ({"ingress": {"enabled": True, "hosts": ["fm.example.com"]}, "networkPolicy": {"enabled": True}},
+     "list the ingress controller's (or the Gateway's) pods in networkPolicy.ingress.controller"),
+    ({"image": {"registry": "https://registry.example.com"}}, "/image/registry"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), RENAMED, ids=[m for _, m in RENAMED])
+def test_renamed_and_incomplete_values_are_refused_naming_the_new_key(overrides: Values,
+                                                                      message: str) -> None:
+    with pytest.raises(helm_python.HelmError) as refused:
+        render([SQLITE], overrides)
+    assert message in str(refused.value)

@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from monitor.errors import IMAGE_FLAVOR_ENV
 from monitor.testing.stack import free_port
 from tests.conftest import REPO
 
@@ -146,6 +147,17 @@ def test_everything_written_is_on_the_volume() -> None:
     assert workdirs[-1] == STATE
     policy = TEST_POLICY.read_text()
     assert f"sqlite:///{STATE}/" in policy and f"spool: {STATE}/" in policy
+
+
+def test_the_image_names_its_flavor_for_advice_about_missing_extras() -> None:
+    """Inside the image nothing can be pip-installed: the monitor reads the flavor the image sets
+    and names the build that has a missing extra. Neither flavour installs `report` unless asked."""
+    final = stages()[-1]
+    env = " ".join(r for w, r in final if w == "ENV")
+    assert re.search(rf"\b{IMAGE_FLAVOR_ENV}=\$\{{FLAVOR\}}", env)
+    assert "ARG FLAVOR=slim" in [f"{w} {r}" for w, r in final]
+    install = (REPO / "container" / "install.sh").read_text()
+    assert "report" not in " ".join(re.findall(r"(?m)^\s*(?:slim|model)\) extras=.*$", install))
 
 
 def test_entrypoint_cmd_port_and_healthcheck_match_the_cli() -> None:

@@ -9,6 +9,8 @@ test's folder and, when FORGETMENOT_SCREENSHOTS names a folder, copied there (th
 
 from __future__ import annotations
 
+import html
+import importlib.util
 import json
 import os
 import shutil
@@ -26,6 +28,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from monitor.errors import IMAGE_FLAVOR_ENV, MissingExtra
 from monitor.policy.loading import load_config
 from monitor.policy.suites import load_suite
 from monitor.probing.backends.fake import FakeBackend
@@ -307,6 +310,35 @@ def test_the_evidence_report_is_made_once_and_served_in_a_sandbox(fleet: Fleet) 
     made = cached.stat().st_mtime
     assert fetch(url)[0] == 200 and cached.stat().st_mtime == made, "served from the cache"
     assert [p.name for p in (fleet.folder / "reports").iterdir()] == [cached.name], "no work folder left"
+
+
+@pytest.mark.parametrize("flavor", [None, "model", "slim"], ids=["pip", "model-image", "slim-image"])
+def test_a_missing_report_extra_is_explained_where_it_can_be_fixed(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch, flavor: str | None) -> None:
+    """Without the `report` extra, an install outside the image is told what to pip install; in the
+    image, whose root is read-only, the page says the image leaves reports out on purpose and which
+    build has them, and advises no install."""
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "evidently" else find_spec(name, *rest))
+    if flavor is None:
+        monkeypatch.delenv(IMAGE_FLAVOR_ENV, raising=False)
+    else:
+        monkeypatch.setenv(IMAGE_FLAVOR_ENV, flavor)
+    status, _, body = fetch(f"{fleet.base}/verdicts/{fleet.verdict.id}")
+    text = html.unescape(body)
+    assert status == 200
+    assert f"/verdicts/{fleet.verdict.id}/report" not in text, "no link to a report that cannot be made"
+    if flavor is None:
+        assert "No evidence report: evidently is not installed; install it with: " \
+               "pip install 'forgetmenot[report]'" in text
+        return
+    assert f"No evidence report: the forgetmenot {flavor} image leaves evidence reports out" in text
+    assert "out on purpose, to stay small; the regressed items on this page are the evidence." in text
+    assert "An image built with --build-arg EXTRAS=report makes them (docs/container.md)." in text
+    assert "pip install" not in text
+    assert "pip install" not in str(MissingExtra("torch", "model"))
+    assert "--build-arg FLAVOR=model" in str(MissingExtra("torch", "model"))
 
 
 def test_databases_sharing_a_reports_folder_each_get_their_own_report(tmp_path: Path) -> None:

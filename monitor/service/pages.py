@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from monitor.errors import MissingExtra
+from monitor.errors import MissingExtra, image_flavor
 from monitor.metrics.rules import RUNBOOK_BASE
 from monitor.policy.bounds import name_problem
 from monitor.policy.schema import Config, VersionSpec
@@ -196,8 +196,16 @@ def _where(spec: VersionSpec) -> str:
 
 
 def _report_missing() -> str | None:
-    """Why no evidence report can be made here (evidently and pandas are the `report` extra)."""
-    for module in ("evidently", "pandas"):
-        if importlib.util.find_spec(module) is None:
-            return f"No evidence report: {MissingExtra(module, 'report')}"
-    return None
+    """Why no evidence report can be made here (evidently and pandas are the `report` extra). The
+    container images leave that extra out on purpose (it would add about 600 MB: evidently, pandas,
+    pyarrow, plotly, statsmodels, scikit-learn; docs/container.md), so there the page says so
+    instead of advising an install into a read-only image."""
+    missing = [module for module in ("evidently", "pandas") if importlib.util.find_spec(module) is None]
+    if not missing:
+        return None
+    flavor = image_flavor()
+    if flavor is None:
+        return f"No evidence report: {MissingExtra(missing[0], 'report')}"
+    return (f"No evidence report: the forgetmenot {flavor} image leaves evidence reports out on purpose, to "
+            "stay small; the regressed items on this page are the evidence. An image built with "
+            "--build-arg EXTRAS=report makes them (docs/container.md).")

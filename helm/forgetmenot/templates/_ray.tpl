@@ -16,11 +16,13 @@ Scale-out on Ray: names, the monitor's RAY_ADDRESS, the Ray pods' template, and 
 {{- end }}
 {{- end }}
 
-{{/* The Ray pods' image: ray.image, each part defaulting to the monitor's. */}}
+{{/* The Ray pods' image: ray.image, each part defaulting to the monitor's; global.imageRegistry
+over both registries. */}}
 {{- define "forgetmenot.rayImage" -}}
 {{- $img := .Values.image }}
 {{- $ray := .Values.ray.image }}
-{{- $repository := default $img.repository $ray.repository }}
+{{- $registry := default (default $img.registry $ray.registry) (.Values.global | default dict).imageRegistry | trimSuffix "/" }}
+{{- $repository := printf "%s/%s" $registry (default $img.repository $ray.repository) }}
 {{- $digest := default $img.digest $ray.digest }}
 {{- if $digest }}
 {{- printf "%s@%s" $repository $digest }}
