@@ -41,6 +41,11 @@ def digits(kind: str) -> int:
     return 1 if is_accuracy(kind) else 3
 
 
+def amount(kind: str, value: float) -> float:
+    """`value` as a number in `unit(kind)`, rounded as it is written: 0.526 → 52.6 (pts)."""
+    return round(value * scale(kind), digits(kind))
+
+
 def signed(kind: str, value: float | None) -> str:
     """A drop, a bound or a tolerance in its kind's unit, with its sign, without the unit."""
     if value is None:

@@ -68,6 +68,14 @@ class Diagnosis(StrEnum):
     NONE = "none"
 
 
+def diagnosed(value: str | None) -> str | None:
+    """A verdict's diagnosis as JSON gives it: null where none was found, so a client tests for
+    null instead of knowing the word the database holds."""
+    if value == Diagnosis.NONE:
+        return None
+    return value
+
+
 class ActionKind(StrEnum):
     ALERT = "alert"
     ROLLBACK = "rollback"

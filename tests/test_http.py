@@ -254,3 +254,22 @@ def fetch_text(port: int, path: str) -> tuple[int, str]:
             return reply.status, reply.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def test_the_api_answers_typed_json_objects_integers_and_nulls(server: HttpServer, store: Store) -> None:
+    """JSON columns are objects, run ids whole numbers and no diagnosis a null, never strings a
+    client has to parse again; a verdict stored before verdicts carried their rules says null."""
+    rules = '{"max_drop": 0.05, "confidence": 0.95}'
+    saved = store.save_verdict(Verdict(model="bot", candidate="v2", baseline="v1", suite="arithmetic",
+                                       capability="arithmetic", content_hash="h", phase="PASS",
+                                       diagnosis="none", reason="held", candidate_runs="3",
+                                       baseline_runs="1,2", rules=rules), [])
+    status, _, verdict = request(server.port, "GET", f"/api/v1/verdicts/{saved.id}")
+    assert status == 200
+    assert (verdict["candidate_runs"], verdict["baseline_runs"]) == ([3], [1, 2])
+    assert verdict["rules"] == {"max_drop": 0.05, "confidence": 0.95}
+    assert verdict["diagnosis"] is None
+    older = request(server.port, "GET", "/api/v1/verdicts?limit=1000")[2][-1]
+    assert (older["rules"], older["candidate_runs"]) == (None, [])
+    (model,) = request(server.port, "GET", "/api/v1/models")[2]
+    assert model["capabilities"]["arithmetic"]["diagnosis"] is None

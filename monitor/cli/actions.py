@@ -7,8 +7,20 @@ from typing import Annotated, Any
 
 import typer
 
-from monitor.cli.context import DEFAULT_CONFIG, ConfigOpt, console, hooks, opened, progress_bars, whoami
+from monitor.cli.context import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    Output,
+    OutputOpt,
+    console,
+    hooks,
+    opened,
+    print_json,
+    progress_bars,
+    whoami,
+)
 from monitor.present import tables
+from monitor.present.shapes import action_json
 from monitor.store import Action
 from monitor.vocabulary import ActionStatus
 
@@ -16,12 +28,18 @@ from monitor.vocabulary import ActionStatus
 def actions(
     config: ConfigOpt = DEFAULT_CONFIG,
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    output: OutputOpt = Output.TEXT,
 ) -> None:
-    """The audit trail of alerts, rollbacks and retrainings, oldest first."""
+    """The audit trail of alerts, rollbacks and retrainings, oldest first; with --output json each
+    action as GET /api/v1/actions gives it."""
     with opened(config, check_paths=False) as policy:
         named = None if model is None else policy.model(model)
         rows = policy.store.actions(named)
-    console.print(tables.actions_table(rows, "actions", console.width))
+    if output == Output.JSON:
+        listed = [action_json(row) for row in rows]
+        print_json(listed)
+    else:
+        console.print(tables.actions_table(rows, "actions", console.width))
 
 
 def approve(

@@ -10,11 +10,13 @@ endpoint is down". A FAIL exits 1. Every command's --help ends with `EXIT_CODES_
 from __future__ import annotations
 
 import getpass
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -46,6 +48,15 @@ err = Console(stderr=True)
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Policy file.")]
 ModelOpt = Annotated[str | None, typer.Option(help="Model name (default: the only one).")]
 SuitesOpt = Annotated[list[str] | None, typer.Option(help="Only these suites (repeatable).")]
+
+
+class Output(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+OutputOpt = Annotated[Output, typer.Option(
+    case_sensitive=False, help="text (tables for a person) or json (for scripts: the HTTP API's shapes).")]
 DEFAULT_CONFIG = Path("forgetmenot.yaml")
 # Helm reads no file outside its chart: `alerts` and `dashboards write` also write the chart's copies.
 CHART_FILES = Path("helm/forgetmenot/files")
@@ -69,19 +80,25 @@ def main_options(
     """Watch deployed fine-tuned models for forgetting."""
 
 
+def _said_on_stderr(problem: str) -> None:
+    err.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+
+
 @contextmanager
-def reported() -> Iterator[None]:
+def reported(said: Callable[[str], object] = _said_on_stderr) -> Iterator[None]:
+    """Errors on input exit 2, a broken measurement 3, each problem one line through `said`
+    (`serve` gives its log, so a log pipeline reads its errors too)."""
     try:
         yield
     except (ConfigError, SuiteError) as exc:
         for problem in exc.problems:
-            err.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+            said(str(problem))
         raise typer.Exit(2) from exc
     except Refused as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        said(str(exc))
         raise typer.Exit(2) from exc
     except ForgetmenotError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        said(str(exc))
         raise typer.Exit(3) from exc
 
 
@@ -181,6 +198,11 @@ def hooks(progress: Progress) -> Hooks:
         return lambda n, loss: progress.update(task, advance=n, description=f"{label} loss {loss:.3f}")
 
     return Hooks(steps=steps, track=tracker(progress, "probe "))
+
+
+def print_json(body: Any) -> None:
+    """`body` as JSON on stdout, whole: no console width, no markup, nothing else on the line."""
+    typer.echo(json.dumps(body, indent=2))
 
 
 def whoami() -> str:

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
-from monitor.cli.context import DEFAULT_CONFIG, console, err, reported
+from monitor.cli.context import DEFAULT_CONFIG, Output, OutputOpt, console, err, print_json, reported
 from monitor.policy.loading import check_policy
-from monitor.policy.suites import load_suite
+from monitor.policy.suites import Suite, load_suite
 from monitor.vocabulary import Severity, Split
 
 
@@ -38,19 +39,28 @@ def validate(
 LABELS = {Severity.ERROR: "[red]error[/red]", Severity.WARNING: "[yellow]warning[/yellow]"}
 
 
-def suites(paths: Annotated[list[Path], typer.Argument(help="Suite folders.")]) -> None:
+def suites(paths: Annotated[list[Path], typer.Argument(help="Suite folders.")],
+           output: OutputOpt = Output.TEXT) -> None:
     """Load probe suites and show what each one holds (and every problem, if any)."""
-    from rich.table import Table
+    from monitor.present.shapes import suite_json
 
+    with reported():
+        loaded = [load_suite(path) for path in paths]
+    if output == Output.JSON:
+        listed = [suite_json(suite) for suite in loaded]
+        print_json(listed)
+    else:
+        console.print(_suites_table(loaded))
+
+
+def _suites_table(loaded: list[Suite]) -> Table:
     table = Table(title="probe suites")
     for column in ("suite", "capability", "kinds", "probe", "recovery", "content hash"):
         table.add_column(column)
-    with reported():
-        for path in paths:
-            s = load_suite(path)
-            table.add_row(s.name, s.capability, ", ".join(s.kinds), str(len(s.select(Split.PROBE))),
-                          str(len(s.select(Split.RECOVERY))), s.content_hash[:12])
-    console.print(table)
+    for s in loaded:
+        table.add_row(s.name, s.capability, ", ".join(s.kinds), str(len(s.select(Split.PROBE))),
+                      str(len(s.select(Split.RECOVERY))), s.content_hash[:12])
+    return table
 
 
 COMMANDS: dict[str, Callable[..., Any]] = {"validate": validate, "suites": suites}

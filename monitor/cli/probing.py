@@ -14,11 +14,14 @@ from monitor.cli.context import (
     ConfigOpt,
     ModelOpt,
     Opened,
+    Output,
+    OutputOpt,
     SuitesOpt,
     console,
     err,
     mark_broken,
     opened,
+    print_json,
     progress_bars,
     reported,
     tracker,
@@ -27,6 +30,7 @@ from monitor.cli.names import kind_named, one_of
 from monitor.errors import Refused
 from monitor.policy.suites import Suite
 from monitor.present import tables
+from monitor.present.shapes import run_json
 from monitor.store import Run
 from monitor.store.versions import with_made
 from monitor.vocabulary import Kind, RunStatus, Split
@@ -104,18 +108,27 @@ def history(
     version: Annotated[str | None, typer.Option()] = None,
     suite: Annotated[str | None, typer.Option()] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write a PNG of scores over time.")] = None,
+    output: OutputOpt = Output.TEXT,
 ) -> None:
-    """Scores over time, per model, version and suite."""
+    """Scores over time, per model, version and suite. With --output json each run is as
+    GET /api/v1/runs/{id} gives it."""
     with opened(config, check_paths=False) as policy:
         _known_to_history(policy, model, version, suite)
         runs = policy.store.runs(model=model, version=version, suite=suite)
-        summaries = policy.store.summaries([r.id for r in runs if r.id])
-    console.print(tables.runs_table(runs, summaries, "history", console.width))
+        ids = [r.id for r in runs if r.id]
+        summaries = policy.store.summaries(ids)
+        failed = policy.store.run_errors(ids) if output == Output.JSON else {}
+    if output == Output.JSON:
+        listed = [run_json(run, summaries.get(run.id or 0, []), failed.get(run.id or 0)) for run in runs]
+        print_json(listed)
+    else:
+        console.print(tables.runs_table(runs, summaries, "history", console.width))
     if plot:
         from monitor.present.plots import history_plot
 
         history_plot(runs, summaries, plot)
-        console.print(f"plot written to {plot}")
+        said = err if output == Output.JSON else console  # stdout holds the JSON alone
+        said.print(f"plot written to {plot}")
 
 
 def _known_to_history(policy: Opened, model: str | None, version: str | None, suite: str | None) -> None:

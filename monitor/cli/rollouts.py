@@ -15,7 +15,17 @@ from typing import Annotated, Any
 
 import typer
 
-from monitor.cli.context import DEFAULT_CONFIG, ConfigOpt, console, opened, reported, whoami
+from monitor.cli.context import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    Output,
+    OutputOpt,
+    console,
+    opened,
+    print_json,
+    reported,
+    whoami,
+)
 from monitor.errors import ForgetmenotError
 from monitor.judge.gate import MAX_WAIT_S, Gate, UnknownVersion, wait
 from monitor.vocabulary import Decision
@@ -51,11 +61,19 @@ def candidate_add(
 
 
 def candidate_list(config: ConfigOpt = DEFAULT_CONFIG,
-                   model: Annotated[str | None, typer.Option(help="Only this model.")] = None) -> None:
-    """The candidates registered, oldest first."""
+                   model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+                   output: OutputOpt = Output.TEXT) -> None:
+    """The candidates registered, oldest first; with --output json as GET
+    /api/v1/models/{model}/candidates gives them."""
+    from monitor.present.shapes import candidate_json
+
     with opened(config) as policy:
         named = None if model is None else policy.model(model)
         rows = policy.store.candidates(named)
+    if output == Output.JSON:
+        listed = [candidate_json(row) for row in rows]
+        print_json(listed)
+        return
     for row in rows:
         console.print(f"{row.model} {row.version}  {row.created_at:%Y-%m-%d %H:%M}  "
                       f"{row.source.partition(':')[2]}  {row.spec}", highlight=False, soft_wrap=True)
@@ -85,6 +103,7 @@ def gate(
                                                 "token (with --url).")] = "FORGETMENOT_TOKEN",
     wait_s: Annotated[float, typer.Option("--wait", help="Seconds to wait for pending verdicts.")] = 600.0,
     junit: Annotated[Path | None, typer.Option(help="Also write the answer as JUnit XML here.")] = None,
+    output: OutputOpt = Output.TEXT,
 ) -> None:
     """May VERSION take traffic? Waits for its verdicts, prints them, exits with the answer:
     0 pass, 1 fail, 3 error (the measurement broke), 4 inconclusive, 5 still pending."""
@@ -94,8 +113,11 @@ def gate(
     with reported():  # an unknown version exits 2, an unreachable monitor 3
         answer = (_remote(url, model, version, os.environ.get(token_env, ""), wait_s) if url
                   else _local(config, model, version, wait_s))
-    console.print(gate_table(answer))
-    console.print(f"{answer.decision.value}: {answer.reason}", highlight=False, soft_wrap=True)
+    if output == Output.JSON:
+        print_json(answer.to_json())
+    else:
+        console.print(gate_table(answer))
+        console.print(f"{answer.decision.value}: {answer.reason}", highlight=False, soft_wrap=True)
     if junit is not None:
         write_junit(answer, junit)
     raise typer.Exit(EXIT_CODES[answer.decision])

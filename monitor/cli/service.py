@@ -8,8 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from monitor.cli.context import CHART_FILES, DEFAULT_CONFIG, ConfigOpt, console, opened, reported
+from monitor.cli.alerts import alerts
+from monitor.cli.context import DEFAULT_CONFIG, ConfigOpt, console, opened, reported
 from monitor.metrics.rules import RUNBOOK_BASE
+from monitor.service.logs import LogFormat, LogLevel
 
 
 def serve(
@@ -32,24 +34,36 @@ def serve(
         envvar="FORGETMENOT_RUNBOOK_BASE",
         help="Where on-call reads the runbooks (a URL, as `alerts --runbook-base`): the verdict pages, "
              "the API and the alerts link each verdict's runbook there.")] = RUNBOOK_BASE,
+    log_level: Annotated[LogLevel, typer.Option(
+        envvar="FORGETMENOT_LOG_LEVEL", case_sensitive=False,
+        help="The least a line must matter to be written; debug also lets the libraries (the "
+             "scheduler, uvicorn, httpx, transformers) say more than their warnings.")] = LogLevel.INFO,
+    log_format: Annotated[LogFormat, typer.Option(
+        envvar="FORGETMENOT_LOG_FORMAT", case_sensitive=False,
+        help="text (a line per record, for a person) or json (one JSON object per line, for a log "
+             "pipeline); a run, a verdict and an action each carry their facts as fields.")] = LogFormat.TEXT,
 ) -> None:
     """Run the monitor: scheduled probes, verdicts, /metrics, /healthz, /readyz and /api/v1."""
     from monitor.service.access import load_access
 
-    _log_redacted()
-    with reported():
+    _log_redacted(log_level, log_format)
+    with reported(said=_log_error):
         access = load_access(web_config, token_file, token_env, open_metrics)
     _serve(config, host, port, access, run_now=run_now, stale_after=stale_after, runbook_base=runbook_base)
 
 
-def _log_redacted() -> None:
+def _log_redacted(level: LogLevel, form: LogFormat) -> None:
+    """Every line of the process through one redacting handler, one line per record on stderr."""
+    from monitor.service.logs import configure, without_progress_bars
+
+    without_progress_bars()
+    configure(level, form)
+
+
+def _log_error(problem: str) -> None:
     import logging
 
-    from monitor.redaction import RedactingFilter
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())
+    logging.getLogger("forgetmenot.serve").error("%s", problem)
 
 
 def _serve(config: Path, host: str, port: int, access: Any, *, run_now: bool, stale_after: float,
@@ -65,7 +79,7 @@ def _serve(config: Path, host: str, port: int, access: Any, *, run_now: bool, st
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with reported():
+    with reported(said=_log_error):
         listening = bind(host, port)  # first: a port in use is one line, before the database is touched
         monitor = open_monitor(config)
         monitor.stale_after, monitor.beat_every = stale_after, min(10.0, stale_after / 3)
@@ -75,43 +89,18 @@ def _serve(config: Path, host: str, port: int, access: Any, *, run_now: bool, st
         api.warm()
         http = HttpServer(api, host, port, listening).start()
         monitor.start(run_now=run_now)
+    said = logging.getLogger("forgetmenot.serve")
     if not access.required and host not in ("127.0.0.1", "::1", "localhost"):
-        logging.getLogger("forgetmenot.serve").warning(
-            "serving on %s with no credentials: anyone who can reach it reads the API (verdicts, "
-            "actions, deploy details); see docs/security.md", host)
-    console.print(f"serving on {http.scheme}://{host}:{http.port} (metrics, healthz, readyz, api/v1)"
-                  + ("" if access.required else ", no credentials required"))
+        said.warning("serving on %s with no credentials: anyone who can reach it reads the API (verdicts, "
+                     "actions, deploy details); see docs/security.md", host)
+    serving = f"serving on {http.scheme}://{host}:{http.port} (metrics, healthz, readyz, api/v1)"
+    if not access.required:
+        serving += ", no credentials required"
+    said.info(serving)
     stop.wait()
-    console.print("stopping: the run in progress is marked interrupted")
+    said.info("stopping: the run in progress is marked interrupted")
     monitor.stop(wait=True)
     http.stop()
-
-
-def alerts(
-    out: Annotated[Path, typer.Option(help="Where to write the rules.")] = Path(
-        "alerts/forgetmenot.rules.yml"),
-    runbook_base: Annotated[str, typer.Option(help="URL prefix of the runbooks.")] = RUNBOOK_BASE,
-    monitor_url: Annotated[str, typer.Option(
-        help="The monitor's URL as on-call reaches it: each alert's monitor_url annotation links to "
-             "its page there.")] = "http://forgetmenot:9464",
-    chart: Annotated[Path, typer.Option(help="The Helm chart's files folder: its PrometheusRule's copy "
-                                             "is written there too, where it exists.")] = CHART_FILES,
-) -> None:
-    """Write the Prometheus alert rules generated from the metric names."""
-    from monitor.metrics.rules import rule_tests_yaml, rules_yaml
-
-    if not monitor_url.startswith(("http://", "https://")):
-        raise typer.BadParameter("must start with http:// or https://", param_hint="--monitor-url")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rules = rules_yaml(runbook_base, monitor_url)
-    out.write_text(rules)
-    cases = out.with_name(out.name.replace(".yml", ".test.yml"))
-    cases.write_text(rule_tests_yaml())
-    written = [out, cases]
-    if chart.is_dir():  # Helm reads no file outside its chart: the chart carries a copy
-        (chart / out.name).write_text(rules)
-        written.append(chart / out.name)
-    console.print("wrote " + ", ".join(str(p) for p in written))
 
 
 def db_upgrade(config: ConfigOpt = DEFAULT_CONFIG,

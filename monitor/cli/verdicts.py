@@ -3,7 +3,6 @@ what a runbook tells on-call to look with), and the items behind one."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,9 +11,23 @@ import typer
 from rich import box
 from rich.table import Table
 
-from monitor.cli.context import DEFAULT_CONFIG, ConfigOpt, ModelOpt, SuitesOpt, console, err, opened
+from monitor.cli.context import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    ModelOpt,
+    Opened,
+    Output,
+    OutputOpt,
+    SuitesOpt,
+    console,
+    err,
+    opened,
+    print_json,
+)
 from monitor.cli.names import kind_named
 from monitor.present import tables
+from monitor.present.facts import Summaries
+from monitor.present.shapes import explained_json, judged_json, verdict_json, verdicts_json
 from monitor.store import Store, Verdict, VerdictKind
 from monitor.units import MISSING, drop_text
 from monitor.vocabulary import Phase
@@ -30,6 +43,7 @@ def judge(
     suite: SuitesOpt = None,
     reports: Annotated[bool, typer.Option("--report/--no-report",
                                           help="Write an evidently HTML report per verdict.")] = True,
+    output: OutputOpt = Output.TEXT,
 ) -> None:
     """Judge the candidate against the baseline on their newest runs; store and print the verdicts.
 
@@ -49,21 +63,28 @@ def judge(
         kinds = policy.store.verdict_kinds([v.id for v in judged.verdicts() if v.id is not None])
         rows = [(v, kinds.get(v.id or 0, [])) for v in judged.verdicts()]
         said = _summaries(policy, suite, rows)
-    console.print(tables.verdicts_table(rows, f"{judged.model}: {judged.candidate} vs {judged.baseline}",
-                                        console.width))
+    if output == Output.JSON:
+        shaped = [verdict_json(v, k, summary) for (v, k), summary in zip(rows, said, strict=True)]
+        print_json(judged_json(judged.model, judged.candidate, judged.baseline, judged.phase, shaped))
+    else:
+        _show_judged(judged, rows, said)
+    raise typer.Exit(EXIT_CODES.get(judged.phase, 4))
+
+
+def _show_judged(judged: Any, rows: Sequence[tuple[Verdict, Sequence[VerdictKind]]],
+                 said: Sequence[Any]) -> None:
+    title = f"{judged.model}: {judged.candidate} vs {judged.baseline}"
+    console.print(tables.verdicts_table(rows, title, console.width))
     for (verdict, _), summary in zip(rows, said, strict=True):
         console.print(f"[bold]{verdict.capability}[/bold] {tables.phase(verdict.phase)}: "
                       f"{verdict.reason}", highlight=False)
         _advise(verdict, summary)
     console.print(f"\noverall: {tables.phase(judged.phase)}")
-    raise typer.Exit(EXIT_CODES.get(judged.phase, 4))
 
 
-def _summaries(policy: Any, suite: Sequence[str] | None,
+def _summaries(policy: Opened, suite: Sequence[str] | None,
                rows: Sequence[tuple[Verdict, Sequence[VerdictKind]]]) -> list[Any]:
     """What each verdict's page says to do, said the same here (`monitor.present.summary`)."""
-    from monitor.present.facts import Summaries
-
     summaries = Summaries(policy.store, policy.config, lambda: policy.suites(suite))
     return [summaries.of(verdict, kinds) for verdict, kinds in rows]
 
@@ -106,11 +127,11 @@ def verdicts(
     capability: Annotated[str | None, typer.Option(help="Only this capability.")] = None,
     phase: Annotated[Phase | None, typer.Option(case_sensitive=False, help="Only this phase.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, the newest.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON: each verdict as GET /api/v1/verdicts "
-                                          "gives it, with its per-kind statistics.")] = False,
+    output: OutputOpt = Output.TEXT,
+    as_json: Annotated[bool, typer.Option("--json", help="The same as --output json.")] = False,
 ) -> None:
     """List the verdicts stored, newest first. Read-only: it judges nothing (`judge` does, and
-    stores what it judges).
+    stores what it judges). With --output json each verdict is as GET /api/v1/verdicts gives it.
 
     Exits 0, also when no verdict matches; 2 on an unknown --model or --phase.
     """
@@ -119,11 +140,11 @@ def verdicts(
         found = policy.store.verdicts(model=named, candidate=version, capability=capability,
                                       phase=phase, newest=limit)
         kinds = policy.store.verdict_kinds([v.id for v in found if v.id is not None])
-    newest_first = list(reversed(found))
-    if as_json:
-        rows = [_verdict_json(v, kinds.get(v.id or 0, [])) for v in newest_first]
-        typer.echo(json.dumps(rows, indent=2))
-    elif newest_first:
+        newest_first = list(reversed(found))
+        if as_json or output == Output.JSON:
+            print_json(verdicts_json(newest_first, kinds, _explaining(policy)))
+            return
+    if newest_first:
         console.print(_listing(newest_first, kinds, console.width))
     else:
         console.print("no verdict matches")
@@ -156,10 +177,9 @@ def _listed(verdict: Verdict, kinds: Sequence[VerdictKind], narrow: bool) -> dic
             "diagnosis": diagnosis, "drop": drop}
 
 
-def _verdict_json(verdict: Verdict, kinds: Sequence[VerdictKind]) -> dict[str, Any]:
-    row = verdict.model_dump(mode="json")
-    row["kinds"] = [k.model_dump(mode="json", exclude={"verdict_id"}) for k in kinds]
-    return row
+def _explaining(policy: Opened) -> Summaries:
+    """What each verdict means, read as the API reads it (every suite of the policy)."""
+    return Summaries(policy.store, policy.config, policy.suites)
 
 
 def explain(
@@ -167,24 +187,41 @@ def explain(
     config: ConfigOpt = DEFAULT_CONFIG,
     kind: Annotated[str | None, typer.Option(help="Only this kind (as judge prints it, or in full).")] = None,
     limit: Annotated[int, typer.Option(help="At most this many items per kind.")] = 20,
+    output: OutputOpt = Output.TEXT,
 ) -> None:
     """Show the items a verdict's candidate got wrong that the baseline got right, side by side."""
-    from monitor.present.explain import regressions_table
-
     with opened(config, check_paths=False) as policy:
         wanted = None if kind is None else kind_named(kind)
         found = policy.store.get_verdict(verdict)
         if found is None:
             raise typer.BadParameter(f"verdict {verdict} does not exist")
         head, kinds = found
-        console.print(f"verdict {head.id}: {head.model} {head.candidate} vs {head.baseline}, "
-                      f"{head.capability} {tables.phase(head.phase)} ({head.diagnosis})", highlight=False)
-        console.print(head.reason, highlight=False)
-        if head.report:
-            console.print(f"report: {head.report}")
-        for k in kinds:
-            if wanted is None or k.kind == wanted:
-                console.print(regressions_table(policy.store, head, k.kind, limit))
+        shown = [k.kind for k in kinds if wanted is None or k.kind == wanted]
+        if output == Output.JSON:
+            print_json(_explained(policy, head, kinds, shown, limit))
+        else:
+            _show_explained(policy.store, head, shown, limit)
+
+
+def _show_explained(store: Store, head: Verdict, shown: Sequence[str], limit: int) -> None:
+    from monitor.present.explain import regressions_table
+
+    console.print(f"verdict {head.id}: {head.model} {head.candidate} vs {head.baseline}, "
+                  f"{head.capability} {tables.phase(head.phase)} ({head.diagnosis})", highlight=False)
+    console.print(head.reason, highlight=False)
+    if head.report:
+        console.print(f"report: {head.report}")
+    for kind in shown:
+        console.print(regressions_table(store, head, kind, limit))
+
+
+def _explained(policy: Opened, head: Verdict, kinds: Sequence[VerdictKind], shown: Sequence[str],
+               limit: int) -> dict[str, Any]:
+    from monitor.present.explain import regressions
+
+    summary = _explaining(policy).of(head, kinds)
+    regressed = {kind: regressions(policy.store, head, kind)[:limit] for kind in shown}
+    return explained_json(verdict_json(head, kinds, summary), regressed)
 
 
 COMMANDS: dict[str, Callable[..., Any]] = {"judge": judge, "verdicts": verdicts, "explain": explain}

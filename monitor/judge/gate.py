@@ -21,7 +21,7 @@ from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
 from monitor.store import Store, Verdict, VerdictKind
 from monitor.store.versions import with_made
-from monitor.vocabulary import Decision, Kind, Phase
+from monitor.vocabulary import Decision, Kind, Phase, diagnosed
 
 MAX_WAIT_S = 600.0
 
@@ -38,7 +38,7 @@ class Check:
     capability: str
     baseline: str
     phase: str | None = None  # None: not judged yet
-    diagnosis: str | None = None
+    diagnosis: str | None = None  # None: no loss diagnosed, or not judged yet
     drop: float | None = None
     low: float | None = None
     high: float | None = None
@@ -159,7 +159,7 @@ def _from_verdict(verdict: Verdict, config: Config, kind: str | None) -> Check:
         reason = f"verdict {verdict.id} has the phase '{phase[:40]}', unknown to this forgetmenot"
         phase = Phase.ERROR
     tolerance = rules.max_drop_nats if kind == Kind.LOGLIKELIHOOD_ROLLING else rules.max_drop
-    return Check(verdict.suite, verdict.capability, verdict.baseline, phase, verdict.diagnosis,
+    return Check(verdict.suite, verdict.capability, verdict.baseline, phase, diagnosed(verdict.diagnosis),
                  verdict.drop, verdict.low, verdict.high, rules.max_drop, verdict.muted, verdict.critical,
                  verdict.id, reason, kind, tolerance)
 

@@ -35,8 +35,9 @@ from monitor.judge.gate import MAX_WAIT_S, Gate, UnknownVersion, decide, settled
 from monitor.policy.loading import load_suites
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
+from monitor.present.shapes import candidate_json
 from monitor.service.replies import BadRequest, Reply, json_reply
-from monitor.store import ModelVersion, Store
+from monitor.store import Store
 from monitor.store.candidates import register, retire
 from monitor.vocabulary import Decision
 
@@ -80,7 +81,7 @@ class Rollouts:
     def listed(self, path: str) -> Reply:
         """The candidates registered for the path's model."""
         model = self._model(path)
-        return json_reply(200, [_candidate_json(row) for row in self.store.candidates(model)])
+        return json_reply(200, [candidate_json(row) for row in self.store.candidates(model)])
 
     @staticmethod
     def expect_json(content_type: str) -> None:
@@ -116,7 +117,7 @@ class Rollouts:
         except Exception:  # kept already: the next heartbeat schedules it
             log.exception("scheduling candidate %s/%s failed; the heartbeat will", row.model, row.version)
         gate = f"{GATE}?model={row.model}&version={row.version}"
-        return json_reply(201, {**_candidate_json(row), "gate": gate}, [("Location", gate)])
+        return json_reply(201, {**candidate_json(row), "gate": gate}, [("Location", gate)])
 
     def _retire(self, path: str) -> Reply:
         found = CANDIDATE.match(path)
@@ -124,7 +125,7 @@ class Rollouts:
         model, version = found.groups()
         if model not in self.config.models:
             raise BadRequest(f"no model '{model[:64]}' (models: {', '.join(self.config.models)})")
-        return json_reply(200, _candidate_json(retire(self.store, self.config, model, version, actor="api")))
+        return json_reply(200, candidate_json(retire(self.store, self.config, model, version, actor="api")))
 
     async def gate(self, query: dict[str, str], offload: Offload) -> Reply:
         """The gate's answer; `offload` runs each database query off the event loop."""
@@ -196,7 +197,3 @@ def _parsed(raw: bytes) -> Any:
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {str(exc)[:120]}") from None
 
-
-def _candidate_json(row: ModelVersion) -> dict[str, Any]:
-    return {"model": row.model, "version": row.version, "registered_at": row.created_at.isoformat(),
-            "by": row.source.partition(":")[2], "spec": json.loads(row.spec or "{}")}

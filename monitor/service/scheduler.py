@@ -32,7 +32,7 @@ from typing import Any, cast
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from monitor.actions import orphans
-from monitor.errors import BackendError, ForgetmenotError, Stopping
+from monitor.errors import BackendError, ForgetmenotError, Stopping, StoreError
 from monitor.judge import JudgeError, judge_suite
 from monitor.metrics import names as metrics
 from monitor.metrics.spool import SpoolCollector
@@ -44,8 +44,9 @@ from monitor.probing.backends.deadline import stopping_on
 from monitor.probing.factory import backend_for
 from monitor.probing.run import VersionRef
 from monitor.probing.spool import spool_for
+from monitor.service import events
 from monitor.service.limits import Limits
-from monitor.store import Store
+from monitor.store import Run, Store
 from monitor.store.coordination import process_id
 from monitor.vocabulary import ErrorKind
 
@@ -280,10 +281,23 @@ class Monitor:
 
         measured = probe_version(self.store, VersionRef(model, version), [suite], load,
                                  track=lambda _name, _total: advance, holder=self.holder, spool=self.spool)
-        self.run_duration.labels(model, suite.name).observe(time.monotonic() - began)
+        took = time.monotonic() - began
+        self.run_duration.labels(model, suite.name).observe(took)
+        self._ran(measured[0].run, took)
         for result in self.store.results(measured[0].run.id or 0):
             if result.latency_ms is not None:
                 self.item_latency.labels(model, result.kind).observe(result.latency_ms / 1000)
+
+    def _ran(self, run: Run, seconds: float) -> None:
+        """A line for the run as stored; without its scores while the database is away (the spool
+        keeps them, and the replay says so)."""
+        run_id = run.id or 0
+        try:
+            kinds = self.store.summaries([run_id]).get(run_id, [])
+            failed = self.store.run_errors([run_id]).get(run_id)
+        except StoreError:
+            kinds, failed = [], None
+        events.ran(log, run, kinds, failed, seconds)
 
     def _judge(self, model: str, version: str) -> None:
         """Live (the registry's pointer once an action has moved it) against the baseline; a
@@ -298,11 +312,18 @@ class Monitor:
             pairs = [(version, ref) for ref in references(self.config, self.store, model, version)]
         for candidate, baseline in pairs:
             for suite in self.suites:
-                try:
-                    judge_suite(self.store, suite, self.config.policy.rules_for(suite.capability), model,
-                                candidate, baseline)
-                except JudgeError as exc:
-                    log.info("no verdict yet for %s/%s against %s: %s", model, suite.name, baseline, exc)
+                self._judge_suite(model, suite, candidate, baseline)
+
+    def _judge_suite(self, model: str, suite: Suite, candidate: str, baseline: str) -> None:
+        """One verdict and its line; none while either version has no finished run of the suite."""
+        rules = self.config.policy.rules_for(suite.capability)
+        try:
+            judgement, verdict = judge_suite(self.store, suite, rules, model, candidate, baseline)
+        except JudgeError as exc:
+            log.info("no verdict yet for %s/%s against %s: %s", model, suite.name, baseline, exc)
+            return
+        head = judgement.headline()
+        events.judged(log, verdict, head.kind if head else None)
 
     def _act(self, model: str) -> None:
         """The policy ladder on what the judge just settled; a verdict is acted on once."""
@@ -324,9 +345,7 @@ class Monitor:
         hooks = Hooks(steps=steps, track=track, hold=lambda: self.limits.device(model),
                       stopping=self.stopping.is_set)
         for action in act(self.store, self.config, model, self.holder, hooks):
-            log.warning("action %s: %s %s/%s %s → %s: %s (%s)", action.id, action.kind, model,
-                        action.capability, action.from_version, action.to_version, action.status,
-                        action.detail)
+            events.acted(log, action)
 
 
 class Lent:
