@@ -33,6 +33,7 @@ def policy(tmp_path: Path, store: Store, model_dir: Path, capability: str = "{}"
         json.dumps({"prompt": f"Review {i}: great", "answer": '{"sentiment": "positive"}'}) + "\n"
         for i in range(30)))
     path = tmp_path / "forgetmenot.yaml"
+    budget = "" if "max_examples" in retrain_spec else "max_examples: 8, "  # a key is written once
     path.write_text(f"""\
 database: {store.url}
 models:
@@ -42,7 +43,7 @@ models:
     baseline: v1
     live: v2
     deployer: {{kind: registry, path: live}}
-    retrain: {{max_examples: 8, replay: replay.jsonl, replay_examples: 4, epochs: 1, rank: 4, alpha: 8,
+    retrain: {{{budget}replay: replay.jsonl, replay_examples: 4, epochs: 1, rank: 4, alpha: 8,
               output: made{retrain_spec}}}
 suites: [probes/arithmetic]
 policy:
