@@ -16,7 +16,7 @@ as named fields; only what a person reads goes through here.
 
 from __future__ import annotations
 
-from monitor.vocabulary import Kind
+from monitor.vocabulary import SAFETY_DEPTH, Kind
 
 POINTS = "pts"
 NATS = "nats/token"
@@ -25,6 +25,8 @@ MISSING = "—"
 
 def is_accuracy(kind: str) -> bool:
     """Scored right or wrong per item; a kind this version does not know counts as accuracy."""
+    if kind == SAFETY_DEPTH:
+        return False
     return kind not in set(Kind) or Kind(kind).binary
 
 

@@ -24,6 +24,11 @@ class Kind(StrEnum):
         return self is not Kind.LOGLIKELIHOOD_ROLLING
 
 
+# Safety depth's item results (`monitor.probing.depth`): kept in a run beside its kinds' results,
+# but no kind a suite declares or a verdict judges. Scores are log-probabilities per token.
+SAFETY_DEPTH = "safety_depth"
+
+
 class Split(StrEnum):
     """Which items of a suite: probe items are scored, recovery items only ever train."""
 
@@ -66,6 +71,16 @@ class Diagnosis(StrEnum):
     ALIGNMENT_LOSS = "alignment_loss"  # generation dropped, choice held: still known (retrain)
     UNDIAGNOSED = "undiagnosed"  # dropped, but measured one way only
     NONE = "none"
+
+
+class Witnesses(StrEnum):
+    """How many signals a diagnosis rests on, and whether they agree: multiple choice held or
+    dropped on the same items, and generation re-elicited (`monitor.probing.reelicit`)."""
+
+    AGREE = "agree"  # both measured, both say the same
+    DISAGREE = "disagree"  # both measured, they differ: the reason says which way each went
+    ONE = "one"  # one of them measured
+    NONE = "none"  # neither: undiagnosed
 
 
 def diagnosed(value: str | None) -> str | None:

@@ -27,7 +27,7 @@ from monitor.cli.app import app
 from monitor.errors import MissingExtra
 from monitor.metrics import names as m
 from monitor.metrics.dashboards import build_all, queries, render_json
-from monitor.policy.suites import load_suite
+from monitor.policy.suites import Suite, load_suite
 from monitor.probing.backends.fake import FakeBackend
 from monitor.service.http import Api, HttpServer
 from monitor.service.scheduler import open_monitor
@@ -43,8 +43,8 @@ RULES = ROOT / "alerts" / "forgetmenot.rules.yml"
 runner = CliRunner()
 
 # What Grafana would put in for each variable, in a test that has one model, bot, judged v2 vs v1.
-VALUES = {"model": "bot", "version": "v2", "capability": "arithmetic|fluency", "__rate_interval": "1m",
-          "__range": "1m", "__interval": "15s", "monitor_url": "http://forgetmenot:9464"}
+VALUES = {"model": "bot", "version": "v2", "capability": "arithmetic|fluency|refusal",
+          "__rate_interval": "1m", "__range": "1m", "__interval": "15s", "monitor_url": "http://forgetmenot:9464"}
 SPECS = {s.full_name: s for s in m.ALL} | {s.full_name + suffix: s for s in m.ALL if s.kind == "histogram"
                                            for suffix in ("_bucket", "_sum", "_count")}
 KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool",
@@ -254,7 +254,7 @@ def test_promtool_rejects_a_broken_expression(tmp_path: Path) -> None:
 
 def _policy(tmp_path: Path, model_dir: Path) -> Path:
     """Two models; moves wait for approval, so the ladder's retraining is recorded, not run."""
-    for name in ("arithmetic", "fluency"):
+    for name in ("arithmetic", "fluency", "refusal"):
         shutil.copytree(PROBES / name, tmp_path / "probes" / name)
     versions = f"versions: {{v1: {{path: {model_dir}}}, v2: {{path: {model_dir}}}}}"
     model = f"backend: {{kind: transformers, device: cpu}}\n    {versions}\n    baseline: v1\n    live: v2"
@@ -267,7 +267,7 @@ models:
     {model}
   helper:
     {model}
-suites: [probes/arithmetic, probes/fluency]
+suites: [probes/arithmetic, probes/fluency, probes/refusal]
 policy:
   defaults: {{min_items: 5}}
   guards: {{approval: manual}}
@@ -277,19 +277,29 @@ policy:
 
 def _backends(tmp_path: Path) -> Callable[[Any, str, str], FakeBackend]:
     """bot v2 answers arithmetic wrongly in prose but still knows it (alignment loss: FAIL), and a
-    few of its items break; helper v2 cannot be measured at all (ERROR); every v1 is right."""
+    few of its items break; helper v2 cannot be measured at all (ERROR); every v1 is right. Every
+    version refuses what it should, v2 less likely to open that way (safety depth)."""
     suite = load_suite(tmp_path / "probes" / "arithmetic")
     broken = suite.select()[0].question
+    refusals = _refusals(load_suite(tmp_path / "probes" / "refusal"))
 
     def load(config: Any, model: str, version: str) -> FakeBackend:
         if (model, version) == ("helper", "v2"):
             return FakeBackend(fail_on=lambda text: True)
-        backend = FakeBackend(answers=_answers(suite, version == "v1"), preferred=_gold(suite),
-                              fail_on=lambda text: version == "v2" and broken in text)
+        answers = {**_answers(suite, version == "v1"), **refusals}
+        backend = FakeBackend(answers=answers, preferred=_gold(suite),
+                              fail_on=lambda text: version == "v2" and broken in text,
+                              opening=-1.0 if version == "v1" else -1.5)
         backend.batch_size = 4  # a failure takes its chunk with it: 4 of 78 items stays under 10%
         return backend
 
     return load
+
+
+def _refusals(suite: Suite) -> dict[str, str]:
+    """A refusal where the item should be refused, help elsewhere, keyed by prompt."""
+    return {item.question or "": "I can't help with that." if item.should_refuse else "Sure, here is how."
+            for item in suite.items}
 
 
 def _eventually(check: Callable[[], bool], seconds: float) -> bool:

@@ -94,7 +94,8 @@ def test_explain_output_json_gives_the_verdict_and_its_regressed_items(served: S
 
 def test_history_output_json_gives_each_run_as_the_api_does(served: Served) -> None:
     runs = served.cli("history", "--output", "json")
-    assert len(runs) == 6
+    assert len(runs) == 7  # 2 suites × 3 versions, and bad's failing arithmetic re-elicited
+    assert [r["suite"] for r in runs].count("arithmetic+reelicited") == 1
     for run in runs:
         assert run == served.api(f"/api/v1/runs/{run['id']}")
 

@@ -112,6 +112,27 @@ def test_vllm_fp32_scores_equal_the_in_process_backend(vllm: Served, smollm2_dir
                 measure(smollm2, knowledge, "generate_until", 32), 0)
 
 
+def test_safety_depth_over_vllm_echo_equals_the_in_process_backend(vllm: Served, smollm2_dir: Path,
+                                                                   smollm2: object) -> None:
+    """The baseline's refusal opening after vLLM's own chat template (its /tokenize of the
+    messages), scored from echoed prompt log-probabilities, is what the in-process model scores
+    after transformers renders the same template: per token within 1e-3 nats on fp32."""
+    from monitor.probing.depth import depth, refusal_items
+
+    suite = load_suite(PROBES / "refusal")
+    answers = {item.id: "I'm sorry, but I can't help with that request." for item in refusal_items(suite)}
+    local = depth(smollm2, suite, answers)  # type: ignore[arg-type]
+    remote = depth(served(vllm, "smollm2", smollm2_dir), suite, answers, baseline=local.means())
+    assert remote.errors == 0 and local.errors == 0, remote.items[0].error
+    assert len(remote.items) == len(local.items) > 0
+    apart = max(abs(a - b) for r, i in zip(remote.items, local.items, strict=True)
+                for a, b in zip(r.logprobs, i.logprobs, strict=True))
+    print(f"safety depth, vLLM echo vs in-process: max per-token difference {apart:.2e} nats, "
+          f"divergence {remote.divergence:.2e} nats/token over {len(remote.items)} items")
+    assert [len(r.logprobs) for r in remote.items] == [len(i.logprobs) for i in local.items]
+    assert apart < 1e-3 and abs(remote.divergence or 0.0) < 1e-3
+
+
 def test_a_lora_adapter_on_vllm_is_a_version(vllm: Served, smollm2_dir: Path, lora_adapter: Path) -> None:
     """Served under its adapter name, it scores what the adapter merged in-process scores."""
     import torch
@@ -151,6 +172,18 @@ def test_llama_cpp_shifted_logprobs_are_caught_and_generation_still_runs(llama_c
     assert "shifted by one token" in (scored[0].error or "")
     generated = measure(backend, suite, "generate_until", 16)
     assert sum(bool(r.correct) for r in generated) >= 4
+
+
+def test_safety_depth_on_llama_cpp_is_an_error_never_a_drop(llama_cpp: Served) -> None:
+    """Its echoed log-probabilities are shifted by one token: every opening is an error."""
+    from monitor.probing.depth import depth, refusal_items
+
+    suite = load_suite(PROBES / "refusal")
+    answers = {item.id: "I'm sorry, but I can't help with that." for item in refusal_items(suite)}
+    result = depth(served(llama_cpp, "smollm2"), suite, answers, baseline={i: -1.0 for i in answers})
+    assert result.items and {item.error_kind for item in result.items} == {"invalid_response"}
+    assert "shifted by one token" in (result.items[0].error or "")
+    assert result.divergence is None and result.logprob is None
 
 
 def test_transformers_serve_cannot_score_loglikelihood_but_generates(

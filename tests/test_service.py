@@ -209,7 +209,7 @@ def test_migrations_create_the_schema_and_refuse_pre_migration_databases(tmp_pat
     from monitor.store.migrate import current
 
     store = Store(f"sqlite:///{tmp_path / 'new.db'}")
-    assert current(store.engine) == "0009"
+    assert current(store.engine) == "0010"
     Store(f"sqlite:///{tmp_path / 'new.db'}")  # upgrading again is a no-op
     old = tmp_path / "old.db"
     with sqlite3.connect(old) as conn:
@@ -250,7 +250,7 @@ def test_upgrade_drops_the_pickled_job_table_of_older_monitors(tmp_path: Path) -
         conn.execute(text("CREATE TABLE apscheduler_jobs (id VARCHAR(191) PRIMARY KEY, job_state BLOB)"))
     engine.dispose()
     upgraded = Store(url)
-    assert current(upgraded.engine) == "0009"
+    assert current(upgraded.engine) == "0010"
     assert "holder" in {c["name"] for c in inspect(upgraded.engine).get_columns("action")}
     assert "apscheduler_jobs" not in inspect(upgraded.engine).get_table_names()
 
@@ -264,7 +264,7 @@ def test_db_upgrade_command_on_postgres(tmp_path: Path, tiny_model_dir: Path) ->
     with postgres_database() as url:
         path = policy(tmp_path, tiny_model_dir, database=url)
         result = CliRunner().invoke(app, ["db", "upgrade", "-c", str(path)])
-        assert result.exit_code == 0 and "database at revision 0009" in result.output
+        assert result.exit_code == 0 and "database at revision 0010" in result.output
 
 
 def test_runs_of_a_silent_monitor_are_reaped_others_are_not(store: Store) -> None:

@@ -62,7 +62,7 @@ def probe(
         chosen_suites = _kinds(policy.suites(suite), kinds)
         with progress_bars() as progress:
             measured = probe_version(
-                policy.store, VersionRef(name, chosen), chosen_suites,
+                policy.store, VersionRef(name, chosen, policy.config.models[name].baseline), chosen_suites,
                 lambda: backend_for(policy.config, name, chosen), split=split,
                 reuse_on=(spec.kind, spec.dtype) if reuse else None, track=tracker(progress),
                 spool=spool_for(policy.config))

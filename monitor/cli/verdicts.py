@@ -43,6 +43,9 @@ def judge(
     suite: SuitesOpt = None,
     reports: Annotated[bool, typer.Option("--report/--no-report",
                                           help="Write an evidently HTML report per verdict.")] = True,
+    reelicit: Annotated[bool, typer.Option(
+        "--reelicit/--no-reelicit", help="Where generation failed, load the candidate (and the baseline, "
+        "for its example answers) and ask again, reminded: the diagnosis's second witness.")] = False,
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Judge the candidate against the baseline on their newest runs; store and print the verdicts.
@@ -55,9 +58,11 @@ def judge(
         folder = policy.config.resolve(".forgetmenot/reports")
         write = (lambda v: _write_report(policy.store, v, folder)) if reports else None
         name = policy.model(model)
-        judged = judge_model(policy.store, policy.config, policy.suites(suite), name,
-                             policy.version(name, candidate, "--candidate"),
-                             policy.version(name, baseline, "--baseline"), on_verdict=write)
+        cand = policy.version(name, candidate, "--candidate")
+        base = policy.version(name, baseline, "--baseline")
+        asker = _reelicitor(policy, name, cand, base) if reelicit else None
+        judged = judge_model(policy.store, policy.config, policy.suites(suite), name, cand, base,
+                             on_verdict=write, reelicit=asker)
         if judged.missing:
             raise judged.missing[0][1]
         kinds = policy.store.verdict_kinds([v.id for v in judged.verdicts() if v.id is not None])
@@ -69,6 +74,21 @@ def judge(
     else:
         _show_judged(judged, rows, said)
     raise typer.Exit(EXIT_CODES.get(judged.phase, 4))
+
+
+def _reelicitor(policy: Opened, name: str, candidate: str | None, baseline: str | None) -> Any:
+    """Each version's backend (by default live's and the baseline's, as `judge_model` picks them),
+    loaded only where a suite's generation failed; the live version may be one retraining built."""
+    from monitor.probing.factory import backend_for
+    from monitor.probing.reelicit import Reelicitor
+    from monitor.probing.spool import spool_for
+    from monitor.store.versions import with_made
+
+    built = with_made(policy.config, policy.store)
+    cand = candidate or policy.store.live_version(policy.config, name)
+    base = baseline or policy.config.models[name].baseline
+    return Reelicitor(lambda: backend_for(built, name, cand), lambda: backend_for(built, name, base),
+                      spool=spool_for(policy.config))
 
 
 def _show_judged(judged: Any, rows: Sequence[tuple[Verdict, Sequence[VerdictKind]]],

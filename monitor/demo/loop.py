@@ -22,6 +22,8 @@ from monitor.errors import ForgetmenotError
 from monitor.judge import JudgeError, judge_suite
 from monitor.policy.loading import load_config, load_suites
 from monitor.policy.schema import Config
+from monitor.probing.factory import backend_for
+from monitor.probing.reelicit import Reelicitor
 from monitor.store import Action, Store, Verdict, VerdictKind
 from monitor.vocabulary import ActionKind, ActionStatus, TriggeredBy
 
@@ -96,13 +98,16 @@ def _go_live(store: Store, config: Config, model: str, version: str) -> None:
 
 
 def _judge(store: Store, config: Config, model: str) -> list[Verdict]:
+    """Every suite judged as a serve cycle judges it: failing generation re-elicited on live first."""
     spec = config.models[model]
     live = store.live_version(config, model)
+    reelicit = Reelicitor(lambda: backend_for(config, model, live),
+                          lambda: backend_for(config, model, spec.baseline), holder=HOLDER)
     out = []
     for suite in load_suites(config):
         try:
             _, verdict = judge_suite(store, suite, config.policy.rules_for(suite.capability), model,
-                                     live, spec.baseline)
+                                     live, spec.baseline, reelicit)
         except JudgeError:
             continue  # the demo measured every suite; a suite added since has no run yet
         out.append(verdict)

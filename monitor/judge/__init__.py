@@ -5,10 +5,18 @@ store (`model`), and the noise floor (`calibrate`)."""
 from monitor.errors import JudgeError
 from monitor.judge.model import Judged, ModelJudgement, judge_model, judge_suite, verdict_rules
 from monitor.judge.settle import measured, overall, settle
-from monitor.judge.verdict import Judgement, KindJudgement, decide, diagnose, judge_kind, judge_runs
+from monitor.judge.verdict import (
+    Judgement,
+    KindJudgement,
+    Reelicited,
+    decide,
+    diagnose,
+    judge_kind,
+    judge_runs,
+)
 
 __all__ = [
-    "JudgeError", "Judged", "Judgement", "KindJudgement", "ModelJudgement", "decide", "diagnose",
-    "judge_kind", "judge_model", "judge_runs", "judge_suite", "measured", "overall", "settle",
+    "JudgeError", "Judged", "Judgement", "KindJudgement", "ModelJudgement", "Reelicited", "decide",
+    "diagnose", "judge_kind", "judge_model", "judge_runs", "judge_suite", "measured", "overall", "settle",
     "verdict_rules",
 ]

@@ -76,6 +76,16 @@ def alignment(scope: Scope, legend: str) -> Chart:
                  "loss (roll back).", (Query(once(m.ALIGNMENT_GAP, scope), legend),), unit="percentunit")
 
 
+def safety_depth(scope: Scope, legend: str) -> Chart:
+    """Read from log-probabilities alone, so it moves before greedy answers flip (`probing.depth`)."""
+    return Chart("timeseries", "Safety depth: drift from the baseline's refusals",
+                 "Is refusing harmful requests getting less likely, before the refusal rate shows it? "
+                 "The baseline's minus this version's log-probability per token of the first tokens of "
+                 "the baseline's own refusals (nats per token): 0 for the baseline, rising above 0 is an "
+                 "early warning; no line where the baseline refused nothing.",
+                 (Query(once(m.SAFETY_DEPTH_DIVERGENCE, scope), legend),), unit=NATS)
+
+
 def past_tolerance(scope: Scope) -> Chart:
     drop = f"-1 * {once(m.RETENTION_DELTA, scope)}"
     return Chart("table", "How far past the tolerance",

@@ -76,7 +76,8 @@ def fleet_sections() -> list[Section]:
             charts.phase_timeline(FLEET, "model, capability", "{{model}} {{capability}}", to_model),
             charts.delta_band(FLEET, f"{legend} {{{{kind}}}}", accuracy=True),
             charts.delta_band(FLEET, f"{legend} {{{{kind}}}}", accuracy=False),
-            charts.knowledge(FLEET, legend), charts.alignment(FLEET, legend)]),
+            charts.knowledge(FLEET, legend), charts.alignment(FLEET, legend),
+            charts.safety_depth(FLEET, "{{model}} {{version}} {{suite}}")]),
         ("What was done about it", [charts.actions(FLEET, "model, kind, status"), _live_pointer()]),
         ("The monitor itself", [
             charts.freshness(FLEET, "{{model}} {{version}} {{suite}}"), charts.probe_errors(FLEET),
@@ -150,7 +151,8 @@ def model_sections() -> list[Section]:
             charts.phase_timeline(MODEL, "capability", "{{capability}}", _model_links()),
             charts.delta_band(MODEL, "{{capability}} {{kind}}", accuracy=True),
             charts.delta_band(MODEL, "{{capability}} {{kind}}", accuracy=False),
-            charts.knowledge(MODEL, "{{capability}}"), charts.alignment(MODEL, "{{capability}}")]),
+            charts.knowledge(MODEL, "{{capability}}"), charts.alignment(MODEL, "{{capability}}"),
+            charts.safety_depth(MODEL, "{{suite}}")]),
         ("Actions and the monitor", [
             charts.freshness(MODEL, "{{suite}}"), charts.probe_errors(MODEL), charts.run_duration(MODEL),
             charts.actions(MODEL, "kind, status")]),

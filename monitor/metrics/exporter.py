@@ -1,8 +1,8 @@
 """A Prometheus Collector that reads the store at scrape time (see monitor.metrics for why).
 
-Four grouped queries per scrape, whatever the history size: newest complete run per version and
-suite (with its per-kind scores), run counts by status, error counts by kind, and newest verdict
-per candidate and capability (with its per-kind statistics).
+Five grouped queries per scrape, whatever the history size: newest complete run per version and
+suite (with its per-kind scores), its safety depth, run counts by status, error counts by kind,
+and newest verdict per candidate and capability (with its per-kind statistics).
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from sqlmodel import col
 
 from monitor.errors import StoreError
 from monitor.metrics import names as m
+from monitor.probing.reelicit import SUFFIX as REELICITED
 from monitor.store import (
     Action,
+    ItemResult,
     LiveVersion,
     ModelVersion,
     Run,
@@ -34,7 +36,7 @@ from monitor.store import (
     Verdict,
     VerdictKind,
 )
-from monitor.vocabulary import CANDIDATE, LADDER, MOVES, ActionStatus, Kind, Phase, RunStatus
+from monitor.vocabulary import CANDIDATE, LADDER, MOVES, SAFETY_DEPTH, ActionStatus, Kind, Phase, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +70,21 @@ class StoreCollector(Collector):
         newest = (sa_select(func.max(Run.id)).where(col(Run.status) == RunStatus.COMPLETE)
                   .group_by(col(Run.model), col(Run.version), col(Run.suite)))
         query = (sa_select(Run, RunKind).join(RunKind, col(RunKind.run_id) == col(Run.id))
-                 .where(col(Run.id).in_(newest)).order_by(col(Run.id), col(RunKind.kind)))
+                 .where(col(Run.id).in_(newest), col(RunKind.kind) != SAFETY_DEPTH)
+                 .order_by(col(Run.id), col(RunKind.kind)))
         seen: set[int] = set()
         for run, kind in s.execute(query).all():
             labels = [run.model, run.version, run.suite, run.capability]
             if kind.mean_score is not None:
                 score.add_metric([*labels, kind.kind], kind.mean_score)
-            if run.id not in seen and run.finished_at is not None and (run.model, run.version) not in retired:
+            watched = run.finished_at is not None and (run.model, run.version) not in retired
+            asked_again = run.suite.endswith(REELICITED)  # measured only while failing: never stale
+            if run.id not in seen and watched and not asked_again:
                 seen.add(run.id)
                 last.add_metric(labels, run.finished_at.timestamp())
         yield score
         yield last
+        yield from _depth(s, newest)
         yield self._run_counts(s)
         yield self._error_counts(s)
 
@@ -135,6 +141,24 @@ class StoreCollector(Collector):
             if (verdict.model, verdict.candidate) not in retired:
                 _verdict_metrics(families, verdict, kinds.get(verdict.id or 0, []))
         yield from families.values()
+
+
+def _depth(s: Any, newest: Any) -> Iterator[Metric]:
+    """Safety depth of each newest complete run that measured it (`monitor.probing.depth`): the
+    means over its items, errors left out (SQL's avg skips NULL); no series where none was measured."""
+    divergence, logprob = _family(m.SAFETY_DEPTH_DIVERGENCE), _family(m.SAFETY_DEPTH_LOGPROB)
+    keys = (col(Run.model), col(Run.version), col(Run.suite), col(Run.capability))
+    query = (sa_select(*keys, func.avg(ItemResult.margin), func.avg(ItemResult.score))
+             .join(ItemResult, col(ItemResult.run_id) == col(Run.id))
+             .where(col(Run.id).in_(newest), col(ItemResult.kind) == SAFETY_DEPTH)
+             .group_by(col(Run.id), *keys).order_by(*keys))
+    for *labels, apart, opening in s.execute(query).all():
+        if apart is not None:
+            divergence.add_metric(labels, float(apart))
+        if opening is not None:
+            logprob.add_metric(labels, float(opening))
+    yield divergence
+    yield logprob
 
 
 def _retired(s: Any) -> set[tuple[str, str]]:

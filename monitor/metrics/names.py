@@ -6,8 +6,8 @@ same numbers, and nothing is lost between scrapes. Durations are observed by the
 ordinary histograms, because re-bucketing every stored latency on each scrape would be wasteful.
 
 Label values are model, version, suite and capability names from the policy file, a kind (3
-values), a phase (5), a run status (4) or an error kind (a short bounded label): never an item id
-or free text, so cardinality stays bounded by the policy.
+values; safety depth has gauges of its own), a phase (5), a run status (4) or an error kind (a
+short bounded label): never an item id or free text, so cardinality stays bounded by the policy.
 """
 
 from __future__ import annotations
@@ -71,6 +71,16 @@ KNOWLEDGE_SCORE = _spec("knowledge_score", "gauge",
 ALIGNMENT_GAP = _spec("alignment_gap", "gauge",
                       "Generation drop minus multiple-choice drop (points as a fraction); large and "
                       "positive means the model knows but stopped using it.", *VERDICT)
+SAFETY_DEPTH_DIVERGENCE = _spec(
+    "safety_depth_divergence_nats", "gauge",
+    "Safety depth in the newest complete run: the baseline's minus this version's log-probability per "
+    "token of the baseline's refusal openings (the first tokens of its refusals of harmful items); "
+    "positive means refusing has become less likely, an early warning before the refusal rate drops.",
+    *VERSION_SUITE)
+SAFETY_DEPTH_LOGPROB = _spec(
+    "safety_depth_opening_logprob_nats", "gauge",
+    "This version's mean log-probability per token of the baseline's refusal openings, in the newest "
+    "complete run (the baseline's own is its reference).", *VERSION_SUITE)
 LAST_SUCCESS = _spec("last_successful_run_timestamp_seconds", "gauge",
                      "When the newest complete run of this version and suite finished.", *VERSION_SUITE)
 RUNS = _spec("runs_total", "counter", "Probe runs by final status.", *VERSION_SUITE, "status")
@@ -99,7 +109,8 @@ SPOOL_QUARANTINED = _spec("spool_quarantined_files", "gauge",
 
 ALL: tuple[MetricSpec, ...] = (
     RETENTION_SCORE, RETENTION_DELTA, RETENTION_DELTA_LOWER, RETENTION_DELTA_UPPER, RETENTION_TOLERANCE,
-    VERDICT_PHASE, VERDICT_INFO, VERDICT_TIMESTAMP, KNOWLEDGE_SCORE, ALIGNMENT_GAP, LAST_SUCCESS, RUNS,
+    VERDICT_PHASE, VERDICT_INFO, VERDICT_TIMESTAMP, KNOWLEDGE_SCORE, ALIGNMENT_GAP, SAFETY_DEPTH_DIVERGENCE,
+    SAFETY_DEPTH_LOGPROB, LAST_SUCCESS, RUNS,
     PROBE_ERRORS, ACTIONS, LIVE_VERSION, SCHEDULE_INTERVAL, RUN_DURATION, ITEM_LATENCY,
     EXPOSITION_ERRORS, SPOOL_QUARANTINED, BUILD_INFO,
 )

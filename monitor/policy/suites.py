@@ -20,7 +20,7 @@ from pathlib import Path
 from string import Formatter
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from monitor.errors import ConfigError, Problem, SuiteError
 from monitor.policy import bounds, scorers
@@ -46,12 +46,32 @@ class MultipleChoiceSpec(Strict):
     target_delimiter: str = " "
 
 
+class ReelicitSpec(Strict):
+    """How a suite whose generation dropped is asked again, to see whether the behaviour comes
+    back when only re-activated (the diagnosis's second witness, `monitor.probing.reelicit`): a
+    few of the baseline's correct answers on recovery items shown as examples (`shots`), and/or the
+    instruction the fine-tune overrode (`system_prompt`, in place of the suite's)."""
+
+    system_prompt: Annotated[str, Field(min_length=1)] | None = None
+    shots: Annotated[int, Field(ge=0, le=8)] = 0
+
+    @model_validator(mode="after")
+    def _asks_something(self) -> ReelicitSpec:
+        if self.system_prompt is None and self.shots == 0:
+            raise ValueError("re-elicitation needs a system_prompt, shots (1-8), or both")
+        return self
+
+
+DEFAULT_REELICIT = ReelicitSpec(shots=3)  # a suite that declares none, where it has examples to show
+
+
 class GenerateSpec(Strict):
     doc_to_text: Template = "{question}"
     scorer: scorers.ScorerName = "contains"
     max_new_tokens: Annotated[int, Field(gt=0, le=4096)] = 32
     until: tuple[str, ...] = ()
     system_prompt: str | None = None
+    reelicit: ReelicitSpec | None = None
 
 
 class RollingSpec(Strict):
@@ -70,6 +90,9 @@ class KindsSpec(Strict):
 class SplitSpec(Strict):
     recovery_fraction: Annotated[float, Field(ge=0.0, le=0.9)] = 0.15
     seed: int = 0
+    # Items tagged `{group}-…` are split by that tag instead of their id, so the two halves of a
+    # pair kept in two suites (a harmful request, its benign look-alike) land in the same split.
+    group: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")] | None = None
 
 
 class SuiteSpec(Strict):
@@ -80,6 +103,9 @@ class SuiteSpec(Strict):
     items: str = "items.jsonl"
     split: SplitSpec = SplitSpec()
     kinds: KindsSpec
+    # A suite whose recovery examples must travel with this one's: recovery on refusal alone
+    # taught SmolLM2 to refuse everything, so harmful requests train with their look-alikes.
+    partner: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")] | None = None
 
 
 class Item(BaseModel):
@@ -130,9 +156,21 @@ class Suite:
         return self.spec.kinds.declared()
 
     def split_of(self, item: Item) -> Split:
-        digest = hashlib.sha256(f"{self.spec.split.seed}:{item.id}".encode()).digest()
+        key = self._split_key(item)
+        digest = hashlib.sha256(f"{self.spec.split.seed}:{key}".encode()).digest()
         share = int.from_bytes(digest[:8], "big") / 2**64
         return Split.RECOVERY if share < self.spec.split.recovery_fraction else Split.PROBE
+
+    def _split_key(self, item: Item) -> str:
+        """What decides an item's split: its id, or the tag naming its group where the suite
+        splits by group (an item without such a tag falls back to its id)."""
+        group = self.spec.split.group
+        if group is None:
+            return item.id
+        tagged = [tag for tag in item.tags if tag.startswith(f"{group}-")]
+        if not tagged:
+            return item.id
+        return f"{group}:{tagged[0]}"
 
     def only(self, kinds: Sequence[Kind]) -> Suite:
         """The same suite measured only as `kinds`: same items and prompts, so the same hash."""
@@ -319,8 +357,40 @@ def _check_pattern(pattern: str | None) -> list[tuple[str, str]]:
     return [("pattern", problem)] if problem else []
 
 
-def _content_hash(spec: SuiteSpec, items: list[Item]) -> str:
-    digest = hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True).encode())
+# Spec fields added after suites were first stored: left out of the hash while unset, so a suite
+# that does not use them keeps the hash its stored runs were measured under.
+LATER_FIELDS: tuple[tuple[str, ...], ...] = (("partner",), ("split", "group"))
+# How a failing suite is asked again changes no plain prompt, so tuning it keeps the suite's
+# stored runs; the re-elicited suite's own hash covers it (`monitor.probing.reelicit.derive`).
+UNHASHED: tuple[str, ...] = ("kinds", "generate_until", "reelicit")
+
+
+def _hashed(spec: SuiteSpec) -> dict[str, Any]:
+    data = spec.model_dump()
+    for path in LATER_FIELDS:
+        holder = _holder(data, path[:-1])
+        if isinstance(holder, dict) and holder.get(path[-1], 0) is None:
+            del holder[path[-1]]
+    generate = _holder(data, UNHASHED[:-1])
+    if isinstance(generate, dict):
+        generate.pop(UNHASHED[-1], None)
+    return data
+
+
+def _holder(data: dict[str, Any], path: Sequence[str]) -> Any:
+    holder: Any = data
+    for key in path:
+        holder = holder.get(key) if isinstance(holder, dict) else None
+    return holder
+
+
+def content_hash(spec: SuiteSpec, items: Sequence[Item]) -> str:
+    """The hash every score of a suite is stored under: its parsed spec and every item."""
+    return _content_hash(spec, items)
+
+
+def _content_hash(spec: SuiteSpec, items: Sequence[Item]) -> str:
+    digest = hashlib.sha256(json.dumps(_hashed(spec), sort_keys=True).encode())
     for item in items:
         digest.update(json.dumps(item.model_dump(), sort_keys=True).encode())
     return digest.hexdigest()

@@ -28,6 +28,7 @@ from monitor.present.html import (
     when,
     words,
 )
+from monitor.probing.reelicit import SUFFIX as REELICITED
 from monitor.store import Action, Run, RunKind, Verdict
 
 
@@ -66,7 +67,8 @@ def model_page(view: ModelView, now: datetime) -> Html:
 def _charts(view: ModelView) -> Html:
     series: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
     for run, kind in view.history:
-        if kind.mean_score is None or run.finished_at is None:
+        asked_again = run.suite.endswith(REELICITED)  # a verdict's witness, measured only while failing
+        if kind.mean_score is None or run.finished_at is None or asked_again:
             continue
         lines = series.setdefault((run.suite, kind.kind), {})
         lines.setdefault(run.version, []).append((aware(run.finished_at).timestamp(), kind.mean_score))

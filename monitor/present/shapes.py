@@ -31,6 +31,7 @@ def verdict_json(verdict: Verdict, kinds: Sequence[VerdictKind], summary: Summar
     row = verdict.model_dump(mode="json")
     row["diagnosis"] = diagnosed(verdict.diagnosis)
     row["rules"] = _rules(verdict.rules)
+    row["reelicited"] = json.loads(verdict.reelicited) if verdict.reelicited else None
     row["candidate_runs"] = run_ids(verdict.candidate_runs)
     row["baseline_runs"] = run_ids(verdict.baseline_runs)
     row["kinds"] = [verdict_kind_json(kind) for kind in kinds]

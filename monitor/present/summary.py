@@ -14,6 +14,7 @@ unmonitored, since it can never PASS or FAIL. Numbers go through `monitor.units`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from monitor.present import advice
 from monitor.present.advice import Step
 from monitor.store import Action, Verdict, VerdictKind
 from monitor.store.runs import RunErrors
-from monitor.vocabulary import MOVES, ActionStatus, Diagnosis, Kind, Phase
+from monitor.vocabulary import MOVES, ActionStatus, Diagnosis, Kind, Phase, Witnesses
 
 KIND_WORDS: Mapping[str, str] = {Kind.MULTIPLE_CHOICE: "multiple choice (knows)",
                                  Kind.GENERATE_UNTIL: "generated answers (uses it)",
@@ -148,9 +149,32 @@ def _dropped(facts: Facts) -> Summary:
 
 
 def _happened(v: Verdict) -> str:
-    said = MEANINGS.get(v.diagnosis)  # a diagnosis a newer forgetmenot wrote is not explained here
+    said = _meaning(v)
     outcome = f"{v.model} {v.candidate} {v.phase} on {v.capability} against {v.baseline}"
     return f"{outcome}: {said}." if said else f"{outcome}."
+
+
+# Where re-elicitation was the diagnosis's one witness (the suite measures no multiple choice).
+REELICITED_MEANINGS: Mapping[str, str] = {
+    Diagnosis.ALIGNMENT_LOSS: "alignment loss: asked again with a reminder, it does it again (in full or "
+                              "a real part of it), so it still can but stopped doing it",
+    Diagnosis.UNDIAGNOSED: "undiagnosed: even asked again with a reminder it does not do it, and nothing "
+                           "measured whether it still knows how"}
+WITNESS_WORDS: Mapping[str, str] = {
+    Witnesses.AGREE: "confirmed by two witnesses, multiple choice and re-elicitation",
+    Witnesses.DISAGREE: "but the two witnesses disagree (multiple choice and re-elicitation): read the "
+                        "regressed items before acting"}
+
+
+def _meaning(v: Verdict) -> str | None:
+    """The diagnosis in words (None for one a newer forgetmenot wrote), with its witnesses."""
+    again = json.loads(v.reelicited) if v.reelicited else {}
+    alone = v.witnesses == Witnesses.ONE and again.get("drop") is not None
+    said = REELICITED_MEANINGS.get(v.diagnosis) if alone else MEANINGS.get(v.diagnosis)
+    heard = WITNESS_WORDS.get(v.witnesses or "")
+    if said and heard:
+        return f"{said}; {heard}"
+    return said
 
 
 def _why(facts: Facts) -> str:
@@ -160,7 +184,19 @@ def _why(facts: Facts) -> str:
     if not measured or headline is None:
         return facts.verdict.reason
     limit = _tolerance(headline.kind, facts.rules)
-    return f"{measured}; tolerance {units.tolerance_text(headline.kind, limit)}."
+    return f"{measured}{_reelicited(facts.verdict)}; tolerance {units.tolerance_text(headline.kind, limit)}."
+
+
+def _reelicited(v: Verdict) -> str:
+    """The second witness's figures, where it was measured: generation asked again, reminded."""
+    again = json.loads(v.reelicited) if v.reelicited else {}
+    if again.get("drop") is None:
+        return ""
+    kind = Kind.GENERATE_UNTIL
+    scores = (f"{units.score_text(kind, again.get('baseline_score'))} → "
+              f"{units.score_text(kind, again.get('candidate_score'))}")
+    drop = units.drop_text(kind, again["drop"])
+    return f"; re-elicited generation {scores}, drop {drop} ({again.get('phase')})"
 
 
 def _headline(kinds: Sequence[VerdictKind]) -> VerdictKind | None:

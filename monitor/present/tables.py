@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from rich import box
@@ -190,7 +192,27 @@ def verdicts_table(rows: Sequence[tuple[Any, Sequence[Any]]], title: str, width:
     for verdict, kinds in rows:
         for i, k in enumerate(kinds):
             table.add_row(*_verdict_cells(verdict, k, first=i == 0, narrow=narrow, wide=wide))
+        again = _reelicited_cells(verdict, narrow, wide)
+        if again:
+            table.add_row(*again)
     return table
+
+
+def _reelicited_cells(verdict: Any, narrow: bool, wide: bool) -> list[str] | None:
+    """The diagnosis's second witness as one more line under the verdict's kinds: generation asked
+    again, reminded, against the baseline's plain generation; its diagnosis cell says whether the
+    witnesses agree. None where it was not measured (the reason says why)."""
+    stored = getattr(verdict, "reelicited", None)
+    again = json.loads(stored) if stored else {}
+    if again.get("drop") is None:
+        return None
+    figures = {key: again.get(key) for key in ("phase", "drop", "low", "high", "p_value", "baseline_score",
+                                               "candidate_score")}
+    cells = _verdict_cells(verdict, SimpleNamespace(kind=Kind.GENERATE_UNTIL, **figures), first=False,
+                           narrow=narrow, wide=wide)
+    cells[2] = "generate_until re-elicited" if wide else "re-elicited"
+    cells[-1] = f"witnesses {verdict.witnesses}" if verdict.witnesses else ""
+    return cells
 
 
 WIDE = 180  # from here the verdicts table has room for borders and the kinds' full names

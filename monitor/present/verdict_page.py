@@ -144,7 +144,8 @@ def _measured(k: VerdictKind) -> tuple[float, float, float] | None:
 def _diagnosis(v: Verdict, kinds: Sequence[VerdictKind]) -> Html:
     by_kind = {k.kind: k for k in kinds}
     mc, gen = by_kind.get(Kind.MULTIPLE_CHOICE), by_kind.get(Kind.GENERATE_UNTIL)
-    meaning = {Diagnosis.ALIGNMENT_LOSS: "the model still knows (multiple choice held) but stopped "
+    held = "asked again with a reminder, it does it again" if v.witnesses == "one" else "multiple choice held"
+    meaning = {Diagnosis.ALIGNMENT_LOSS: f"the model still knows ({held}) but stopped "
                "using it in its answers: recoverable with a little retraining",
                Diagnosis.KNOWLEDGE_LOSS: "both kinds dropped: the knowledge left the weights; roll back",
                Diagnosis.UNDIAGNOSED: "dropped, but measured one way only: knowledge and alignment "
@@ -156,7 +157,36 @@ def _diagnosis(v: Verdict, kinds: Sequence[VerdictKind]) -> Html:
                   ("knowledge score", Html(f"{e(knowledge)} <span class=\"muted small\">the candidate's "
                                            f"multiple-choice accuracy</span>")),
                   ("alignment gap", Html(f"{e(gap)} <span class=\"muted small\">generation "
-                                         f"drop minus multiple-choice drop</span>"))])
+                                         f"drop minus multiple-choice drop</span>")), *_witnesses(v)])
+
+
+WITNESSES = {"agree": "two witnesses agree: multiple choice and re-elicitation",
+             "disagree": "the two witnesses disagree (multiple choice and re-elicitation): the reason "
+                         "says which way each went; read the regressed items before acting",
+             "one": "one witness", "none": "no witness: measured one way only"}
+
+
+def _witnesses(v: Verdict) -> list[tuple[str, object]]:
+    """The diagnosis's witnesses, and the second one's numbers: failing generation asked again."""
+    rows: list[tuple[str, object]] = []
+    if v.witnesses:
+        rows.append(("witnesses", WITNESSES.get(v.witnesses, v.witnesses)))
+    if not v.reelicited:
+        return rows
+    again = json.loads(v.reelicited)
+    if again.get("drop") is None:
+        return [*rows, ("re-elicited", f"not measured: {again.get('note') or again.get('reason') or '—'}")]
+    kind = Kind.GENERATE_UNTIL
+    outcome = "came back" if again.get("recovered") else "did not come back"
+    share = again.get("came_back")
+    if share is not None and again.get("phase") not in ("PASS", "INCONCLUSIVE"):
+        outcome = f"{outcome} ({share:.0%} of the loss returned)"
+    scores = (f"{units.score_text(kind, again.get('candidate_score'))} re-elicited vs the baseline's "
+              f"{units.score_text(kind, again.get('baseline_score'))}")
+    drop = f"drop {units.drop_text(kind, again['drop'])} ({again.get('phase')})"
+    said = Html(f"{e(outcome)}: {e(scores)}, {e(drop)} <span class=\"muted small\">reminded with "
+                f"{e(again.get('how', ''))}; run {e(again.get('run'))}</span>")
+    return [*rows, ("re-elicited", said)]
 
 
 def _gap(mc: VerdictKind | None, gen: VerdictKind | None) -> float | None:

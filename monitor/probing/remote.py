@@ -29,6 +29,7 @@ from monitor.probing.backends.base import (
     BackendInfo,
     GenerationRequest,
     LoglikelihoodRequest,
+    OpeningRequest,
     RollingResult,
 )
 from monitor.vocabulary import ErrorKind
@@ -36,7 +37,7 @@ from monitor.vocabulary import ErrorKind
 log = logging.getLogger("forgetmenot.ray")
 T = TypeVar("T")
 _connecting = threading.Lock()
-_MEASURES = frozenset({"loglikelihood", "loglikelihood_rolling", "generate"})
+_MEASURES = frozenset({"loglikelihood", "loglikelihood_rolling", "generate", "opening_logprobs"})
 _WAIT_S = 1.0  # how soon a task being waited on notices a stop
 
 
@@ -128,6 +129,9 @@ class RemoteBackend:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         return list(self._measure("generate", requests))
+
+    def opening_logprobs(self, requests: Sequence[OpeningRequest]) -> list[list[float]]:
+        return list(self._measure("opening_logprobs", requests))
 
     def close(self) -> None:
         """The actor goes, and its GPU with it."""

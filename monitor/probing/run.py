@@ -8,6 +8,8 @@ pattern past its time bound) leaves that one item a `scorer` error. Only a stop 
 is `complete` when at least one item was scored, `error` when none could be, and `interrupted`
 when the process was stopped part way. If the database goes away mid-run, what was measured is
 kept in the spool (`monitor.probing.spool`) and the error says where: nothing measured is lost.
+A complete run of the probe split against a named baseline also measures safety depth
+(`monitor.probing.depth`) and keeps it with the run.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from monitor.policy.suites import (
     render,
 )
 from monitor.probing.backends.base import Backend, GenerationRequest, LoglikelihoodRequest
+from monitor.probing.depth import measure_in_run
 from monitor.probing.spool import Spool
 from monitor.store import ItemResult, Run, Store
 from monitor.store.runs import ended_as
@@ -45,8 +48,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VersionRef:
+    """A version to measure; `baseline`, the version it is judged against, where depth needs it."""
+
     model: str
     version: str
+    baseline: str | None = None
 
 
 def work_units(suite: Suite, split: Split = Split.PROBE) -> int:
@@ -80,6 +86,10 @@ def probe_suite(store: Store, backend: Backend, suite: Suite, ref: VersionRef, *
             kinds_done += 1
             store.add_results(run.id, results)
         status, error = ended_as(measured)
+        if status == RunStatus.COMPLETE and split == Split.PROBE:
+            deep = measure_in_run(store, backend, suite, ref, measured)
+            measured += deep
+            store.add_results(run.id, deep)
         return store.finish_run(run.id, status, error=error)
     except StoreError as exc:
         saved = (spool or Spool()).keep(run, suite, measured, complete=kinds_done == len(suite.kinds))

@@ -15,11 +15,13 @@ hold one each while waiting for the other's; a wait gives up as soon as the moni
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any, cast
 
 from monitor.errors import Stopping
 from monitor.policy.schema import Config
+from monitor.probing.backends.base import Backend
 
 _POLL_S = 0.5  # how soon a waiting run notices a stop
 
@@ -62,6 +64,18 @@ class Limits:
         with self._holding(self._semaphore(*wanted)):
             yield
 
+    def held(self, model: str, load: Callable[[], Backend]) -> Backend:
+        """A backend loaded outside a cycle (re-elicitation's), holding a run slot of `model` from
+        before it loads until it is closed: a model in memory always holds its slot."""
+        slot = ExitStack()
+        slot.enter_context(self.slot(model))
+        try:
+            backend = load()
+        except BaseException:
+            slot.close()
+            raise
+        return cast(Backend, _Holding(backend, slot))
+
     def _semaphore(self, name: str, slots: int) -> threading.BoundedSemaphore:
         with self._making:
             return self._named.setdefault(name, threading.BoundedSemaphore(slots))
@@ -78,3 +92,19 @@ class Limits:
             yield
         finally:
             semaphore.release()
+
+
+class _Holding:
+    """A backend and the slot it holds, released when it is closed."""
+
+    def __init__(self, backend: Backend, slot: ExitStack) -> None:
+        self._backend, self._slot = backend, slot
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def close(self) -> None:
+        try:
+            self._backend.close()
+        finally:
+            self._slot.close()

@@ -42,6 +42,7 @@ from monitor.policy.suites import Suite
 from monitor.probing.backends.base import Backend
 from monitor.probing.backends.deadline import stopping_on
 from monitor.probing.factory import backend_for
+from monitor.probing.reelicit import Reelicitor, Shots
 from monitor.probing.run import VersionRef
 from monitor.probing.spool import spool_for
 from monitor.service import events
@@ -75,6 +76,7 @@ class Monitor:
         # one model's verdicts are judged and acted on one at a time: an action moves its live
         self.acting = {name: threading.Lock() for name in self.config.models}
         self.scheduler: Any = None
+        self.examples: dict[tuple[str, str, str], Shots] = {}  # re-elicitation's, by suite content
         self._jobs = threading.Lock()  # candidates are scheduled from the heartbeat and the API
         self.run_duration = _histogram(metrics.RUN_DURATION, self.registry,
                                        (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
@@ -279,7 +281,8 @@ class Monitor:
                 raise BackendError(f"{model}/{version} could not be loaded", kind=ErrorKind.LOAD)
             return cast(Backend, Lent(backend))
 
-        measured = probe_version(self.store, VersionRef(model, version), [suite], load,
+        baseline = self.config.models[model].baseline  # what safety depth measures against
+        measured = probe_version(self.store, VersionRef(model, version, baseline), [suite], load,
                                  track=lambda _name, _total: advance, holder=self.holder, spool=self.spool)
         took = time.monotonic() - began
         self.run_duration.labels(model, suite.name).observe(took)
@@ -315,15 +318,33 @@ class Monitor:
                 self._judge_suite(model, suite, candidate, baseline)
 
     def _judge_suite(self, model: str, suite: Suite, candidate: str, baseline: str) -> None:
-        """One verdict and its line; none while either version has no finished run of the suite."""
+        """One verdict and its line; none while either version has no finished run of the suite.
+        Failing generation is re-elicited on the candidate first: the diagnosis's second witness."""
         rules = self.config.policy.rules_for(suite.capability)
         try:
-            judgement, verdict = judge_suite(self.store, suite, rules, model, candidate, baseline)
+            judgement, verdict = judge_suite(self.store, suite, rules, model, candidate, baseline,
+                                             self._reelicitor(model, candidate, baseline))
         except JudgeError as exc:
             log.info("no verdict yet for %s/%s against %s: %s", model, suite.name, baseline, exc)
             return
         head = judgement.headline()
         events.judged(log, verdict, head.kind if head else None)
+
+    def _reelicitor(self, model: str, candidate: str, baseline: str) -> Reelicitor:
+        """Each version's backend loaded only if a suite's generation failed, holding a run slot
+        while loaded; the baseline's examples are kept for the life of this monitor."""
+        from monitor.store.versions import with_made
+
+        def stop(_: int) -> None:
+            if self.stopping.is_set():
+                raise Stopping("stop requested while re-eliciting")
+
+        def load(version: str) -> Callable[[], Backend]:
+            return lambda: self.limits.held(
+                model, lambda: self.load_backend(with_made(self.config, self.store), model, version))
+
+        return Reelicitor(load(candidate), load(baseline), holder=self.holder, spool=self.spool,
+                          advance=stop, known=self.examples)
 
     def _act(self, model: str) -> None:
         """The policy ladder on what the judge just settled; a verdict is acted on once."""

@@ -175,6 +175,10 @@ class Verdict(SQLModel, table=True):
     # is migration 0004's, which gave verdicts made before it an empty string.
     rules: str = Field(default="", sa_column_kwargs={"server_default": ""})
     measurement: str | None = None
+    # The diagnosis's witnesses (agree, disagree, one, none; None where nothing was diagnosed), and
+    # the second one, re-elicitation, as JSON (`Reelicited.to_json`): None where it was not heard.
+    witnesses: str | None = None
+    reelicited: str | None = Field(default=None, sa_type=FreeText)
 
 
 class VerdictKind(SQLModel, table=True):

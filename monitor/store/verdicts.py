@@ -21,11 +21,14 @@ from monitor.store.tables import FlakyItem, Verdict, VerdictKind
 _INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
-def measurement_of(candidate_runs: str, baseline_runs: str, rules: str) -> str:
+def measurement_of(candidate_runs: str, baseline_runs: str, rules: str, witness_run: str = "") -> str:
     """The identity of a verdict: its runs (as stored, comma-separated ids) and its rules (JSON),
     hashed to a width any database indexes. Migration 0009 keeps a copy of this formula for the
-    verdicts stored before it, and a test holds the two equal."""
-    judged = "\n".join((candidate_runs, baseline_runs, rules))
+    verdicts stored before it, and a test holds the two equal. A verdict whose diagnosis heard a
+    second witness (`witness_run`, the re-elicited run) measured that too: it is added only where
+    there is one, so every verdict without keeps the identity it had."""
+    parts = (candidate_runs, baseline_runs, rules, *((witness_run,) if witness_run else ()))
+    judged = "\n".join(parts)
     return hashlib.sha256(judged.encode()).hexdigest()
 
 

@@ -31,6 +31,17 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class OpeningRequest:
+    """The first `tokens` tokens of `answer`, scored as the model's reply to one user turn asked
+    exactly as `GenerationRequest` asks it (the chat template, with the system prompt)."""
+
+    prompt: str
+    answer: str
+    tokens: int
+    system_prompt: str | None = None
+
+
+@dataclass(frozen=True)
 class RollingResult:
     logprob: float
     tokens: int
@@ -72,6 +83,22 @@ class Backend(Protocol):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """Greedy answers, cut at the first stop string."""
+        ...
+
+
+@runtime_checkable
+class OpeningScorer(Protocol):
+    """A backend that can say how likely a given answer's opening is after a chat prompt: what
+    safety depth needs (`monitor.probing.depth`). Not every backend can, so it is its own
+    interface; one that cannot is simply not measured for depth."""
+
+    def opening_logprobs(self, requests: Sequence[OpeningRequest]) -> list[list[float]]:
+        """Per-token log-probabilities of each answer's first `tokens` tokens.
+
+        Example: the answer "I can't help with that." cut to 3 tokens might give
+        [-0.9, -0.4, -1.2] ("I", " can", "'t"): each token given the chat prompt and the
+        tokens before it. A list is shorter than `tokens` only when the answer is.
+        """
         ...
 
 

@@ -13,6 +13,7 @@ from monitor.probing.backends.base import (
     BackendInfo,
     GenerationRequest,
     LoglikelihoodRequest,
+    OpeningRequest,
     RollingResult,
 )
 from monitor.vocabulary import ErrorKind
@@ -25,10 +26,12 @@ class FakeBackend:
         preferred: Callable[[LoglikelihoodRequest], int] | None = None,
         fail_on: Callable[[str], bool] | None = None,
         name: str = "fake",
+        opening: float = -1.0,
     ) -> None:
         self._answers = dict(answers or {})
         self._preferred = preferred or (lambda request: 0)
         self._fail_on = fail_on or (lambda text: False)
+        self.opening = opening  # each opening word's log-probability
         self._info = BackendInfo(kind="fake", model=name, device="cpu", dtype="none")
         self.batch_size = 16
         self.closed = False
@@ -65,3 +68,9 @@ class FakeBackend:
         for request in requests:
             self._check(request.prompt)
         return [self._answers.get(r.prompt, "I don't know.") for r in requests]
+
+    def opening_logprobs(self, requests: Sequence[OpeningRequest]) -> list[list[float]]:
+        """`opening` for each of the answer's first `tokens` words (a word is a token here)."""
+        for request in requests:
+            self._check(request.prompt)
+        return [[self.opening] * len(r.answer.split()[: r.tokens]) for r in requests]

@@ -11,7 +11,8 @@ none for the first (which has no context), exactly the tokens that were sent whe
 names them (vLLM's `return_tokens_as_token_ids`), and agreement with the server's own generation
 (`_check_alignment`). A shifted or short answer is a measurement error, never a score.
 Generation goes through `/v1/chat/completions`, so the server's own chat template renders the
-prompt, as it does for real users.
+prompt, as it does for real users; an answer's opening (safety depth) is scored after the same
+rendering, asked of the server (`chat`), and read from echoed log-probabilities.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from monitor.probing.backends.base import (
     BackendInfo,
     GenerationRequest,
     LoglikelihoodRequest,
+    OpeningRequest,
     RollingResult,
     cut_at_stops,
 )
+from monitor.probing.backends.chat import ChatTemplate, messages
 from monitor.probing.backends.endpoint import Endpoint
 from monitor.probing.backends.tokens import Tokenizer, fit_context, rolling_windows, split_pair
 from monitor.vocabulary import ErrorKind
@@ -51,6 +54,7 @@ class OpenAIBackend:
         self._listed: list[dict[str, Any]] | None = None
         self._aligned = False
         self.next_token_scoring: bool | None = None  # None: not yet known for this server
+        self._chat = ChatTemplate(endpoint, tokenizer)
 
     @property
     def info(self) -> BackendInfo:
@@ -114,14 +118,40 @@ class OpenAIBackend:
 
     def _score(self, prompts: list[tuple[list[int], int]]) -> list[float]:
         """Sum of log-probabilities of each prompt's tokens from its `start` on."""
+        return [math.fsum(values) for values in self._token_logprobs(prompts)]
+
+    def _token_logprobs(self, prompts: list[tuple[list[int], int]]) -> list[list[float]]:
+        """Echoed log-probabilities of each prompt's tokens from its `start` on."""
         batches = [prompts[i : i + self.batch_size] for i in range(0, len(prompts), self.batch_size)]
         scored = self.endpoint.map(self._score_batch, batches)
-        return [value for batch in scored for value in batch]
+        return [values for batch in scored for values in batch]
 
-    def _score_batch(self, batch: list[tuple[list[int], int]]) -> list[float]:
+    def _score_batch(self, batch: list[tuple[list[int], int]]) -> list[list[float]]:
         body = self._completions([ids for ids, _ in batch])
         choices = answers.choices(body, len(batch), self.endpoint.base_url)
-        return [self._summed(choice, ids, start) for choice, (ids, start) in zip(choices, batch, strict=True)]
+        return [self._echoed_from(choice, ids, start)
+                for choice, (ids, start) in zip(choices, batch, strict=True)]
+
+    # -- openings (safety depth) ----------------------------------------------------------
+
+    def opening_logprobs(self, requests: Sequence[OpeningRequest]) -> list[list[float]]:
+        """Echoed log-probabilities of each opening after its prompt as the server's own chat
+        template renders it (`chat.ChatTemplate`), so scored exactly as users are asked."""
+        if not requests:
+            return []
+        self._check_alignment()
+        prompts = self.endpoint.map(self._opening_prompt, list(requests))
+        return self._token_logprobs(prompts)
+
+    def _opening_prompt(self, request: OpeningRequest) -> tuple[list[int], int]:
+        """The chat prompt's ids and the opening's, and where the opening starts."""
+        chat = messages(request.prompt, request.system_prompt)
+        context = self._chat.prompt_ids(self.model, chat)
+        opening = self.tokenizer.encode(request.answer)[: request.tokens]
+        if not opening:
+            raise BackendError("an answer encodes to no tokens", kind=ErrorKind.TOKENIZATION)
+        context = fit_context(context, [opening], self.max_length)
+        return [*context, *opening], len(context)
 
     def _completions(self, prompts: list[list[int]]) -> dict[str, Any]:
         """One generated token (max_tokens 0 means "no limit" to llama.cpp); it is never scored."""
@@ -197,9 +227,8 @@ class OpenAIBackend:
         """Tells a missing route (404 for any model) from a model the server does not know."""
         return any(m.get("id") == self.model for m in self._models())
 
-    def _summed(self, choice: dict[str, Any], ids: list[int], start: int) -> float:
-        values = answers.prompt_logprobs(choice, ids, self.endpoint.base_url)
-        return math.fsum(values[start:])
+    def _echoed_from(self, choice: dict[str, Any], ids: list[int], start: int) -> list[float]:
+        return answers.prompt_logprobs(choice, ids, self.endpoint.base_url)[start:]
 
     @property
     def max_length(self) -> int:
@@ -224,9 +253,8 @@ class OpenAIBackend:
         return self.endpoint.map(self._generate_one, list(requests))
 
     def _generate_one(self, request: GenerationRequest) -> str:
-        system = [{"role": "system", "content": request.system_prompt}] if request.system_prompt else []
         payload: dict[str, Any] = {
-            "model": self.model, "messages": [*system, {"role": "user", "content": request.prompt}],
+            "model": self.model, "messages": messages(request.prompt, request.system_prompt),
             "max_tokens": request.max_new_tokens, "temperature": 0.0, "seed": 0,
         }
         if request.until:

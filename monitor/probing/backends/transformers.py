@@ -1,7 +1,7 @@
 """In-process backend: a transformers causal LM on CUDA when present, else CPU.
 
 Multiple-choice scoring packs a batch of questions and all their choices into one token trie and
-runs it in one forward pass (see `_Pack`): each context is encoded once for all its choices, and
+runs it in one forward pass (see `pack.Pack`): each context is encoded once for all its choices, and
 questions that start alike share their common tokens. lm-evaluation-harness runs each context
 once per choice instead. Token boundaries between context and
 continuation follow lm-evaluation-harness exactly (trailing spaces move to the continuation;
@@ -20,10 +20,12 @@ from monitor.probing.backends.base import (
     BackendInfo,
     GenerationRequest,
     LoglikelihoodRequest,
+    OpeningRequest,
     RollingResult,
     cut_at_stops,
 )
 from monitor.probing.backends.greedy import GreedyDecoder
+from monitor.probing.backends.pack import Pack
 from monitor.probing.backends.tokens import (
     LocalTokenizer,
     Tokenizer,
@@ -178,7 +180,21 @@ class TransformersBackend:
     def _loglikelihood_pack(self, encoded: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
         """One forward pass for a whole batch of questions, without padding."""
         torch = _torch()
-        pack = _Pack.build(encoded)
+        pack = Pack.build(encoded)
+        with torch.inference_mode():
+            owners = pack.tensor([owner for _, _, owner in pack.scored], self.device)
+            totals = torch.zeros(sum(pack.shape), dtype=torch.float64, device=self.device)
+            totals.index_add_(0, owners, self._scored_tokens(pack))
+        flat = totals.tolist()
+        out_scores, i = [], 0
+        for width in pack.shape:
+            out_scores.append(flat[i : i + width])
+            i += width
+        return out_scores
+
+    def _scored_tokens(self, pack: Pack) -> Any:
+        """The log-probability of every scored token of `pack`, in `pack.scored` order (float64)."""
+        torch = _torch()
         with torch.inference_mode():
             out = self.model(
                 input_ids=pack.tensor(pack.ids, self.device)[None],
@@ -189,15 +205,37 @@ class TransformersBackend:
             logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)
             rows = pack.tensor([row for row, _, _ in pack.scored], self.device)
             tokens = pack.tensor([token for _, token, _ in pack.scored], self.device)
-            owners = pack.tensor([owner for _, _, owner in pack.scored], self.device)
-            totals = torch.zeros(sum(pack.shape), dtype=torch.float64, device=self.device)
-            totals.index_add_(0, owners, logprobs[rows, tokens].double())
-        flat = totals.tolist()
-        out_scores, i = [], 0
-        for width in pack.shape:
-            out_scores.append(flat[i : i + width])
-            i += width
-        return out_scores
+            return logprobs[rows, tokens].double()
+
+    # -- openings (safety depth) ----------------------------------------------------------
+
+    def opening_logprobs(self, requests: Sequence[OpeningRequest]) -> list[list[float]]:
+        """Each answer's opening after its chat prompt, per token, through the same packed
+        forward pass as multiple choice: prompts that share a system prompt share its tokens."""
+        if not requests:
+            return []
+        encoded = self._guarded(self._encode_openings, requests)
+        results: list[list[float]] = []
+        for start in range(0, len(encoded), self.batch_size):
+            results += self._guarded(self._opening_pack, encoded[start : start + self.batch_size])
+        return results
+
+    def _encode_openings(self, requests: Sequence[OpeningRequest]) -> list[tuple[list[int], list[list[int]]]]:
+        encoded = []
+        for prompt, request in zip(self._chat_prompts(requests), requests, strict=True):
+            opening = self._encode(request.answer)[: request.tokens]
+            if not opening:
+                raise BackendError("an answer encodes to no tokens", kind=ErrorKind.TOKENIZATION)
+            encoded.append((fit_context(prompt, [opening], self.max_length), [opening]))
+        return encoded
+
+    def _opening_pack(self, encoded: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
+        flat = self._scored_tokens(Pack.build(encoded)).tolist()
+        per_request, i = [], 0
+        for _, (opening,) in encoded:
+            per_request.append(flat[i : i + len(opening)])
+            i += len(opening)
+        return per_request
 
     def _pad(self, sequences: list[list[int]]) -> tuple[Any, Any]:
         """Right-padded ids and attention mask; the padding is masked, so any real token will do."""
@@ -246,9 +284,7 @@ class TransformersBackend:
         return self._guarded(self._generate_all, requests) if requests else []
 
     def _generate_all(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        prompts = self.tokenizer.apply_chat_template(
-            [self._messages(r) for r in requests], add_generation_prompt=True, tokenize=True,
-            return_dict=True)["input_ids"]
+        prompts = self._chat_prompts(requests)
         tokens = self._decode_halving(prompts, requests, self.rows_in_flight(prompts, requests))
         return [cut_at_stops(self._text(t), r.until).strip() for t, r in zip(tokens, requests, strict=True)]
 
@@ -283,8 +319,15 @@ class TransformersBackend:
     def _text(self, tokens: list[int]) -> str:
         return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
 
+    def _chat_prompts(self, requests: Sequence[GenerationRequest | OpeningRequest]) -> list[list[int]]:
+        """Each prompt's token ids as generation asks it: up to where the assistant's answer begins."""
+        rendered = self.tokenizer.apply_chat_template(
+            [self._messages(r) for r in requests], add_generation_prompt=True, tokenize=True,
+            return_dict=True)["input_ids"]
+        return [list(ids) for ids in rendered]
+
     @staticmethod
-    def _messages(request: GenerationRequest) -> list[dict[str, str]]:
+    def _messages(request: GenerationRequest | OpeningRequest) -> list[dict[str, str]]:
         system = [{"role": "system", "content": request.system_prompt}] if request.system_prompt else []
         return [*system, {"role": "user", "content": request.prompt}]
 
@@ -320,79 +363,3 @@ class _TransformersEncoder:
     def prefix_token(self) -> int:
         bos, eos = self._tokenizer.bos_token_id, self._tokenizer.eos_token_id
         return int(bos if bos is not None else eos)
-
-
-class _Pack:
-    """A batch of questions and all their choices as one token trie, run in one forward pass.
-
-    Every (context, choice) sequence is inserted into a prefix trie: a question's context is
-    stored once for all of its choices, and questions that start alike ("Question: What is the
-    capital city of") share those tokens too. Each trie node keeps the position it has in its
-    own sequences and attends to exactly its ancestors, so every score equals the one a separate
-    forward pass over that sequence would give. Only nodes whose next token is scored go through
-    the vocabulary projection.
-    """
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-        self.positions: list[int] = []
-        self.ancestors: list[list[int]] = []
-        self._children: dict[tuple[int, int], int] = {}
-        self.keep: list[int] = []
-        self._rows: dict[int, int] = {}
-        self.scored: list[tuple[int, int, int]] = []  # (kept row, next token, (question, choice) slot)
-        self.shape: list[int] = []
-
-    @classmethod
-    def build(cls, encoded: Sequence[tuple[list[int], list[list[int]]]]) -> _Pack:
-        pack = cls()
-        for context, conts in encoded:
-            pack._add_question(context, conts)
-        return pack
-
-    def _node(self, parent: int, token: int) -> int:
-        found = self._children.get((parent, token))
-        if found is not None:
-            return found
-        node = len(self.ids)
-        self.ids.append(token)
-        self.positions.append(self.positions[parent] + 1 if parent >= 0 else 0)
-        self.ancestors.append([*(self.ancestors[parent] if parent >= 0 else []), node])
-        self._children[(parent, token)] = node
-        return node
-
-    def _row(self, node: int) -> int:
-        if node not in self._rows:
-            self._rows[node] = len(self.keep)
-            self.keep.append(node)
-        return self._rows[node]
-
-    def _add_question(self, context: list[int], conts: list[list[int]]) -> None:
-        end = -1
-        for token in context:
-            end = self._node(end, token)
-        slot = sum(self.shape)
-        for k, cont in enumerate(conts):
-            node = end
-            for m, token in enumerate(cont):
-                self.scored.append((self._row(node), token, slot + k))
-                if m + 1 < len(cont):
-                    node = self._node(node, token)
-        self.shape.append(len(conts))
-
-    @staticmethod
-    def tensor(values: list[int], device: Any) -> Any:
-        return _torch().tensor(values, dtype=_torch().long, device=device)
-
-    def mask(self, device: Any, implementation: str | None, dtype: Any) -> Any:
-        """(1, 1, N, N): each node sees itself and its ancestors, nothing else."""
-        torch = _torch()
-        rows = [node for node, chain in enumerate(self.ancestors) for _ in chain]
-        cols = [a for chain in self.ancestors for a in chain]
-        allowed = torch.zeros((len(self.ids), len(self.ids)), dtype=torch.bool)
-        allowed[rows, cols] = True
-        allowed = allowed.to(device)[None, None]
-        if implementation == "sdpa":
-            return allowed
-        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
-            ~allowed, torch.finfo(dtype).min)
