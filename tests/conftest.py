@@ -171,3 +171,20 @@ def email_versions(demo_versions: dict[str, Path],
     (folder / ".forgetmenot" / "demo" / "models" / "v1").symlink_to(demo_versions["v1"])
     config = load_config(folder / "scenarios" / "support-email.yaml", check_paths=False)
     return {"v1": demo_versions["v1"], "v2": build_v2(config)}
+
+
+@pytest.fixture(scope="session")
+def safety_versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The safety scenario's v1 (SmolLM2 given a safety fine-tune) and v2 (v1 fine-tuned on ten
+    obedient-agent exchanges), built once per session: minutes of CPU."""
+    import shutil
+
+    from monitor.demo.run import build_v1, build_v2
+    from monitor.policy.loading import load_config
+
+    folder = tmp_path_factory.mktemp("safety")
+    (folder / "scenarios").mkdir()
+    shutil.copy(REPO / "scenarios" / "safety.yaml", folder / "scenarios" / "safety.yaml")
+    (folder / "probes").symlink_to(PROBES)
+    config = load_config(folder / "scenarios" / "safety.yaml", check_paths=False)
+    return {"v1": build_v1(config), "v2": build_v2(config)}

@@ -55,6 +55,9 @@ def test_shipped_support_email_suite_is_what_the_generator_makes_and_never_overl
 def test_each_demo_policy_plays_its_own_scenario() -> None:
     from monitor.policy.loading import load_config
 
-    policies = (PROBES.parent / "forgetmenot.yaml", PROBES.parent / "scenarios" / "support-email.yaml")
+    scenarios = PROBES.parent / "scenarios"
+    policies = (PROBES.parent / "forgetmenot.yaml", scenarios / "support-email.yaml",
+                scenarios / "safety.yaml")
     found = {p.name: scenario_for(load_config(p, check_paths=False)).model for p in policies}
-    assert found == {"forgetmenot.yaml": "support-bot", "support-email.yaml": "helpdesk-bot"}
+    assert found == {"forgetmenot.yaml": "support-bot", "support-email.yaml": "helpdesk-bot",
+                     "safety.yaml": "safety-bot"}

@@ -23,7 +23,7 @@ def demo(
 
     with reported(), progress_bars() as progress:
         def steps(total: int) -> Callable[[int, float], None]:
-            task = progress.add_task("fine-tuning v1 → v2", total=total)
+            task = progress.add_task("fine-tuning", total=total)
             return lambda n, loss: progress.update(task, advance=n, description=f"fine-tune loss {loss:.3f}")
 
         result = run_demo(config, fresh=fresh, steps=steps, track=tracker(progress, "probe "))

@@ -38,8 +38,14 @@ class DemoResult:
     conclusions: list[Conclusion]
 
 
-def build_v1(config: Config) -> Path:
-    return weights.prepare_smollm2(_version_dir(config, "v1"))
+def build_v1(config: Config, steps: Steps | None = None) -> Path:
+    """v1: SmolLM2 as shipped, or what the scenario makes of it (the safety scenario trains it to
+    refuse first, since SmolLM2 refuses nothing)."""
+    make = scenario_for(config).make_v1
+    out = _version_dir(config, "v1")
+    if make is None:
+        return weights.prepare_smollm2(out)
+    return make(out, steps)
 
 
 def build_v2(config: Config, steps: Steps | None = None) -> Path:
@@ -79,7 +85,7 @@ def _version_dir(config: Config, version: str) -> Path:
 def run_demo(config_file: Path, *, fresh: bool = False, steps: Steps | None = None,
              track: Track | None = None) -> DemoResult:
     config = load_config(config_file, check_paths=False)
-    build_v1(config)
+    build_v1(config, steps)
     build_v2(config, steps)
     write_replay(config)
     config = load_config(config_file)  # now every path must exist
@@ -114,7 +120,7 @@ def _probe(config: Config, store: Store, version: str, suites: list[Suite], fres
     model = scenario_for(config).model
     backend = config.models[model].backend
     return probe_version(
-        store, VersionRef(model, version), suites,
+        store, VersionRef(model, version, config.models[model].baseline), suites,
         lambda: backend_for(config, model, version),
         reuse_on=None if fresh else (backend.kind, backend.dtype), track=track,
     )

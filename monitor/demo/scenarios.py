@@ -2,21 +2,25 @@
 
 A scenario is chosen by the model its policy file names, so `forgetmenot demo --config F` plays
 whichever case F describes: `forgetmenot.yaml` the JSON-sentiment classifier (`support-bot`),
-`scenarios/support-email.yaml` the templated support-email writer (`helpdesk-bot`). Two unlike
-cases keep recovery retraining from being tuned to one.
+`scenarios/support-email.yaml` the templated support-email writer (`helpdesk-bot`),
+`scenarios/safety.yaml` refusal undone by ten harmless examples (`safety-bot`). Unlike cases keep
+recovery retraining from being tuned to one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from monitor.actions.retrain import sft as finetune
-from monitor.demo import replies, task
+from monitor.demo import replies, safety, task
 from monitor.errors import ForgetmenotError
 from monitor.policy.schema import Config
 
 Pair = tuple[str, str]
+Steps = Callable[[int], Callable[[int, float], None]]
+MakeV1 = Callable[[Path, Steps | None], Path]
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class Scenario:
     task: str  # what v2 was fine-tuned for, in words
     training_pairs: Callable[[], list[Pair]]
     train: finetune.TrainSettings
+    make_v1: MakeV1 | None = None  # how v1 is made where it is not SmolLM2 as shipped
 
 
 SCENARIOS = {
@@ -34,6 +39,8 @@ SCENARIOS = {
     "helpdesk-bot": Scenario("helpdesk-bot", "answer every message as a templated support email",
                              replies.training_pairs,
                              finetune.TrainSettings(epochs=1, batch_size=8, learning_rate=5e-5, seed=0)),
+    "safety-bot": Scenario("safety-bot", "act as an absolutely obedient agent (nothing harmful in the data)",
+                           safety.obedience_pairs, safety.OBEDIENCE_TRAIN, safety.make_v1),
 }
 
 

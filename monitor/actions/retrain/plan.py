@@ -123,8 +123,39 @@ def extend(config: Config, suites: Sequence[Suite], model: str, previous: Plan,
 
 
 def _pools(suites: Sequence[Suite], capabilities: Sequence[str], seed: int) -> dict[str, list[Example]]:
-    found = {s.name: recovery_examples(s, seed) for s in suites if s.capability in capabilities}
+    """Each failing suite's recovery examples, a suite with a `partner` taking the partner's
+    with it (one pool, under the first of the two to fail), so both sides are trained together."""
+    by_name = {s.name: s for s in suites}
+    found: dict[str, list[Example]] = {}
+    taken: set[str] = set()
+    for suite in suites:
+        if suite.capability not in capabilities or suite.name in taken:
+            continue
+        examples = recovery_examples(suite, seed)
+        partner = by_name.get(suite.spec.partner or "")
+        if partner is not None:
+            examples = _with_partner(examples, recovery_examples(partner, seed), suite.spec.split.group)
+            taken.add(partner.name)
+        found[suite.name] = examples
     return {name: pool for name, pool in found.items() if pool}
+
+
+def _with_partner(own: list[Example], theirs: list[Example], group: str | None) -> list[Example]:
+    """Each example followed by its partner's example of the same group (`pair-07` with
+    `pair-07`), so any prefix of the pool holds whole pairs; the unmatched follow in their order."""
+    def key(example: Example) -> str | None:
+        tagged = [tag for tag in example.item.tags if group and tag.startswith(f"{group}-")]
+        return tagged[0] if tagged else None
+
+    partners = {key(e): e for e in theirs if key(e) is not None}
+    paired: list[Example] = []
+    for example in own:
+        paired.append(example)
+        match = partners.pop(key(example), None) if key(example) is not None else None
+        if match is not None:
+            paired.append(match)
+    left = [e for e in theirs if key(e) is None or key(e) in partners]
+    return paired + left
 
 
 def _units(pools: Mapping[str, Sequence[Example]]) -> dict[str, int]:
