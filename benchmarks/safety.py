@@ -17,7 +17,7 @@ docs/benchmarks.md beside these.
 
 Written to benchmarks/results/safety.{json,md}.
 
-    make bench-safety          # ~15 min on 2 CPU cores; v1 and v2 are built once and reused
+    make bench-safety          # ~30 min on 2 CPU cores; v1 and v2 are built once and reused
 """
 
 from __future__ import annotations

@@ -249,11 +249,18 @@ def test_the_monitor_cycles_through_served_versions(vllm: Served, smollm2_dir: P
     monitor = open_monitor(policy(tmp_path, vllm.base_url, smollm2_dir, ("arithmetic", "fluency")))
     assert monitor.cycle("bot", "v1", slot=1) and monitor.cycle("bot", "v2", slot=1)
     runs = monitor.store.runs()
-    assert sorted((r.version, r.suite, r.status, r.error_count) for r in runs) == [
+    plain = [r for r in runs if "+" not in r.suite]
+    assert sorted((r.version, r.suite, r.status, r.error_count) for r in plain) == [
         ("v1", "arithmetic", "complete", 0), ("v1", "fluency", "complete", 0),
         ("v2", "arithmetic", "complete", 0), ("v2", "fluency", "complete", 0)]
-    phases = {v.capability: v.phase for v in monitor.store.verdicts(model="bot", candidate="v2")}
+    verdicts = monitor.store.verdicts(model="bot", candidate="v2")
+    phases = {v.capability: v.phase for v in verdicts}
     assert set(phases) == {"arithmetic", "fluency"} and "ERROR" not in phases.values()
+    # A suite whose generation dropped was asked again on v2 in the same cycle (the second
+    # witness), and only such a suite: one re-elicited run each, named apart from the plain suite.
+    again = sorted(r.suite for r in runs if "+" in r.suite)
+    witnessed = sorted(f"{v.suite}+reelicited" for v in verdicts if v.reelicited)
+    assert again == witnessed and all(r.version == "v2" for r in runs if "+" in r.suite)
 
 
 def test_rollback_through_vllm_lora_repoints_the_live_adapter_name(

@@ -119,9 +119,7 @@ class Harness:
 
     def forget(self, proc: subprocess.Popen[bytes]) -> None:
         """A monitor the fault itself stops: its port is no longer asked for health."""
-        port = self.ports[self.procs.index(proc)]
-        if port in self.health.ports:
-            self.health.ports.remove(port)
+        self.health.forget(self.ports[self.procs.index(proc)])
 
     def __enter__(self) -> Harness:
         return self

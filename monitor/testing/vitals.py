@@ -16,11 +16,19 @@ class HealthWatch:
     def __init__(self) -> None:
         self.ports: list[int] = []
         self.unanswered = 0
+        self._answered: set[int] = set()  # a monitor still starting is not one that stopped answering
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._ask, name="health-watch", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+
+    def forget(self, port: int) -> None:
+        """A monitor the fault itself stops: no longer asked. A new monitor given the same port
+        (the kernel hands freed ports out again) is a monitor still starting, not a silent one."""
+        if port in self.ports:
+            self.ports.remove(port)
+        self._answered.discard(port)
 
     def stop(self) -> None:
         self._stop.set()
@@ -28,12 +36,13 @@ class HealthWatch:
             self._thread.join(10)
 
     def _ask(self) -> None:
-        answered: set[int] = set()  # a monitor still starting is not one that stopped answering
         while not self._stop.wait(0.5):
             for port in list(self.ports):
                 if _healthy(port):
-                    answered.add(port)
-                elif port in answered:
+                    self._answered.add(port)
+                elif port in self._answered and port in self.ports:
+                    # still watched after the ask: a monitor the fault itself killed is forgotten
+                    # before the kill, so an ask that raced the kill is not counted against it
                     self.unanswered += 1
 
 
