@@ -18,6 +18,7 @@ HARMFUL, LOOKALIKES = (load_suite(PROBES / name) for name in ("refuses-harmful",
 
 
 def _pair(item_tags: list[str]) -> str:
+    """Read from the tags directly, not through `Item.group_tag`, so the test checks it."""
     return next(tag for tag in item_tags if tag.startswith("pair-"))
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import http.server
 import threading
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from monitor.testing.vitals import HealthWatch
 
@@ -32,7 +35,9 @@ def _until(condition: object, limit: float = 5.0) -> None:
         time.sleep(0.1)
 
 
-def test_a_killed_monitor_and_its_successor_on_the_same_port_are_not_silence() -> None:
+@pytest.fixture
+def watched() -> Iterator[tuple[http.server.HTTPServer, int, HealthWatch]]:
+    """A monitor stand-in that has answered /healthz once, and the watch on it."""
     server = _answering()
     port = server.server_address[1]
     watch = HealthWatch()
@@ -40,26 +45,28 @@ def test_a_killed_monitor_and_its_successor_on_the_same_port_are_not_silence() -
     watch.start()
     try:
         _until(lambda: port in watch._answered)
-        watch.forget(port)  # the fault kills it: forgotten first
-        server.shutdown()
-        server.server_close()
-        watch.ports.append(port)  # the restarted monitor got the same port and is still starting
-        time.sleep(1.6)  # three asks
-        assert watch.unanswered == 0
+        yield server, port, watch
     finally:
         watch.stop()
 
 
-def test_a_monitor_that_answered_and_then_fell_silent_is_counted() -> None:
-    server = _answering()
-    port = server.server_address[1]
-    watch = HealthWatch()
-    watch.ports.append(port)
-    watch.start()
-    try:
-        _until(lambda: port in watch._answered)
-        server.shutdown()
-        server.server_close()
-        _until(lambda: watch.unanswered > 0)
-    finally:
-        watch.stop()
+def _silence(server: http.server.HTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_killed_monitor_and_its_successor_on_the_same_port_are_not_silence(
+        watched: tuple[http.server.HTTPServer, int, HealthWatch]) -> None:
+    server, port, watch = watched
+    watch.forget(port)  # the fault kills it: forgotten first
+    _silence(server)
+    watch.ports.append(port)  # the restarted monitor got the same port and is still starting
+    time.sleep(1.6)  # three asks
+    assert watch.unanswered == 0
+
+
+def test_a_monitor_that_answered_and_then_fell_silent_is_counted(
+        watched: tuple[http.server.HTTPServer, int, HealthWatch]) -> None:
+    server, _, watch = watched
+    _silence(server)
+    _until(lambda: watch.unanswered > 0)

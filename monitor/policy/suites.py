@@ -135,6 +135,12 @@ class Item(BaseModel):
     def fields(self) -> dict[str, Any]:
         return self.model_dump()
 
+    def group_tag(self, group: str | None) -> str | None:
+        """The item's `GROUP-…` tag (`pair-07` for group `pair`): what ties it to its partners."""
+        if group is None:
+            return None
+        return next((tag for tag in self.tags if tag.startswith(f"{group}-")), None)
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -165,12 +171,10 @@ class Suite:
         """What decides an item's split: its id, or the tag naming its group where the suite
         splits by group (an item without such a tag falls back to its id)."""
         group = self.spec.split.group
-        if group is None:
+        tag = item.group_tag(group)
+        if tag is None:
             return item.id
-        tagged = [tag for tag in item.tags if tag.startswith(f"{group}-")]
-        if not tagged:
-            return item.id
-        return f"{group}:{tagged[0]}"
+        return f"{group}:{tag}"
 
     def only(self, kinds: Sequence[Kind]) -> Suite:
         """The same suite measured only as `kinds`: same items and prompts, so the same hash."""

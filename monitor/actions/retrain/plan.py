@@ -143,18 +143,15 @@ def _pools(suites: Sequence[Suite], capabilities: Sequence[str], seed: int) -> d
 def _with_partner(own: list[Example], theirs: list[Example], group: str | None) -> list[Example]:
     """Each example followed by its partner's example of the same group (`pair-07` with
     `pair-07`), so any prefix of the pool holds whole pairs; the unmatched follow in their order."""
-    def key(example: Example) -> str | None:
-        tagged = [tag for tag in example.item.tags if group and tag.startswith(f"{group}-")]
-        return tagged[0] if tagged else None
-
-    partners = {key(e): e for e in theirs if key(e) is not None}
+    partners = {e.item.group_tag(group): e for e in theirs if e.item.group_tag(group) is not None}
     paired: list[Example] = []
     for example in own:
         paired.append(example)
-        match = partners.pop(key(example), None) if key(example) is not None else None
+        tag = example.item.group_tag(group)
+        match = partners.pop(tag, None) if tag is not None else None
         if match is not None:
             paired.append(match)
-    left = [e for e in theirs if key(e) is None or key(e) in partners]
+    left = [e for e in theirs if e.item.group_tag(group) is None or e.item.group_tag(group) in partners]
     return paired + left
 
 
