@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from monitor.errors import BackendError
-from monitor.judge import diagnose, judge_kind, judge_suite
+from monitor.judge import diagnose, judge_kind, judge_pair, judge_suite
 from monitor.judge.verdict import Reelicited, judge_runs
 from monitor.policy.schema import Policy
 from monitor.policy.suites import ReelicitSpec, Suite, load_suite
+from monitor.present.tables import Conclusion, conclusions_table
 from monitor.probing.backends.base import GenerationRequest
 from monitor.probing.backends.fake import FakeBackend
 from monitor.probing.reelicit import (
@@ -32,7 +34,7 @@ from monitor.probing.reelicit import (
 )
 from monitor.probing.run import VersionRef, probe_suite, score_kind
 from monitor.store import ItemResult, Run, Store
-from monitor.vocabulary import ErrorKind, Kind, Split
+from monitor.vocabulary import Diagnosis, ErrorKind, Kind, Phase, Split
 from tests.conftest import PROBES
 from tests.test_served import llama_cpp, served
 
@@ -287,6 +289,33 @@ def test_a_failing_suite_is_asked_again_before_its_verdict_is_stored_once(store:
     bare, kept = judge_suite(store, suite, RULES, "bot", "v2", "v1")
     assert kept.id == verdict.id and bare.witnesses == "agree" and len(store.verdicts()) == verdicts
     assert bare.candidate_runs == judgement.candidate_runs  # the re-elicited run never mixes in
+
+
+def test_the_demos_conclusions_hear_the_second_witness_and_store_no_verdict(store: Store) -> None:
+    suite = load_suite(PROBES / "general-knowledge")
+    candidate = Forgetful(suite)
+    baseline = _measured(store, suite, candidate)
+    pair = (store.finished_runs("bot", "v1", suite.content_hash)[-1],
+            store.finished_runs("bot", "v2", suite.content_hash)[-1])
+    known: dict[Any, Any] = {}
+    judgement = judge_pair(store, suite, RULES, "bot", pair, Reelicitor(lambda: candidate, lambda: baseline,
+                                                                        known=known))
+    assert (judgement.diagnosis, judgement.witnesses) == ("alignment_loss", "agree")
+    assert store.verdicts() == [] and len(known) == 1  # the loop that follows asks v1 no more
+    conclusion = Conclusion.of(judgement)
+    assert conclusion.heard == "re-elicited 100.0% (baseline 100.0%): came back; witnesses agree"
+    assert conclusion.steps == ("alert", "retrain")
+    lines = " ".join(line.strip() for line in _rendered(conclusions_table([conclusion], "concluded")))
+    assert "general-knowledge: re-elicited 100.0% (baseline 100.0%): came back" in lines
+    # A conclusion that heard no witness (nothing dropped) adds no line.
+    held = Conclusion("arithmetic", Phase.PASS, Diagnosis.NONE, False, ())
+    assert "re-elicited" not in "\n".join(_rendered(conclusions_table([held], "t")))
+
+
+def _rendered(table: Any) -> list[str]:
+    console = Console(width=120, record=True)
+    console.print(table)
+    return console.export_text().splitlines()
 
 
 def test_re_elicitation_that_does_not_bring_it_back_is_said_plainly(store: Store) -> None:

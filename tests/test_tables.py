@@ -59,8 +59,9 @@ def _tables(width: int) -> dict[str, tuple[Any, tuple[str, ...]]]:
     runs, summaries = _runs()
     figures = [SimpleNamespace(suite="general-knowledge", kind="generate_until", baseline=0.568, before=0.0,
                                after=0.574, recovered=lambda: 1.01)]
+    heard = "re-elicited 45.7% (baseline 84.8%): came back; witnesses one"
     conclusions = [Conclusion("general-knowledge", Phase.FAIL, Diagnosis.ALIGNMENT_LOSS, False,
-                              ("alert", "retrain"))]
+                              ("alert", "retrain"), heard)]
     return {
         "demo": (tables.comparison_table(_demo_rows(), "v1", "v2", "what the fine-tune did", width),
                  ("capability", "measured as", "v1", "v2", "drop", "items")),
@@ -84,6 +85,13 @@ def test_tables_fit_80_columns_with_every_header_whole(name: str) -> None:
     for column in headers:
         assert f" {column} " in f" {header} ", f"{name}: header '{column}' cut: {header!r}"
     assert "…" not in "\n".join(lines), f"{name}: a cell was cut:\n" + "\n".join(lines)
+
+
+def test_the_second_witness_reads_whole_under_the_conclusions_at_80_columns() -> None:
+    lines = _render(_tables(80)["conclusions"][0])
+    bottom = next(i for i, line in enumerate(lines) if line.startswith("└"))
+    under = " ".join(line.strip() for line in lines[bottom + 1 :])
+    assert under == "general-knowledge: re-elicited 45.7% (baseline 84.8%): came back; witnesses one"
 
 
 def test_wide_terminals_keep_the_full_tables() -> None:

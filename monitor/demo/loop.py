@@ -23,7 +23,7 @@ from monitor.judge import JudgeError, judge_suite
 from monitor.policy.loading import load_config, load_suites
 from monitor.policy.schema import Config
 from monitor.probing.factory import backend_for
-from monitor.probing.reelicit import Reelicitor
+from monitor.probing.reelicit import Known, Reelicitor
 from monitor.store import Action, Store, Verdict, VerdictKind
 from monitor.vocabulary import ActionKind, ActionStatus, TriggeredBy
 
@@ -42,13 +42,14 @@ class LoopResult:
 
 def run_loop(config_file: Path, hooks: Hooks | None = None) -> LoopResult:
     hooks = hooks or Hooks()
-    run_demo(config_file, track=hooks.track)  # v1 and v2 built and measured (reused when stored)
+    known: Known = {}  # v1's examples for re-elicitation, asked once for the demo and the loop
+    run_demo(config_file, track=hooks.track, known=known)  # v1 and v2 built, measured and judged
     config = _loop_config(load_config(config_file))
     model = scenario_for(config).model
     store = Store(config.database_url())
     try:
         _go_live(store, config, model, "v2")
-        verdicts = _judge(store, config, model)
+        verdicts = _judge(store, config, model, known)
         act(store, config, model, HOLDER, hooks)
         live = store.live_version(config, model)
         made = store.made_versions(model)  # oldest first
@@ -97,12 +98,12 @@ def _go_live(store: Store, config: Config, model: str, version: str) -> None:
     store.finish_action(action.id or 0, ActionStatus.DONE, detail=detail)
 
 
-def _judge(store: Store, config: Config, model: str) -> list[Verdict]:
+def _judge(store: Store, config: Config, model: str, known: Known) -> list[Verdict]:
     """Every suite judged as a serve cycle judges it: failing generation re-elicited on live first."""
     spec = config.models[model]
     live = store.live_version(config, model)
     reelicit = Reelicitor(lambda: backend_for(config, model, live),
-                          lambda: backend_for(config, model, spec.baseline), holder=HOLDER)
+                          lambda: backend_for(config, model, spec.baseline), holder=HOLDER, known=known)
     out = []
     for suite in load_suites(config):
         try:

@@ -16,18 +16,20 @@ from pathlib import Path
 from monitor.actions import retrain
 from monitor.actions.retrain import sft as finetune
 from monitor.demo.scenarios import scenario_for
-from monitor.judge import judge_runs
+from monitor.judge import judge_pair
 from monitor.policy.loading import load_config, load_suites
 from monitor.policy.schema import Config
 from monitor.policy.suites import Suite
 from monitor.present.tables import Conclusion, Row
 from monitor.probing import weights
 from monitor.probing.factory import backend_for
+from monitor.probing.reelicit import Known, Reelicitor
 from monitor.probing.run import VersionRef
 from monitor.probing.version import Measured, Track, probe_version
 from monitor.store import Store
 
 Steps = Callable[[int], Callable[[int, float], None]]
+HOLDER = "forgetmenot-demo"
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,9 @@ def _version_dir(config: Config, version: str) -> Path:
 
 
 def run_demo(config_file: Path, *, fresh: bool = False, steps: Steps | None = None,
-             track: Track | None = None) -> DemoResult:
+             track: Track | None = None, known: Known | None = None) -> DemoResult:
+    """v1 and v2 built (or reused), probed on every suite and judged. `known` keeps the examples
+    re-elicitation asked v1 for, so the full loop that follows asks once, not twice."""
     config = load_config(config_file, check_paths=False)
     build_v1(config, steps)
     build_v2(config, steps)
@@ -93,24 +97,25 @@ def run_demo(config_file: Path, *, fresh: bool = False, steps: Steps | None = No
     store = Store(config.database_url())
     try:
         measured = {v: _probe(config, store, v, suites, fresh, track) for v in ("v1", "v2")}
-        conclusions = _conclude(config, store, suites, measured)
+        conclusions = _conclude(config, store, suites, measured, known if known is not None else {})
     finally:
         store.close()
     return DemoResult(config, _rows(store, suites, measured), measured, conclusions)
 
 
-def _conclude(config: Config, store: Store, suites: list[Suite],
-              measured: dict[str, list[Measured]]) -> list[Conclusion]:
-    """v2 judged against v1 on the runs just measured, as the monitor would judge it (without
-    storing a verdict: the full-loop demo starts from this database and judges for itself)."""
+def _conclude(config: Config, store: Store, suites: list[Suite], measured: dict[str, list[Measured]],
+              known: Known) -> list[Conclusion]:
+    """v2 judged against v1 on the runs just measured, as the monitor would judge it, failing
+    generation re-elicited on v2 (the second witness), without storing a verdict: the full-loop
+    demo starts from this database and judges for itself, reusing the re-elicited run."""
+    model = scenario_for(config).model
+    reelicit = Reelicitor(lambda: backend_for(config, model, "v2"), lambda: backend_for(config, model, "v1"),
+                          holder=HOLDER, known=known)
     runs = {v: {m.suite.name: m.run for m in ms} for v, ms in measured.items()}
     out = []
     for suite in suites:
-        base, cand = runs["v1"][suite.name], runs["v2"][suite.name]
-        quarantined = store.flaky(scenario_for(config).model, suite.content_hash, ["v1", "v2"])
-        judgement = judge_runs(suite, config.policy.rules_for(suite.capability),
-                               [(base, store.results(base.id or 0))], [(cand, store.results(cand.id or 0))],
-                               quarantined)
+        pair = (runs["v1"][suite.name], runs["v2"][suite.name])
+        judgement = judge_pair(store, suite, config.policy.rules_for(suite.capability), model, pair, reelicit)
         out.append(Conclusion.of(judgement))
     return out
 

@@ -3,7 +3,7 @@
 store (`model`), and the noise floor (`calibrate`)."""
 
 from monitor.errors import JudgeError
-from monitor.judge.model import Judged, ModelJudgement, judge_model, judge_suite, verdict_rules
+from monitor.judge.model import Judged, ModelJudgement, judge_model, judge_pair, judge_suite, verdict_rules
 from monitor.judge.settle import measured, overall, settle
 from monitor.judge.verdict import (
     Judgement,
@@ -17,6 +17,6 @@ from monitor.judge.verdict import (
 
 __all__ = [
     "JudgeError", "Judged", "Judgement", "KindJudgement", "ModelJudgement", "Reelicited", "decide",
-    "diagnose", "judge_kind", "judge_model", "judge_runs", "judge_suite", "measured", "overall", "settle",
-    "verdict_rules",
+    "diagnose", "judge_kind", "judge_model", "judge_pair", "judge_runs", "judge_suite", "measured", "overall",
+    "settle", "verdict_rules",
 ]

@@ -89,16 +89,28 @@ def judge_suite(store: Store, suite: Suite, rules: Rules, model: str, candidate:
     whose generation dropped is re-elicited on the candidate first (or a re-elicited run measured
     since its plain run is reused) and the verdict carries that second witness."""
     base_run, cand_run = _latest_pair(store, suite, model, baseline, candidate)
+    judgement = judge_pair(store, suite, rules, model, (base_run, cand_run), reelicit)
+    return judgement, save(store, judgement, model, candidate, baseline, suite.content_hash)
+
+
+def judge_pair(store: Store, suite: Suite, rules: Rules, model: str, runs: tuple[Run, Run],
+               reelicit: Reelicitor | None = None) -> Judgement:
+    """Judge the candidate's run against the baseline's (`runs`, in that order) without storing a
+    verdict, the second witness heard as `judge_suite` hears it: the demo's conclusions are this,
+    so what it prints is what the monitor would store."""
+    base_run, cand_run = runs
+    baseline, candidate = base_run.version, cand_run.version
     quarantined = store.flaky(model, suite.content_hash, [baseline, candidate])
     base = [(base_run, store.results(base_run.id or 0))]
     cand = [(cand_run, store.results(cand_run.id or 0))]
     judgement = judge_runs(suite, rules, base, cand, quarantined)
-    if needs_witness(judgement):
-        measured = _heard(store, suite, judgement, model, candidate, baseline, cand_run, reelicit)
-        if measured is not None:
-            witness = _witness(store, measured, base[0][1], rules, quarantined)
-            judgement = judge_runs(suite, rules, base, cand, quarantined, witness)
-    return judgement, save(store, judgement, model, candidate, baseline, suite.content_hash)
+    if not needs_witness(judgement):
+        return judgement
+    measured = _heard(store, suite, judgement, model, candidate, baseline, cand_run, reelicit)
+    if measured is None:
+        return judgement
+    witness = _witness(store, measured, base[0][1], rules, quarantined)
+    return judge_runs(suite, rules, base, cand, quarantined, witness)
 
 
 def _heard(store: Store, suite: Suite, judgement: Judgement, model: str, candidate: str, baseline: str,

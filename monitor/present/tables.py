@@ -114,14 +114,16 @@ class Row:
 
 @dataclass(frozen=True)
 class Conclusion:
-    """One capability as the monitor sees it: the phase, the diagnosis, and the ladder the policy
-    would climb (nothing unless it FAILs and is not muted)."""
+    """One capability as the monitor sees it: the phase, the diagnosis with its second witness
+    (`heard`: the re-elicited generation in words, empty where it was not asked), and the ladder
+    the policy would climb (nothing unless it FAILs and is not muted)."""
 
     capability: str
     phase: Phase
     diagnosis: Diagnosis
     muted: bool
     steps: tuple[str, ...]
+    heard: str = ""
 
     @classmethod
     def of(cls, judgement: Judgement) -> Conclusion:
@@ -130,11 +132,32 @@ class Conclusion:
         ladder = rules.on_knowledge_loss if judgement.diagnosis == Diagnosis.KNOWLEDGE_LOSS else (
             rules.on_alignment_loss)
         return cls(judgement.capability, judgement.phase, judgement.diagnosis, rules.muted,
-                   tuple(ladder) if acts else ())
+                   tuple(ladder) if acts else (), _heard(judgement))
+
+
+def _heard(judgement: Judgement) -> str:
+    """The second witness in a table cell: the re-elicited score beside the plain one, and whether
+    the witnesses agree."""
+    again = judgement.reelicited
+    if again is None:
+        return ""
+    found = again.judgement
+    if found is None or found.result is None:
+        return f"not measured: {again.note or (found.reason if found else '')}"
+    kind = Kind.GENERATE_UNTIL
+    plain = units.score_text(kind, found.result.baseline)
+    asked = units.score_text(kind, found.result.candidate)
+    back = "came back" if again.recovered else "did not come back"
+    said = f"re-elicited {asked} (baseline {plain}): {back}"
+    witnesses = judgement.witnesses
+    return f"{said}; witnesses {witnesses}" if witnesses else said
 
 
 def conclusions_table(conclusions: Sequence[Conclusion], title: str) -> Table:
-    table = Table(title=title)
+    """One row per capability; each second witness heard is a line under the table, where it has
+    the width a sentence needs."""
+    heard = [f"{c.capability}: {c.heard}" for c in conclusions if c.heard]
+    table = Table(title=title, caption="\n".join(heard) or None, caption_justify="left")
     for column in ("capability", "phase", "diagnosis", "the policy would"):
         table.add_column(column)
     for c in conclusions:

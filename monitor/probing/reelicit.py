@@ -71,6 +71,10 @@ class Shots:
     source: str  # BASELINE_WORDS or GOLD_WORDS, with why where the baseline could not be asked
 
 
+# The examples found per (model, baseline version, suite content hash): greedy answers, so the same.
+Known = MutableMapping[tuple[str, str, str], Shots]
+
+
 @dataclass(frozen=True)
 class Reelicitation:
     """What re-elicitation measured on one suite: the derived suite's run on the candidate, how it
@@ -200,7 +204,7 @@ class Reelicitor:
     holder: str | None = None
     spool: Spool | None = None
     advance: Advance | None = None
-    known: MutableMapping[tuple[str, str, str], Shots] = field(default_factory=dict)
+    known: Known = field(default_factory=dict)
 
     def measure(
         self, store: Store, suite: Suite, model: str, candidate: str, baseline: str, after: Run
