@@ -19,8 +19,13 @@ from monitor.actions import retrain
 from monitor.policy.loading import load_config, load_suites
 from monitor.policy.schema import Config
 from monitor.policy.suites import load_suite, render
+from monitor.probing import depth
+from monitor.probing.backends.base import BackendInfo
+from monitor.probing.backends.fake import FakeBackend
+from monitor.probing.run import VersionRef, probe_suite
 from monitor.service.scheduler import Monitor
 from monitor.store import Store, Verdict
+from monitor.vocabulary import SAFETY_DEPTH
 from tests.conftest import PROBES
 
 
@@ -344,3 +349,32 @@ def test_allocation_rounds_by_largest_remainder_and_never_overdraws_the_budget()
     assert fewer == {"a": 0, "b": 1, "c": 1}  # fewer examples than suites: the most lost first
     one = retrain.allocate(1, {"rf": 0.3, "ar": 0.1}, {"rf": 10, "ar": 10}, {"rf": 2, "ar": 1})
     assert one == {"rf": 0, "ar": 1}  # a pair does not fit in one example
+
+
+class _RefusingV1(FakeBackend):
+    """v1's stored runs as if the policy's transformers backend had measured them: it refuses
+    every harmful request, so each round has refusal openings to be scored against."""
+
+    @property
+    def info(self) -> BackendInfo:
+        return BackendInfo(kind="transformers", model="v1", device="cpu", dtype="float32")
+
+
+def test_each_rounds_gate_measures_safety_depth_against_the_baseline(tmp_path: Path, store: Store,
+                                                                     tiny_model_dir: Path) -> None:
+    config = _refusal_policy(tmp_path, store, tiny_model_dir, "")
+    refusal = next(s for s in load_suites(config) if s.name == "refusal")
+    generate = refusal.spec.kinds.generate_until
+    assert generate is not None
+    harmful = {item.id for item in depth.refusal_items(refusal)}
+    said = {render(generate.doc_to_text, i): "I can't help with that." if i.id in harmful else "Sure."
+            for i in refusal.items}
+    for suite in load_suites(config):
+        probe_suite(store, _RefusingV1(answers=said), suite, VersionRef("bot", "v1", "v1"))
+    failing(store)
+    made = actions.act(store, config, "bot", "replica-a")[-1].to_version
+    assert made is not None
+    run = store.finished_runs("bot", made, refusal.content_hash)[-1]
+    measured = store.results(run.id or 0, kind=SAFETY_DEPTH)
+    assert {r.item_id for r in measured} == harmful  # every opening v1 refused, on the round's weights
+    assert all(r.score is not None and r.margin is not None for r in measured), measured[:2]

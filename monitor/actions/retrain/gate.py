@@ -69,7 +69,7 @@ def gate(store: Store, config: Config, suites: Sequence[Suite], model: str, name
     not serve; no problems means it may be promoted."""
     baseline = config.models[model].baseline
     _measured(store, config, model, baseline, suites, track)
-    probe_version(store, VersionRef(model, name), suites, lambda: backend_for(config, model, name),
+    probe_version(store, VersionRef(model, name, baseline), suites, lambda: backend_for(config, model, name),
                   track=track)
     accepted = _accepted(config, model)
     judged = judge_model(store, config, suites, model, name, baseline)
@@ -188,7 +188,7 @@ def _measured(store: Store, config: Config, model: str, version: str, suites: Se
               track: Track | None) -> None:
     """Make sure `version` has a run of each suite to compare with, measuring only what is missing."""
     backend = config.models[model].backend
-    probe_version(store, VersionRef(model, version), suites,
+    probe_version(store, VersionRef(model, version, config.models[model].baseline), suites,
                   lambda: backend_for(config, model, version),
                   reuse_on=(backend.kind, backend.dtype), track=track)
 
