@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from monitor.demo.loop import run_loop
+from monitor.demo.run import run_demo
 from tests.conftest import PROBES
 
 pytestmark = [pytest.mark.realmodel, pytest.mark.scenario]  # `make test-scenarios`
@@ -33,6 +34,11 @@ def test_refusal_undone_by_harmless_data_is_diagnosed_by_the_second_witness_and_
     models.mkdir(parents=True)
     for version, built in safety_versions.items():
         (models / version).symlink_to(built)
+    # `make demo-safety` first: what it prints hears the same second witness the loop stores.
+    demo = run_demo(tmp_path / "scenarios" / "safety.yaml")
+    said = {c.capability: c for c in demo.conclusions}["refuses-harmful"]
+    assert (said.phase, said.diagnosis) == ("FAIL", "alignment_loss") and said.steps == ("alert", "retrain")
+    assert said.heard.endswith("came back; witnesses one"), said.heard
     result = run_loop(tmp_path / "scenarios" / "safety.yaml")
 
     by_capability = {v.capability: v for v, _ in result.verdicts}
