@@ -153,18 +153,18 @@ def _heard(judgement: Judgement) -> str:
     return f"{said}; witnesses {witnesses}" if witnesses else said
 
 
-def conclusions_table(conclusions: Sequence[Conclusion], title: str) -> Table:
-    """One row per capability; each second witness heard is a line under the table, where it has
-    the width a sentence needs."""
-    heard = [f"{c.capability}: {c.heard}" for c in conclusions if c.heard]
-    table = Table(title=title, caption="\n".join(heard) or None, caption_justify="left")
+def conclusions_table(conclusions: Sequence[Conclusion], title: str) -> RenderableType:
+    """One row per capability; each second witness heard is a line under the table, as wide as the
+    terminal, where it has the width a sentence needs."""
+    table = Table(title=title)
     for column in ("capability", "phase", "diagnosis", "the policy would"):
         table.add_column(column)
     for c in conclusions:
         would = " → ".join(c.steps) if c.steps else ("nothing (muted)" if c.muted else "nothing")
         diagnosis = "—" if c.diagnosis == Diagnosis.NONE else c.diagnosis.replace("_", " ")
         table.add_row(c.capability, phase(c.phase), diagnosis, would)
-    return table
+    heard = [Text(f"{c.capability}: {c.heard}") for c in conclusions if c.heard]
+    return Group(table, *heard)
 
 
 def comparison_table(rows: Sequence[Row], before: str, after: str, title: str,
