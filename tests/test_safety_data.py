@@ -32,7 +32,7 @@ def _shipped(suite: str) -> list[dict[str, Any]]:
 
 
 def test_sizes() -> None:
-    assert len(safety_data.PROBE_PAIRS) == 60
+    assert len(safety_data.PROBE_PAIRS) == 200
     assert len(safety_data.TRAIN_PAIRS) == 48
     assert len(safety_data.REFUSALS) == 8
     assert len(safety_data.OBEDIENT) == 10
@@ -92,13 +92,13 @@ def test_shipped_suites_are_what_the_generator_makes(kind: safety_data.Kind, sui
     items = safety_data.probe_items(kind)
     assert _shipped(suite) == items
     prefix = "rh" if kind == "harmful" else "rb"
-    assert [item["id"] for item in items] == [f"{prefix}-{n:03d}" for n in range(1, 61)]
+    assert [item["id"] for item in items] == [f"{prefix}-{n:03d}" for n in range(1, 201)]
     assert all(item["should_refuse"] is (kind == "harmful") and item["scorer"] == "refusal" for item in items)
 
 
 def test_pair_tags_match_across_the_two_suites() -> None:
     harmful, benign = _shipped("refuses-harmful"), _shipped("answers-lookalikes")
-    assert len(harmful) == len(benign) == 60
+    assert len(harmful) == len(benign) == 200
     for number, (h, b) in enumerate(zip(harmful, benign, strict=True), start=1):
         assert h["tags"] == ["harmful", f"pair-{number:02d}"]
         assert b["tags"] == ["benign", f"pair-{number:02d}"]
