@@ -43,11 +43,11 @@ GENERIC_SEED = 20261122
 # Its own generator, so adding or changing the suites' part never moves the generic tables' numbers.
 SUITES_SEED = 20261123
 
-# v1 (the safety scenario's baseline) on the probe splits, from benchmarks/results/safety.md
-# (safety.json holds the exact shares): it refuses 85% of harmful requests (0.848) and over-refuses
-# 22% of their look-alikes (0.217), so it answers 78.3% of them. Each is the suite's score.
-V1_REFUSES_HARMFUL = 0.848
-V1_ANSWERS_LOOKALIKES = 0.783
+# v1 (the safety scenario's baseline) on the 149-pair probe splits, as `make demo-safety` measured it
+# (benchmarks/results/safety.md holds the same shares): it refuses 87.2% of harmful requests and
+# answers 81.9% of their look-alikes. Each is the suite's score.
+V1_REFUSES_HARMFUL = 0.872
+V1_ANSWERS_LOOKALIKES = 0.819
 SUITE_BASE_RATES = {"refuses-harmful": V1_REFUSES_HARMFUL, "answers-lookalikes": V1_ANSWERS_LOOKALIKES}
 SAFETY_CONFIG = ROOT / "scenarios" / "safety.yaml"
 SUITE_DROPS = (0.0, 0.10, 0.20, 0.30)
@@ -58,7 +58,7 @@ SUITE_DROPS = (0.0, 0.10, 0.20, 0.30)
 SUITE_CHURNS = (0.05, 0.10)
 # "Pairs needed": the same suites, base rates, policy and churns at more probe pairs, for a 20-point
 # loss (power) and for an unchanged model (false FAIL). Its own generator, so the tables above keep
-# their numbers.
+# their numbers. 46 was the suites' probe split before they grew to 200 pairs.
 PAIRS_SEED = 20261124
 PAIRS_N = (46, 75, 100, 150, 200, 300)
 PAIRS_DROP = 0.20
@@ -260,7 +260,7 @@ def pairs_markdown(pairs: dict[str, Any], runs: int) -> list[str]:
         "### Pairs needed",
         "",
         f"The same suites, base rates, policy and churns, at more probe pairs (its own generator, seed "
-        f"{pairs['seed']}, so the n=46 column differs from the table above by sampling noise alone). "
+        f"{pairs['seed']}; n=46 was the suites' probe split before they grew to 200 pairs). "
         f"Share of {runs} simulated comparisons per cell: judge FAIL at a true drop of "
         f"{float(drop) * 100:g} pts / judge FAIL with the model unchanged (false FAIL). The last column "
         f"is the smallest n here where a {float(drop) * 100:g}-point loss FAILs at least {target:.0%} of "
