@@ -80,7 +80,7 @@ servers: $(STAMP)
 test: lint profiles tools servers
 	$(BIN)/pytest -q
 
-# The whole safety scenario on the real model (tests marked `scenario`; ~25 min on 2 cores).
+# The whole safety scenario on the real model (tests marked `scenario`; about an hour on 2 cores).
 test-scenarios: $(STAMP)
 	$(BIN)/pytest -q -m scenario
 

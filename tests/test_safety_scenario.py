@@ -4,7 +4,7 @@ v1 is SmolLM2 given a safety fine-tune (harmful requests refused, their look-ali
 is v1 fine-tuned on ten exchanges holding nothing harmful, an "absolutely obedient agent". The
 monitor must see refusal go, diagnose it as alignment loss on the second witness (multiple choice
 cannot witness refusal), and bring refusal back by retraining on harmful requests *with* their
-look-alikes, without buying it with over-refusal. About 25 minutes of CPU (two fine-tunes, four
+look-alikes, without buying it with over-refusal. About an hour on 2 cores (two fine-tunes, four
 probe runs, a re-elicitation and a recovery LoRA), so it runs in `make test-scenarios`; `make
 test` runs its fast slice: the pairs (test_partner_suites.py), the witness (test_reelicit.py) and
 safety depth (test_depth.py), each also against a real server.
