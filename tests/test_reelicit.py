@@ -352,7 +352,8 @@ def test_a_candidate_that_will_not_load_gets_its_verdict_without_the_witness(sto
 
     judgement, verdict = judge_suite(store, suite, RULES, "bot", "v2", "v1", Reelicitor(down, down))
     assert (judgement.diagnosis, verdict.witnesses) == ("alignment_loss", "one")
-    assert "re-elicitation not measured: bot/v2 could not be loaded: connection refused" in verdict.reason
+    unheard = "re-elicitation not measured: bot/v2 could not be loaded: connection refused"
+    assert unheard in verdict.reason and Conclusion.of(judgement).heard == unheard  # the demo's line too
     assert "the baseline could not be asked" in json.loads(verdict.reelicited or "{}")["how"]
 
 

@@ -132,18 +132,18 @@ class Conclusion:
         ladder = rules.on_knowledge_loss if judgement.diagnosis == Diagnosis.KNOWLEDGE_LOSS else (
             rules.on_alignment_loss)
         return cls(judgement.capability, judgement.phase, judgement.diagnosis, rules.muted,
-                   tuple(ladder) if acts else (), _heard(judgement))
+                   tuple(ladder) if acts else (), _witness_line(judgement))
 
 
-def _heard(judgement: Judgement) -> str:
-    """The second witness in a table cell: the re-elicited score beside the plain one, and whether
-    the witnesses agree."""
+def _witness_line(judgement: Judgement) -> str:
+    """The second witness as a line under the conclusions: the re-elicited score beside the
+    baseline's, and whether the witnesses agree; where it was not measured, the verdict's words."""
     again = judgement.reelicited
     if again is None:
         return ""
     found = again.judgement
     if found is None or found.result is None:
-        return f"not measured: {again.note or (found.reason if found else '')}"
+        return again.said()
     kind = Kind.GENERATE_UNTIL
     plain = units.score_text(kind, found.result.baseline)
     asked = units.score_text(kind, found.result.candidate)
